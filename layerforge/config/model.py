@@ -1,0 +1,271 @@
+"""The whole config: top-level pydantic model and the layer-by-layer parser.
+
+Layers are validated one at a time against their own ``Config`` (found in the
+registry by ``type:``) rather than through one giant union: the messages are
+sharper ("did you mean kernel_size?"), Keras 1 names can be translated first,
+and only the layer types a config uses pay for building their validators.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ..errors import ConfigError, Problem, did_you_mean
+from .source import SourceMap, format_path
+from .training import DataConfig, TrainingConfig
+
+ABSTRACT_TYPES = {
+    "Recurrent": "Recurrent is the abstract base of Keras' recurrent layers; use SimpleRNN, GRU or LSTM",
+    "Layer": "Layer is Keras' abstract base class; pick a concrete layer type (see `layerforge layers`)",
+    "InputLayer": "inputs are declared with `inputs:` or `input_shape:` at the top level, not as a layer",
+    "Input": "inputs are declared with `inputs:` or `input_shape:` at the top level, not as a layer",
+    "TimeDistributedDense": "TimeDistributedDense was removed after Keras 1.2; use "
+                            "{type: TimeDistributed, layer: {type: Dense, units: N}}",
+}
+
+
+class InputSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(description="input name, referenced by layers' `inputs:`", pattern=r"^[A-Za-z_][A-Za-z0-9_\-]*$")
+    shape: list[int | None] = Field(description="shape without the batch axis; null for a variable length")
+    dtype: Literal["float32", "float64", "int32", "int64"] = Field("float32", description="element type")
+
+    @field_validator("shape")
+    @classmethod
+    def _positive(cls, v):
+        if any(d is not None and d <= 0 for d in v):
+            raise ValueError(f"every dimension must be a positive integer or null, got {v}")
+        return v
+
+
+class ModelConfig(BaseModel):
+    """The top level of a layerforge YAML file."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field("model", description="model name; the default run directory is runs/<name>-<time>")
+    description: str | None = Field(None, description="free text")
+    seed: int | None = Field(None, description="makes initialisation, shuffling and dropout repeatable")
+    input_shape: list[int | None] | None = Field(None, description="shape of the single input, without the batch axis")
+    input_dtype: Literal["float32", "float64", "int32", "int64"] | None = Field(
+        None, description="element type of the single input (default float32; int32 when the first layer is "
+                          "an Embedding)")
+    batch_size: int | None = Field(None, ge=1, description="a fixed batch size (stateful recurrent layers)")
+    inputs: list[InputSpec] | None = Field(None, description="named inputs of a multi-input graph")
+    layers: list[Any] = Field(description="the layers, in order; see `layerforge layers`")
+    outputs: list[str] | None = Field(None, description="layer names whose outputs are the model outputs "
+                                                        "(default: the last layer)")
+    training: TrainingConfig = Field(default_factory=TrainingConfig, description="how `train` fits the model")
+    data: DataConfig | None = Field(None, description="data files for train / validation / test")
+
+    @field_validator("outputs", mode="before")
+    @classmethod
+    def _one_output(cls, v):
+        return [v] if isinstance(v, str) else v
+
+    @field_validator("layers")
+    @classmethod
+    def _not_empty(cls, v):
+        if not v:
+            raise ValueError("a model needs at least one layer")
+        return v
+
+
+@dataclass
+class ModelSpec:
+    """A validated config: the top-level model plus one typed config per layer."""
+
+    config: ModelConfig
+    layers: list  # list[LayerConfig], same order as config.layers
+    source: SourceMap = field(default_factory=SourceMap)
+    base_dir: Path = field(default_factory=Path.cwd)
+    raw: dict = field(default_factory=dict)
+
+    def canonical_dict(self) -> dict:
+        """The resolved config with canonical type and parameter names (what a run directory saves)."""
+        out = self.config.model_dump(mode="json", exclude_none=True)
+        out["layers"] = [layer_public_dict(c) for c in self.layers]
+        return out
+
+
+def layer_public_dict(cfg) -> dict:
+    out = cfg.public_dict()
+    if "layer" in out and hasattr(cfg, "layer") and hasattr(cfg.layer, "public_dict"):
+        out["layer"] = layer_public_dict(cfg.layer)
+    return out
+
+
+# ---------------------------------------------------------------------- pydantic errors -> problems
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) < 80 else text[:77] + "..."
+
+
+def validation_problems(exc: ValidationError, base: tuple, source: SourceMap, data: dict,
+                        known_fields=(), renamed: dict | None = None) -> list[Problem]:
+    """Turn a pydantic ValidationError into located problems."""
+    problems = []
+    renamed = renamed or {}
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        # pydantic puts union/validator tags in the location; keep only real keys/indices
+        loc = tuple(p for p in loc if isinstance(p, int) or p in _keys_along(data, loc))
+        if loc and loc[0] in renamed:  # point at the Keras 1 name the user wrote
+            loc = (renamed[loc[0]],) + loc[1:]
+        path = base + loc
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            key = loc[-1] if loc else "?"
+            near = did_you_mean(str(key), known_fields) if known_fields else None
+            problems.append(source.problem(
+                path, f"unknown parameter '{key}'", key=True,
+                expected=("one of: " + ", ".join(sorted(known_fields))) if known_fields and not near else None,
+                hint=f"did you mean '{near}'?" if near else None))
+        elif kind == "missing":
+            problems.append(source.problem(base + loc[:-1], f"missing required parameter '{loc[-1]}'",
+                                           hint=f"add `{loc[-1]}: ...`"))
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            found = _describe(err.get("input")) if "input" in err else None
+            problems.append(source.problem(path, msg, found=found))
+    return problems
+
+
+def _keys_along(data: Any, loc: tuple) -> set:
+    """All keys that exist in ``data`` along ``loc`` (to drop pydantic's internal tags)."""
+    keys: set = set()
+    cur = data
+    for part in loc:
+        if isinstance(cur, dict):
+            keys |= set(cur.keys())
+            keys.add(part) if part in cur else None
+            cur = cur.get(part) if part in cur else None
+        elif isinstance(cur, list) and isinstance(part, int) and part < len(cur):
+            cur = cur[part]
+        else:
+            keys.add(part)  # beyond the data (missing fields)
+    return keys
+
+
+# ---------------------------------------------------------------------- layers
+
+def parse_layer(raw: Any, path: tuple, source: SourceMap, problems: list[Problem]):
+    """Validate one layer mapping into its typed Config; append problems instead of raising."""
+    from ..layers import REGISTRY, TYPE_NAMES, load_all
+    from ..layers.base import KERAS1_RENAMES
+
+    load_all()
+    if not isinstance(raw, dict):
+        problems.append(source.problem(path, "a layer is a mapping like {type: Dense, units: 10}",
+                                       found=_describe(raw)))
+        return None
+    type_name = raw.get("type")
+    if type_name is None:
+        problems.append(source.problem(path, "layer has no `type:`", hint="e.g. `type: Dense`; "
+                                       "`layerforge layers` lists every type"))
+        return None
+    if not isinstance(type_name, str):
+        problems.append(source.problem(path + ("type",), "`type:` must be a layer name", found=_describe(type_name)))
+        return None
+    if type_name in ABSTRACT_TYPES:
+        problems.append(source.problem(path + ("type",), f"'{type_name}' cannot be used as a layer",
+                                       hint=ABSTRACT_TYPES[type_name]))
+        return None
+    if type_name not in TYPE_NAMES:
+        near = did_you_mean(type_name, list(TYPE_NAMES))
+        problems.append(source.problem(
+            path + ("type",), f"unknown layer type '{type_name}'",
+            hint=(f"did you mean {near}?" if near else "`layerforge layers` lists every type")))
+        return None
+    canonical, preset = TYPE_NAMES[type_name]
+    cls = REGISTRY[canonical]
+    config_cls = cls.Config
+    fields = set(config_cls.model_fields)
+
+    data = dict(raw)
+    data["type"] = canonical
+    renamed: dict[str, str] = {}  # modern name -> the Keras 1 name the user wrote
+    renames = {**{o: n for o, n in KERAS1_RENAMES.items() if n in fields}, **config_cls.keras1_renames}
+    for old, new in renames.items():
+        if old in data and old not in fields:
+            if new in data:
+                problems.append(source.problem(path + (old,), f"'{old}' (Keras 1) and '{new}' mean the same "
+                                               "parameter; give only one", key=True))
+                return None
+            data[new] = data.pop(old)
+            renamed[new] = old
+    for key, value in preset.items():
+        if key in data and data[key] != value:
+            problems.append(source.problem(path + (key,), f"type {type_name} fixes {key}={value!r}",
+                                           found=_describe(data[key]), hint=f"use type {canonical} to choose {key}"))
+            return None
+        data[key] = value
+    # Keras 1 input_dim / input_length on the first layer of a Sequential model
+    if config_cls.accepts_input_dim and ("input_dim" in data or "input_length" in data) \
+            and "input_dim" not in fields:
+        dim = data.pop("input_dim", None)
+        length = data.pop("input_length", None)
+        if "input_shape" not in data:
+            data["input_shape"] = [length, dim] if config_cls.accepts_input_dim == "sequence" else [dim]
+    # nested wrapper layer: validated with its own Config, errors located inside it
+    nested = None
+    if "layer" in fields and isinstance(data.get("layer"), dict):
+        nested = parse_layer(data["layer"], path + ("layer",), source, problems)
+        if nested is None:
+            return None
+        data["layer"] = nested
+    try:
+        data = config_cls.upgrade(data)
+    except ValueError as exc:
+        problems.append(source.problem(path, str(exc)))
+        return None
+    try:
+        return config_cls.model_validate(data)
+    except ValidationError as exc:
+        known = fields | set(renames)
+        problems.extend(validation_problems(exc, path, source, data, known_fields=known, renamed=renamed))
+        return None
+
+
+def parse_model(data: Any, source: SourceMap, base_dir: Path) -> ModelSpec:
+    """Validate a whole config (already loaded from YAML); raise one ConfigError listing every problem."""
+    if not isinstance(data, dict):
+        raise ConfigError(problems=[source.problem(
+            (), "the top level of a config must be a mapping", found=type(data).__name__,
+            expected="keys such as name, input_shape, layers, training, data")])
+    problems: list[Problem] = []
+    top = dict(data)
+    try:
+        config = ModelConfig.model_validate(top)
+    except ValidationError as exc:
+        problems.extend(validation_problems(exc, (), source, top, known_fields=set(ModelConfig.model_fields)))
+        config = None
+    raw_layers = top.get("layers") if isinstance(top.get("layers"), list) else []
+    layers = [parse_layer(raw, ("layers", i), source, problems) for i, raw in enumerate(raw_layers)]
+    if problems:
+        raise ConfigError(problems=problems)
+    return ModelSpec(config=config, layers=layers, source=source, base_dir=base_dir, raw=data)
+
+
+def load_config(path: str | Path | dict, overrides: list[str] | None = None) -> ModelSpec:
+    """Read, override and validate a config file (or an in-memory dict)."""
+    from .overrides import apply_overrides
+    from .source import load_yaml
+
+    if isinstance(path, dict):
+        import copy
+
+        data, source, base_dir = copy.deepcopy(path), SourceMap(file="<dict>"), Path.cwd()
+    else:
+        data, source = load_yaml(path)
+        base_dir = Path(path).resolve().parent
+    if overrides:
+        data = apply_overrides(data, overrides, source)
+    return parse_model(data, source, base_dir)
+
+
+__all__ = ["ModelConfig", "ModelSpec", "InputSpec", "load_config", "parse_model", "parse_layer", "format_path"]

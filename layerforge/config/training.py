@@ -1,0 +1,260 @@
+"""The `training:` and `data:` sections: names and arguments that the engine implements.
+
+Pure tables and pydantic models, so `validate` can check them without the engine.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from ..errors import did_you_mean
+
+LOSSES = {
+    "mean_squared_error": {}, "mean_absolute_error": {}, "mean_absolute_percentage_error": {},
+    "mean_squared_logarithmic_error": {}, "hinge": {}, "squared_hinge": {}, "categorical_hinge": {},
+    "binary_crossentropy": {"from_logits": False, "label_smoothing": 0.0},
+    "categorical_crossentropy": {"from_logits": False, "label_smoothing": 0.0},
+    "sparse_categorical_crossentropy": {"from_logits": False},
+    "kl_divergence": {}, "poisson": {}, "cosine_similarity": {"axis": -1}, "huber": {"delta": 1.0},
+    "log_cosh": {},
+}
+LOSS_ALIASES = {
+    "mse": "mean_squared_error", "mae": "mean_absolute_error", "mape": "mean_absolute_percentage_error",
+    "msle": "mean_squared_logarithmic_error", "kld": "kl_divergence", "kullback_leibler_divergence": "kl_divergence",
+    "cosine_proximity": "cosine_similarity", "cosine": "cosine_similarity", "logcosh": "log_cosh",
+    "huber_loss": "huber", "bce": "binary_crossentropy", "cce": "categorical_crossentropy",
+}
+
+METRICS = {
+    "accuracy", "binary_accuracy", "categorical_accuracy", "sparse_categorical_accuracy",
+    "top_k_categorical_accuracy", "sparse_top_k_categorical_accuracy", "mean_absolute_error",
+    "mean_squared_error", "root_mean_squared_error", "auc", "precision", "recall", "f1_score",
+    "mean_absolute_percentage_error",
+}
+METRIC_ALIASES = {"acc": "accuracy", "mae": "mean_absolute_error", "mse": "mean_squared_error",
+                  "rmse": "root_mean_squared_error", "mape": "mean_absolute_percentage_error",
+                  "top_k": "top_k_categorical_accuracy", "fmeasure": "f1_score", "f1": "f1_score"}
+
+_COMMON_OPT = {"learning_rate": None, "clipnorm": None, "clipvalue": None, "global_clipnorm": None,
+               "decay": 0.0, "weight_decay": None}
+OPTIMIZERS: dict[str, dict[str, Any]] = {
+    "sgd": {"learning_rate": 0.01, "momentum": 0.0, "nesterov": False},
+    "rmsprop": {"learning_rate": 0.001, "rho": 0.9, "momentum": 0.0, "epsilon": 1e-7, "centered": False},
+    "adagrad": {"learning_rate": 0.001, "initial_accumulator_value": 0.1, "epsilon": 1e-7},
+    "adadelta": {"learning_rate": 0.001, "rho": 0.95, "epsilon": 1e-7},
+    "adam": {"learning_rate": 0.001, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7, "amsgrad": False},
+    "adamw": {"learning_rate": 0.001, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7, "amsgrad": False,
+              "weight_decay": 0.004},
+    "adamax": {"learning_rate": 0.001, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7},
+    "nadam": {"learning_rate": 0.001, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7},
+}
+OPTIMIZER_ARG_RENAMES = {"lr": "learning_rate"}
+
+SCHEDULES = {
+    "exponential_decay": {"initial_learning_rate": None, "decay_steps": None, "decay_rate": None, "staircase": False},
+    "inverse_time_decay": {"initial_learning_rate": None, "decay_steps": None, "decay_rate": None, "staircase": False},
+    "piecewise_constant": {"boundaries": None, "values": None},
+    "polynomial_decay": {"initial_learning_rate": None, "decay_steps": None, "end_learning_rate": 0.0001,
+                         "power": 1.0, "cycle": False},
+    "cosine_decay": {"initial_learning_rate": None, "decay_steps": None, "alpha": 0.0, "warmup_target": None,
+                     "warmup_steps": 0},
+}
+
+CALLBACKS: dict[str, dict[str, Any]] = {
+    "EarlyStopping": {"monitor": "val_loss", "min_delta": 0.0, "patience": 0, "mode": "auto",
+                      "restore_best_weights": False, "baseline": None, "start_from_epoch": 0, "verbose": 0},
+    "ModelCheckpoint": {"filepath": "checkpoints/epoch{epoch:03d}", "monitor": "val_loss", "save_best_only": False,
+                        "mode": "auto", "save_weights_only": False, "period": 1, "verbose": 0},
+    "ReduceLROnPlateau": {"monitor": "val_loss", "factor": 0.1, "patience": 10, "mode": "auto",
+                          "min_delta": 1e-4, "cooldown": 0, "min_lr": 0.0, "verbose": 0},
+    "LearningRateScheduler": {"schedule": None, "verbose": 0},
+    "CSVLogger": {"filename": "training.csv", "separator": ",", "append": False},
+    "TerminateOnNaN": {},
+}
+CALLBACK_ARG_RENAMES = {"epsilon": "min_delta"}
+
+
+def canonical_name(value: str, table, aliases: dict, kind: str) -> str:
+    key = str(value).lower()
+    key = aliases.get(key, key)
+    if key not in table:
+        near = did_you_mean(str(value), sorted(set(table) | set(aliases)))
+        raise ValueError(f"unknown {kind} {value!r}" + (f"; did you mean {near!r}?" if near else "")
+                         + f" (known: {', '.join(sorted(table))})")
+    return key
+
+
+def _check_args(kind: str, name: str, args: dict, allowed: dict):
+    for k in args:
+        if k not in allowed:
+            near = did_you_mean(k, list(allowed))
+            raise ValueError(f"{kind} {name!r} has no argument {k!r}" + (f"; did you mean {near!r}?" if near else "")
+                             + f" (it takes: {', '.join(allowed) or 'nothing'})")
+
+
+def normalize_loss(value: Any) -> dict:
+    if isinstance(value, str):
+        return {"type": canonical_name(value, LOSSES, LOSS_ALIASES, "loss")}
+    if isinstance(value, dict) and "type" in value:
+        args = dict(value)
+        name = canonical_name(args.pop("type"), LOSSES, LOSS_ALIASES, "loss")
+        _check_args("loss", name, args, LOSSES[name])
+        return {"type": name, **args}
+    raise ValueError(f"a loss is a name like 'mse' or {{type: ..., from_logits: true}}, not {value!r}")
+
+
+def normalize_optimizer(value: Any) -> dict:
+    if isinstance(value, str):
+        value = {"type": value}
+    if not isinstance(value, dict) or "type" not in value:
+        raise ValueError(f"an optimizer is a name like 'adam' or {{type: adam, learning_rate: 0.01}}, not {value!r}")
+    args = dict(value)
+    name = canonical_name(args.pop("type"), OPTIMIZERS, {}, "optimizer")
+    for old, new in OPTIMIZER_ARG_RENAMES.items():
+        if old in args:
+            args[new] = args.pop(old)
+    allowed = {**_COMMON_OPT, **OPTIMIZERS[name]}
+    if name == "nadam":
+        allowed["schedule_decay"] = 0.004
+    _check_args("optimizer", name, args, allowed)
+    lr = args.get("learning_rate")
+    if isinstance(lr, dict):
+        sched = dict(lr)
+        sname = canonical_name(sched.pop("type", ""), SCHEDULES, {}, "learning-rate schedule")
+        _check_args("learning-rate schedule", sname, sched, SCHEDULES[sname])
+        missing = [k for k, d in SCHEDULES[sname].items() if d is None and k != "warmup_target" and k not in sched]
+        if missing:
+            raise ValueError(f"learning-rate schedule {sname!r} needs {', '.join(missing)}")
+        args["learning_rate"] = {"type": sname, **sched}
+    elif lr is not None and (not isinstance(lr, (int, float)) or isinstance(lr, bool) or lr <= 0):
+        raise ValueError(f"learning_rate must be a number > 0 or a schedule, not {lr!r}")
+    for k, v in args.items():
+        if k in ("clipnorm", "clipvalue", "global_clipnorm") and v is not None and (
+                not isinstance(v, (int, float)) or v <= 0):
+            raise ValueError(f"{k} must be a number > 0, not {v!r}")
+    return {"type": name, **args}
+
+
+def normalize_metric(value: Any) -> str | dict:
+    if isinstance(value, str):
+        return canonical_name(value, METRICS, METRIC_ALIASES, "metric")
+    if isinstance(value, dict) and "type" in value:
+        args = dict(value)
+        name = canonical_name(args.pop("type"), METRICS, METRIC_ALIASES, "metric")
+        allowed = {"k": 5} if "top_k" in name else {"threshold": 0.5} if name in (
+            "binary_accuracy", "precision", "recall", "f1_score") else {"num_thresholds": 200} if name == "auc" else {}
+        _check_args("metric", name, args, allowed)
+        return {"type": name, **args}
+    raise ValueError(f"a metric is a name like 'accuracy', not {value!r}")
+
+
+def normalize_callback(value: Any) -> dict:
+    if isinstance(value, str):
+        value = {"type": value}
+    if not isinstance(value, dict) or "type" not in value:
+        raise ValueError(f"a callback is {{type: EarlyStopping, patience: 5, ...}}, not {value!r}")
+    args = dict(value)
+    raw = str(args.pop("type"))
+    lookup = {k.lower(): k for k in CALLBACKS}
+    name = lookup.get(raw.lower())
+    if name is None:
+        near = did_you_mean(raw, list(CALLBACKS))
+        raise ValueError(f"unknown callback {raw!r}" + (f"; did you mean {near!r}?" if near else "")
+                         + f" (known: {', '.join(CALLBACKS)})")
+    for old, new in CALLBACK_ARG_RENAMES.items():
+        if old in args and new in CALLBACKS[name]:
+            args[new] = args.pop(old)
+    _check_args("callback", name, args, CALLBACKS[name])
+    if name == "LearningRateScheduler" and not isinstance(args.get("schedule"), str):
+        raise ValueError("LearningRateScheduler needs `schedule:`, an expression in `epoch` and `lr`, "
+                         "e.g. \"lr * 0.5 if epoch >= 10 else lr\"")
+    if "mode" in args and args["mode"] not in ("auto", "min", "max"):
+        raise ValueError(f"mode must be auto, min or max, not {args['mode']!r}")
+    return {"type": name, **args}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TrainingConfig(_Strict):
+    loss: Any = Field("mean_squared_error", description="loss name, {type: .., args}, or one per output "
+                                                        "(mapping output name -> loss, or a list)")
+    loss_weights: list[float] | dict[str, float] | None = Field(None, description="weight of each output's loss")
+    optimizer: Any = Field("adam", description="optimizer name or {type: adam, learning_rate: 0.001, ...}")
+    metrics: Any = Field(default_factory=list, description="metric names, or a mapping output name -> list")
+    epochs: int = Field(1, ge=1, description="passes over the training data")
+    batch_size: int = Field(32, ge=1, description="samples per gradient step")
+    shuffle: bool = Field(True, description="shuffle the training samples every epoch")
+    validation_split: float = Field(0.0, ge=0.0, lt=1.0, description="fraction of the training data held out "
+                                                                    "(the last samples, as in Keras)")
+    class_weight: dict[str, float] | Literal["balanced"] | None = Field(
+        None, description="loss weight per class label, or 'balanced'")
+    callbacks: list[Any] = Field(default_factory=list, description="EarlyStopping, ModelCheckpoint, ...")
+    initial_epoch: int = Field(0, ge=0, description="epoch to start counting from")
+
+    @field_validator("loss", mode="before")
+    @classmethod
+    def _loss(cls, v):
+        if isinstance(v, list):
+            return [normalize_loss(x) for x in v]
+        if isinstance(v, dict) and "type" not in v:
+            return {str(k): normalize_loss(x) for k, x in v.items()}
+        return normalize_loss(v)
+
+    @field_validator("optimizer", mode="before")
+    @classmethod
+    def _optimizer(cls, v):
+        return normalize_optimizer(v)
+
+    @field_validator("metrics", mode="before")
+    @classmethod
+    def _metrics(cls, v):
+        if v is None:
+            return []
+        if isinstance(v, (str, dict)) and not (isinstance(v, dict) and "type" not in v):
+            v = [v]
+        if isinstance(v, dict):
+            return {str(k): [normalize_metric(m) for m in (x if isinstance(x, list) else [x])] for k, x in v.items()}
+        if not isinstance(v, list):
+            raise ValueError(f"metrics is a list of names, not {v!r}")
+        return [normalize_metric(m) for m in v]
+
+    @field_validator("callbacks", mode="before")
+    @classmethod
+    def _callbacks(cls, v):
+        return [normalize_callback(c) for c in (v or [])]
+
+    @field_validator("class_weight", mode="before")
+    @classmethod
+    def _class_weight(cls, v):
+        if isinstance(v, dict):
+            return {str(k): x for k, x in v.items()}
+        return v
+
+
+class DataSource(_Strict):
+    path: str = Field(description="CSV/TSV, NPY or NPZ file (relative to the config file's folder)")
+    format: Literal["auto", "csv", "tsv", "npy", "npz"] = Field("auto", description="file format; auto = by extension")
+    target: str | int | list[str | int] | None = Field(
+        None, description="CSV: target column name(s) or index; NPZ: array name of the targets")
+    features: list[str | int] | None = Field(None, description="CSV: feature columns (default: all but the target); "
+                                                             "NPZ: array names, one per model input")
+    target_path: str | None = Field(None, description="NPY: a second file holding the targets")
+    sample_weight: str | int | None = Field(None, description="CSV column or NPZ array with per-sample weights")
+    header: bool | None = Field(None, description="CSV has a header row (default: detected)")
+    delimiter: str | None = Field(None, description="CSV delimiter (default: ',' for .csv, tab for .tsv)")
+    mmap: bool | None = Field(None, description="NPY: memory-map (default: when the file is over 100 MB)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, v):
+        return {"path": v} if isinstance(v, str) else v
+
+
+class DataConfig(_Strict):
+    train: DataSource | None = Field(None, description="training data")
+    validation: DataSource | None = Field(None, description="validation data (instead of validation_split)")
+    test: DataSource | None = Field(None, description="data for `layerforge evaluate` when no --data is given")

@@ -1,0 +1,1 @@
+"""The numpy + Numba engine: model execution, losses, metrics, optimizers, fit loop."""

@@ -1,0 +1,299 @@
+"""Config -> DAG of layer nodes: references, topological order, shape inference.
+
+Every problem found is collected (unknown or duplicate names, cycles, unused
+inputs, shape mismatches) so `validate` can report them all at once. A layer
+whose inputs failed is skipped rather than reported again.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from .config.model import ModelSpec
+from .errors import ConfigError, Problem, ShapeError, did_you_mean
+from .layers import Layer, ParamSpec, make_layer
+from .layers.base import show_shape
+
+# Weights above this many elements in one array are refused before anything is allocated.
+MAX_WEIGHT_ELEMENTS = 2**32
+
+
+def snake_case(name: str) -> str:
+    s = re.sub(r"(?<=[a-z])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name)
+    return s.lower()
+
+
+@dataclass
+class InputNode:
+    name: str
+    shape: tuple
+    dtype: str = "float32"
+
+
+@dataclass
+class Node:
+    name: str
+    layer: Layer
+    index: int  # position in the config's `layers:` list
+    inputs: list[tuple[str, int]]  # (producer name, output index)
+    input_shape: object = None  # one shape, or a list for multi-input layers
+    output_shapes: list = field(default_factory=list)
+    params: list[ParamSpec] = field(default_factory=list)
+    flops: int = 0
+
+    @property
+    def output_shape(self):
+        return self.output_shapes[0] if len(self.output_shapes) == 1 else self.output_shapes
+
+    @property
+    def param_count(self) -> int:
+        return sum(p.size for p in self.params)
+
+    @property
+    def trainable_count(self) -> int:
+        if not self.layer.config.trainable:
+            return 0
+        return sum(p.size for p in self.params if p.trainable)
+
+
+@dataclass
+class Graph:
+    spec: ModelSpec
+    inputs: list[InputNode]
+    nodes: list[Node]  # topological order
+    outputs: list[tuple[str, int]]
+    batch_size: int | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def node(self, name: str) -> Node:
+        return self._by_name[name]
+
+    def __post_init__(self):
+        self._by_name = {n.name: n for n in self.nodes}
+
+    def shape_of(self, ref: tuple[str, int]):
+        for inp in self.inputs:
+            if inp.name == ref[0]:
+                return inp.shape
+        return self._by_name[ref[0]].output_shapes[ref[1]]
+
+    @property
+    def total_params(self) -> int:
+        return sum(n.param_count for n in self.nodes)
+
+    @property
+    def trainable_params(self) -> int:
+        return sum(n.trainable_count for n in self.nodes)
+
+    @property
+    def output_shapes(self) -> list:
+        return [self.shape_of(r) for r in self.outputs]
+
+
+def _parse_ref(ref: str) -> tuple[str, int | None]:
+    if ":" in ref:
+        name, _, idx = ref.rpartition(":")
+        if idx.isdigit():
+            return name, int(idx)
+    return ref, None
+
+
+def build_graph(spec: ModelSpec) -> Graph:
+    """Resolve names and infer every shape; raise one ConfigError with all problems."""
+    cfg, source = spec.config, spec.source
+    problems: list[Problem] = []
+    layer_cfgs = spec.layers
+
+    # -- model inputs
+    inputs: list[InputNode] = []
+    batch_size = cfg.batch_size
+    first = layer_cfgs[0] if layer_cfgs else None
+    if cfg.inputs:
+        inputs = [InputNode(i.name, tuple(i.shape), i.dtype) for i in cfg.inputs]
+        if cfg.input_shape is not None:
+            problems.append(source.problem(("input_shape",), "give either `inputs:` or `input_shape:`, not both"))
+    elif cfg.input_shape is not None:
+        inputs = [InputNode("input", tuple(cfg.input_shape), cfg.input_dtype or "float32")]
+    elif first is not None and (first.batch_input_shape or first.input_shape):
+        if first.batch_input_shape:
+            batch_size = batch_size or first.batch_input_shape[0]
+            shape = tuple(first.batch_input_shape[1:])
+        else:
+            shape = tuple(first.input_shape)
+        inputs = [InputNode("input", shape, cfg.input_dtype or "float32")]
+    else:
+        problems.append(source.problem(
+            ("layers", 0), "the model has no input shape",
+            hint="add `input_shape: [n_features]` at the top level (or `inputs:` for a graph, "
+                 "or Keras-style `input_shape:` on the first layer)"))
+        raise ConfigError(problems=problems)
+    for i, c in enumerate(layer_cfgs):
+        if i > 0 and c is not None and c.batch_input_shape:
+            batch_size = batch_size or c.batch_input_shape[0]
+    input_names = {i.name for i in inputs}
+
+    # -- names
+    names: list[str] = []
+    seen: dict[str, int] = {}
+    counters: dict[str, int] = {}
+    explicit = {c.name for c in layer_cfgs if c is not None and c.name}
+    for i, c in enumerate(layer_cfgs):
+        if c.name:
+            name = c.name
+            if name in seen or name in input_names:
+                where = f"layers[{seen[name]}]" if name in seen else "the model inputs"
+                problems.append(source.problem(("layers", i, "name"), f"duplicate name '{name}' (also used by {where})",
+                                               hint="every layer and input needs its own name"))
+        else:
+            base = snake_case(c.type)
+            k = counters.get(base, 0)
+            name = base if k == 0 else f"{base}_{k}"
+            while name in explicit or name in seen or name in input_names:
+                k += 1
+                name = f"{base}_{k}"
+            counters[base] = k + 1
+        seen.setdefault(name, i)
+        names.append(name)
+
+    # -- references
+    layers = [make_layer(c, names[i]) for i, c in enumerate(layer_cfgs)]
+    n_outputs = {inp.name: 1 for inp in inputs}
+    for name, layer in zip(names, layers):
+        n_outputs[name] = layer.num_outputs()
+    edges: dict[str, list[tuple[str, int]]] = {}
+    for i, (name, layer) in enumerate(zip(names, layers)):
+        c = layer.config
+        refs: list[tuple[str, int]] = []
+        if c.inputs is None:
+            if i == 0:
+                if len(inputs) != 1:
+                    problems.append(source.problem(("layers", i), "the first layer has no `inputs:` but the model has "
+                                                   f"{len(inputs)} inputs", hint="list the inputs it takes"))
+                else:
+                    refs = [(inputs[0].name, 0)]
+            else:
+                refs = [(names[i - 1], 0)]
+        else:
+            for j, ref in enumerate(c.inputs):
+                target, idx = _parse_ref(ref)
+                if target not in n_outputs:
+                    near = did_you_mean(target, list(n_outputs))
+                    problems.append(source.problem(("layers", i, "inputs", j), f"unknown layer or input '{target}'",
+                                                   hint=f"did you mean '{near}'?" if near else
+                                                   "inputs must name a model input or another layer"))
+                    continue
+                if target == name:
+                    problems.append(source.problem(("layers", i, "inputs", j), f"layer '{name}' takes its own output"))
+                    continue
+                if idx is None:
+                    if layer.multi_input and n_outputs[target] > 1:
+                        refs.extend((target, k) for k in range(n_outputs[target]))
+                    else:
+                        refs.append((target, 0))
+                elif idx >= n_outputs[target]:
+                    problems.append(source.problem(("layers", i, "inputs", j),
+                                                   f"'{target}' has {n_outputs[target]} output(s); there is no :{idx}"))
+                else:
+                    refs.append((target, idx))
+        if not layer.multi_input and len(refs) > 1:
+            problems.append(source.problem(("layers", i, "inputs"), f"{c.type} takes one input, got {len(refs)}",
+                                           hint="join several inputs with a merge layer (Concatenate, Add, ...)"))
+            refs = refs[:1]
+        edges[name] = refs
+
+    # -- outputs
+    outputs: list[tuple[str, int]] = []
+    for j, ref in enumerate(cfg.outputs or [names[-1]]):
+        target, idx = _parse_ref(ref)
+        if target not in n_outputs:
+            near = did_you_mean(target, list(n_outputs))
+            problems.append(source.problem(("outputs", j), f"unknown output '{target}'",
+                                           hint=f"did you mean '{near}'?" if near else "name a layer"))
+        elif idx is None:
+            outputs.extend((target, k) for k in range(n_outputs[target]))
+        else:
+            outputs.append((target, idx))
+
+    # -- topological order (Kahn), keeping config order among ready layers
+    pending = {name: {t for t, _ in edges.get(name, []) if t not in input_names} for name in names}
+    order: list[int] = []
+    done: set[str] = set()
+    while True:
+        ready = [i for i, n in enumerate(names) if n not in done and pending[n] <= done]
+        if not ready:
+            break
+        for i in ready:
+            done.add(names[i])
+            order.append(i)
+    if len(order) < len(names):
+        stuck = [names[i] for i in range(len(names)) if names[i] not in done]
+        problems.append(source.problem(("layers", names.index(stuck[0])),
+                                       "the layers form a cycle: " + " -> ".join(stuck),
+                                       hint="a layer cannot (indirectly) take its own output"))
+
+    # -- shapes
+    shapes: dict[tuple[str, int], tuple] = {(inp.name, 0): inp.shape for inp in inputs}
+    nodes: list[Node] = []
+    failed: set[str] = set()
+    for i in order:
+        name, layer = names[i], layers[i]
+        refs = edges[name]
+        if any(t in failed or (t, k) not in shapes for t, k in refs) or not refs:
+            failed.add(name)
+            continue
+        in_shapes = [shapes[r] for r in refs]
+        in_shape = in_shapes if layer.multi_input else in_shapes[0]
+        layer.batch_size = batch_size
+        try:
+            out = layer.output_shape(in_shape)
+            specs = layer.param_specs(in_shape)
+        except ShapeError as exc:
+            failed.add(name)
+            for p in exc.problems:
+                line, col = source.locate(("layers", i, "type"))
+                p.file, p.line, p.column = source.file, line, col
+                p.path = f"layers[{i}]"
+            problems.extend(exc.problems)
+            continue
+        outs = list(out) if layer.num_outputs() > 1 else [out]
+        for k, s in enumerate(outs):
+            shapes[(name, k)] = tuple(s)
+        for p in specs:
+            if p.size > MAX_WEIGHT_ELEMENTS:
+                problems.append(source.problem(
+                    ("layers", i), f"weight '{p.name}' of layer '{name}' would have {p.size:,} elements "
+                    f"({p.size * 4 / 2**30:,.0f} GiB as float32); nothing was allocated",
+                    found=f"shape {p.shape}", hint="reduce the layer's size"))
+        node = Node(name=name, layer=layer, index=i, inputs=refs, input_shape=in_shape,
+                    output_shapes=[tuple(s) for s in outs], params=specs)
+        node.flops = layer.flops(in_shape, node.output_shape)
+        nodes.append(node)
+        layer.input_shape = in_shape
+
+    # -- input dtypes: integer indices feed an Embedding
+    for inp in inputs:
+        consumers = [layers[names.index(n)] for n, refs in edges.items() if any(t == inp.name for t, _ in refs)]
+        if not consumers:
+            problems.append(source.problem(("inputs",) if cfg.inputs else ("layers", 0),
+                                           f"model input '{inp.name}' is not used by any layer",
+                                           hint="connect it with `inputs:` or remove it"))
+        if (not cfg.inputs and cfg.input_dtype is None and consumers
+                and all(c.type == "Embedding" for c in consumers)):
+            inp.dtype = "int32"
+
+    # -- dangling layers
+    used = {t for refs in edges.values() for t, _ in refs} | {t for t, _ in outputs}
+    for name in names:
+        if name not in used:
+            problems.append(source.problem(("layers", names.index(name)),
+                                           f"the output of layer '{name}' is not used",
+                                           hint="feed it to another layer or list it under `outputs:`"))
+
+    if problems:
+        raise ConfigError(problems=problems)
+    return Graph(spec=spec, inputs=inputs, nodes=nodes, outputs=outputs, batch_size=batch_size)
+
+
+def describe_input(inp: InputNode) -> str:
+    return f"{inp.name} {show_shape(inp.shape)} {inp.dtype}"

@@ -1,0 +1,214 @@
+"""The layer contract and the registry.
+
+A layer is one class: its pydantic ``Config`` (the only source of
+hyper-parameters), the pure shape side (``output_shape``, ``param_specs``,
+``flops``) and the maths (``forward``/``backward``). Registering the class is
+all it takes for the YAML ``type:``, ``layerforge layers``, the JSON Schema and
+the generic tests to know about it.
+
+Shapes never include the batch axis: ``(28, 28, 1)``; a ``None`` entry is a
+variable length. A single-input layer receives one shape/array, a layer with
+``multi_input = True`` receives a list. A layer whose ``num_outputs`` is more
+than one returns a list of shapes/arrays.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from ..errors import ShapeError, Problem
+
+Shape = tuple  # ints (or None for a variable length), batch axis excluded
+
+# Keras 1 argument names -> modern names. Applied to any layer whose Config has
+# the modern field; a layer adds its own in ``Config.keras1_renames``.
+KERAS1_RENAMES: dict[str, str] = {
+    "output_dim": "units", "nb_filter": "filters", "init": "kernel_initializer",
+    "W_regularizer": "kernel_regularizer", "b_regularizer": "bias_regularizer",
+    "W_constraint": "kernel_constraint", "b_constraint": "bias_constraint", "bias": "use_bias",
+    "border_mode": "padding", "subsample": "strides", "subsample_length": "strides",
+    "filter_length": "kernel_size", "atrous_rate": "dilation_rate", "dim_ordering": "data_format",
+    "inner_init": "recurrent_initializer", "inner_activation": "recurrent_activation",
+    "U_regularizer": "recurrent_regularizer", "U_constraint": "recurrent_constraint",
+    "dropout_W": "dropout", "dropout_U": "recurrent_dropout", "pool_length": "pool_size",
+    "stride": "strides", "p": "rate", "sigma": "stddev", "input_dtype": "dtype",
+}
+
+
+class LayerConfig(BaseModel):
+    """Fields every layer accepts."""
+
+    model_config = ConfigDict(extra="forbid", defer_build=True, validate_default=True)
+
+    type: str = Field(description="layer type")
+    name: str | None = Field(None, description="unique name; referenced by `inputs:` and `outputs:`",
+                             pattern=r"^[A-Za-z_][A-Za-z0-9_\-]*$")
+    inputs: list[str] | None = Field(
+        None, description="names of the layers (or model inputs) feeding this one; `name:k` picks output k. "
+                          "Default: the previous layer")
+    trainable: bool = Field(True, description="false freezes this layer's weights")
+    input_shape: list[int | None] | None = Field(
+        None, description="Keras-style input shape without the batch axis (first layer only)")
+    batch_input_shape: list[int | None] | None = Field(
+        None, description="input shape with a fixed batch size first (first layer only; needed by stateful RNNs)")
+
+    # Keras 1 names this layer accepts besides the global table (old -> new).
+    keras1_renames: ClassVar[dict[str, str]] = {}
+    # Keras 1 allowed `input_dim` (and `input_length` for sequences) on this layer as input shape.
+    accepts_input_dim: ClassVar[str | None] = None  # None, "vector" or "sequence"
+
+    @field_validator("inputs", mode="before")
+    @classmethod
+    def _one_input_as_list(cls, v):
+        return [v] if isinstance(v, str) else v
+
+    @classmethod
+    def upgrade(cls, data: dict[str, Any]) -> dict[str, Any]:
+        """Structural Keras 1 conversions beyond plain renames (e.g. nb_row + nb_col -> kernel_size)."""
+        return data
+
+    def public_dict(self) -> dict[str, Any]:
+        """The config in canonical form, without unset common fields (for saved configs)."""
+        out = self.model_dump(mode="json", exclude_none=False)
+        for key in ("name", "inputs", "input_shape", "batch_input_shape"):
+            if out.get(key) is None:
+                out.pop(key, None)
+        if out.get("trainable", True):
+            out.pop("trainable", None)
+        return out
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """A weight a layer owns: name, shape, how to initialise it and what to do with it."""
+
+    name: str
+    shape: tuple[int, ...]
+    initializer: Any = "zeros"
+    trainable: bool = True  # False: state kept apart (BatchNormalization moving statistics)
+    regularizer: Any = None  # {"l1": .., "l2": ..} or None
+    constraint: Any = None  # {"type": ..} / name, or None
+    fan: tuple[int, int] | None = None  # (fan_in, fan_out) when the shape alone does not say
+
+    @property
+    def size(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= int(d)
+        return n
+
+
+@dataclass
+class Example:
+    """A small configuration that the generic tests build, run and gradient-check."""
+
+    config: dict[str, Any]
+    input_shape: Any  # a Shape, or a list of Shapes for multi-input layers
+    output_shape: Any = None  # expected output shape (reference figures)
+    params: int | None = None  # expected total parameter count
+    trainable_params: int | None = None
+    int_input: int | None = None  # integer inputs drawn from [0, int_input) (Embedding)
+    mask: bool = False  # feed a random (B, T) mask
+    gradcheck: bool = True
+    batch_size: int | None = None  # a fixed batch size (stateful layers)
+    note: str = ""
+    training: bool = True  # the mode the gradient check runs in
+    tolerance: float = 1e-6
+
+
+class Layer:
+    """Base class; subclasses set the ClassVars and override what they need."""
+
+    type: ClassVar[str]
+    family: ClassVar[str]
+    # alias type name -> preset config values (e.g. "Add": {"mode": "sum"})
+    aliases: ClassVar[dict[str, dict[str, Any]]] = {}
+    Config: ClassVar[type[LayerConfig]] = LayerConfig
+    examples: ClassVar[list[Example]] = []
+    multi_input: ClassVar[bool] = False
+    supports_masking: ClassVar[bool] = False  # passes the incoming mask through unchanged
+    stochastic: ClassVar[bool] = False  # draws from the rng in training
+
+    def __init__(self, config: LayerConfig, name: str | None = None):
+        self.config = config
+        self.name = name or config.name or self.type.lower()
+        self.state: dict[str, Any] = {}  # non-trainable weights and carried state
+        self.input_shape: Any = None
+        self.batch_size: int | None = None  # fixed batch size when the model declares one
+
+    # ------------------------------------------------------------------ shape side (pure)
+    def output_shape(self, input_shape):
+        """Output shape(s) for the given input shape(s); raise ShapeError if impossible."""
+        return input_shape
+
+    def param_specs(self, input_shape) -> list[ParamSpec]:
+        return []
+
+    def flops(self, input_shape, output_shape) -> int:
+        """Forward multiply-adds per sample."""
+        return 0
+
+    def num_outputs(self) -> int:
+        return 1
+
+    def shape_error(self, input_shape, rule: str, hint: str | None = None) -> ShapeError:
+        shown = _show_shape(input_shape)
+        return ShapeError(problems=[Problem(
+            message=f"{self.type} layer '{self.name}' cannot take input shape {shown}: {rule}",
+            found=shown, hint=hint)])
+
+    # ------------------------------------------------------------------ maths
+    @classmethod
+    def is_trainable(cls) -> bool:
+        """True once the layer has a backward pass."""
+        return cls.backward is not Layer.backward
+
+    def build(self, input_shape) -> None:
+        """Called once with the input shape(s) before the first forward."""
+        self.input_shape = input_shape
+
+    def init_state(self, batch_size: int | None, dtype) -> None:
+        """Reset carried state (stateful RNNs); BatchNormalization statistics are weights, not this."""
+
+    def forward(self, params: dict, x, *, training: bool = False, rng=None, mask=None):
+        """Return ``(y, cache)``. Must not modify ``params`` or ``x``."""
+        raise NotImplementedError(f"{self.type} has no forward pass yet")
+
+    def backward(self, params: dict, dy, cache):
+        """Return ``(dx, grads)`` where ``grads`` has one array per trainable param."""
+        raise NotImplementedError(f"{self.type} has no backward pass yet")
+
+    def compute_mask(self, x, mask):
+        """The mask the output carries (Keras 3 rules): passed through or dropped."""
+        return mask if self.supports_masking else None
+
+
+def _show_shape(shape) -> str:
+    if isinstance(shape, list):
+        return "[" + ", ".join(_show_shape(s) for s in shape) + "]"
+    return "(None, " + ", ".join("None" if d is None else str(d) for d in shape) + ")" if shape else "(None,)"
+
+
+def show_shape(shape) -> str:
+    return _show_shape(shape)
+
+
+# ---------------------------------------------------------------------- the registry
+
+REGISTRY: dict[str, type[Layer]] = {}  # canonical type name -> class
+TYPE_NAMES: dict[str, tuple[str, dict[str, Any]]] = {}  # any accepted type name -> (canonical, presets)
+
+
+def register(cls: type[Layer]) -> type[Layer]:
+    """Class decorator: make a layer a valid `type:`."""
+    for name in (cls.type, *cls.aliases):
+        if name in TYPE_NAMES:
+            raise RuntimeError(f"layer type name {name!r} registered twice")
+    REGISTRY[cls.type] = cls
+    TYPE_NAMES[cls.type] = (cls.type, {})
+    for alias, preset in cls.aliases.items():
+        TYPE_NAMES[alias] = (cls.type, dict(preset))
+    return cls

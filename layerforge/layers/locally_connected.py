@@ -1,0 +1,1 @@
+"""(family module: layers are added here)"""

@@ -1,0 +1,152 @@
+"""Helpers for testing layers: build one from a config dict, and check its gradients.
+
+``check_layer_gradients`` compares ``backward`` with float64 central differences
+of ``sum(forward(x) * dy)`` for the inputs and every trainable param. Stochastic
+layers get a freshly seeded rng on every forward so each evaluation replays the
+same noise; carried state (BatchNormalization statistics, stateful RNN state) is
+restored before every forward.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import numpy as np
+
+from .config.model import parse_layer
+from .config.source import SourceMap
+from .errors import ConfigError
+from .layers import Layer, load_all, make_layer
+
+
+@dataclass
+class BuiltLayer:
+    layer: Layer
+    params: dict
+    input_shape: object
+    output_shape: object
+
+
+def build_layer(config: dict, input_shape, *, dtype=np.float64, seed: int = 0, batch_size: int | None = None,
+                name: str = "layer") -> BuiltLayer:
+    """Validate ``config``, instantiate the layer and initialise its weights."""
+    from .engine.initializers import initialize
+
+    load_all()
+    problems: list = []
+    cfg = parse_layer(dict(config), (), SourceMap(file="<test>"), problems)
+    if problems:
+        raise ConfigError(problems=problems)
+    layer = make_layer(cfg, name)
+    layer.batch_size = batch_size
+    out_shape = layer.output_shape(input_shape)
+    rng = np.random.default_rng(seed)
+    params = {}
+    for spec in layer.param_specs(input_shape):
+        value = initialize(spec.initializer, spec.shape, rng, dtype, spec.fan)
+        if spec.trainable:
+            params[spec.name] = value
+        else:
+            layer.state[spec.name] = value
+    layer.build(input_shape)
+    layer.init_state(batch_size, dtype)
+    return BuiltLayer(layer, params, input_shape, out_shape)
+
+
+def _concrete(shape, fill: int = 5):
+    return tuple(fill if d is None else d for d in shape)
+
+
+def random_input(input_shape, batch: int, rng, *, int_input: int | None = None, dtype=np.float64):
+    """Random inputs (a list for multi-input layers)."""
+    if isinstance(input_shape, list):
+        return [random_input(s, batch, rng, int_input=int_input, dtype=dtype) for s in input_shape]
+    shape = (batch,) + _concrete(input_shape)
+    if int_input is not None:
+        return rng.integers(0, int_input, size=shape).astype(np.int64)
+    return rng.standard_normal(shape).astype(dtype)
+
+
+def random_mask(input_shape, batch: int, rng):
+    """A (B, T) mask with at least one valid step per sample and some masked steps."""
+    shape = input_shape[0] if isinstance(input_shape, list) else input_shape
+    steps = _concrete(shape)[0]
+    mask = rng.random((batch, steps)) > 0.3
+    mask[:, 0] = True
+    if steps > 2:
+        mask[0, -1] = False
+    if isinstance(input_shape, list):
+        return [mask.copy() for _ in input_shape]
+    return mask
+
+
+def _as_list(v):
+    return v if isinstance(v, list) else [v]
+
+
+def check_layer_gradients(built: BuiltLayer, x, *, mask=None, training: bool = True, seed: int = 1234,
+                          eps: float = 1e-6, rtol: float = 1e-5, atol: float = 1e-7, max_checks: int = 40,
+                          check_inputs: bool = True) -> dict:
+    """Raise AssertionError when an analytic gradient disagrees with central differences.
+
+    Returns the worst relative error seen per tensor (for reporting)."""
+    layer, params = built.layer, built.params
+    saved_state = copy.deepcopy(layer.state)
+    proj_rng = np.random.default_rng(seed + 1)
+
+    def run(xv, pv):
+        layer.state = copy.deepcopy(saved_state)
+        y, cache = layer.forward(pv, xv, training=training, rng=np.random.default_rng(seed), mask=mask)
+        return y, cache
+
+    y, cache = run(x, params)
+    ys = _as_list(y)
+    dys = [proj_rng.standard_normal(np.shape(v)) for v in ys]
+    dy = dys if isinstance(y, list) else dys[0]
+
+    def loss(xv, pv):
+        out, _ = run(xv, pv)
+        return float(sum(np.sum(o * d) for o, d in zip(_as_list(out), dys)))
+
+    layer.state = copy.deepcopy(saved_state)
+    y, cache = run(x, params)
+    dx, grads = layer.backward(params, dy, cache)
+    assert set(grads) == set(params), f"grads keys {sorted(grads)} != params {sorted(params)}"
+    for k in params:
+        assert np.shape(grads[k]) == params[k].shape, f"grad {k} shape {np.shape(grads[k])} != {params[k].shape}"
+
+    report = {}
+    pick_rng = np.random.default_rng(seed + 2)
+
+    def compare(label, array, analytic, evaluate):
+        flat = array.reshape(-1)
+        an = np.asarray(analytic, dtype=np.float64).reshape(-1)
+        assert an.size == flat.size, f"{label}: gradient has {an.size} elements, expected {flat.size}"
+        idx = np.arange(flat.size) if flat.size <= max_checks else pick_rng.choice(flat.size, max_checks, replace=False)
+        worst = 0.0
+        for i in idx:
+            old = flat[i]
+            flat[i] = old + eps
+            plus = evaluate()
+            flat[i] = old - eps
+            minus = evaluate()
+            flat[i] = old
+            num = (plus - minus) / (2 * eps)
+            err = abs(num - an[i])
+            worst = max(worst, err / max(abs(num), abs(an[i]), 1e-3))
+            if err > atol + rtol * max(abs(num), abs(an[i])) and err > 1e-5 * max(1.0, abs(num)):
+                raise AssertionError(f"{layer.type} gradient mismatch for {label} at flat index {i}: "
+                                     f"analytic {an[i]:.8g}, numeric {num:.8g}")
+        report[label] = worst
+
+    if check_inputs:
+        xs = _as_list(x)
+        dxs = _as_list(dx)
+        for j, (xv, dxv) in enumerate(zip(xs, dxs)):
+            if np.issubdtype(xv.dtype, np.floating) and dxv is not None:
+                compare(f"input[{j}]", xv, dxv, lambda: loss(x, params))
+    for k, v in params.items():
+        compare(k, v, grads[k], lambda: loss(x, params))
+    layer.state = saved_state
+    return report

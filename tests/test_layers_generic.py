@@ -1,0 +1,94 @@
+"""Generic tests driven by every registered layer's `examples`."""
+
+import numpy as np
+import pytest
+
+from layerforge.config.model import parse_layer
+from layerforge.config.source import SourceMap
+from layerforge.layers import REGISTRY, TYPE_NAMES, load_all
+from layerforge.layers.documented import ALL_DOCUMENTED
+from layerforge.testing import build_layer, check_layer_gradients, random_input, random_mask
+
+load_all()
+CASES = [(cls.type, i, ex) for cls in REGISTRY.values() for i, ex in enumerate(cls.examples)]
+IDS = [f"{t}-{i}" for t, i, _ in CASES]
+
+
+def _fill(shape, batch):
+    return (batch,) + tuple(5 if d is None else d for d in shape)
+
+
+def test_every_documented_layer_is_a_type():
+    missing = [n for n in ALL_DOCUMENTED if n not in TYPE_NAMES]
+    assert not missing, f"documented but not a valid type: {missing}"
+
+
+def test_every_layer_has_two_examples():
+    few = [t for t, cls in REGISTRY.items() if len(cls.examples) < 2]
+    assert not few, f"layers with fewer than two examples: {few}"
+
+
+@pytest.mark.parametrize("type_name,index,example", CASES, ids=IDS)
+def test_shape_and_params(type_name, index, example):
+    built = build_layer(example.config, example.input_shape, batch_size=example.batch_size)
+    specs = built.layer.param_specs(example.input_shape)
+    if example.output_shape is not None:
+        expected = example.output_shape
+        got = built.output_shape
+        if isinstance(expected, list):
+            assert [tuple(s) for s in got] == [tuple(s) for s in expected]
+        else:
+            assert tuple(got) == tuple(expected)
+    if example.params is not None:
+        assert sum(s.size for s in specs) == example.params
+    if example.trainable_params is not None:
+        assert sum(s.size for s in specs if s.trainable) == example.trainable_params
+
+
+@pytest.mark.parametrize("type_name,index,example", CASES, ids=IDS)
+def test_config_round_trip(type_name, index, example):
+    built = build_layer(example.config, example.input_shape, batch_size=example.batch_size)
+    dumped = built.layer.config.public_dict()
+    if "layer" in dumped:
+        dumped["layer"] = built.layer.config.layer.public_dict()
+    problems = []
+    again = parse_layer(dumped, (), SourceMap(), problems)
+    assert not problems, [p.render_plain() for p in problems]
+    assert again == built.layer.config
+
+
+@pytest.mark.parametrize("type_name,index,example", CASES, ids=IDS)
+def test_forward_shape_matches_declared(type_name, index, example):
+    cls = REGISTRY[type_name]
+    if not cls.is_trainable():
+        pytest.skip("no forward/backward yet")
+    rng = np.random.default_rng(0)
+    for batch in ([example.batch_size] if example.batch_size else [1, 3]):
+        built = build_layer(example.config, example.input_shape, batch_size=example.batch_size, dtype=np.float32)
+        x = random_input(example.input_shape, batch, rng, int_input=example.int_input, dtype=np.float32)
+        mask = random_mask(example.input_shape, batch, rng) if example.mask else None
+        y, _ = built.layer.forward(built.params, x, training=False, rng=np.random.default_rng(0), mask=mask)
+        declared = built.output_shape
+        ys = y if isinstance(y, list) else [y]
+        shapes = declared if isinstance(y, list) else [declared]
+        for arr, shape in zip(ys, shapes):
+            want = (batch,) + tuple(shape)
+            assert arr.ndim == len(want), (arr.shape, want)
+            for got_d, want_d in zip(arr.shape, want):
+                assert want_d is None or got_d == want_d, (arr.shape, want)
+            assert arr.dtype == np.float32, f"{type_name} returned {arr.dtype} for float32 input"
+
+
+@pytest.mark.parametrize("type_name,index,example", CASES, ids=IDS)
+def test_gradients(type_name, index, example):
+    cls = REGISTRY[type_name]
+    if not cls.is_trainable():
+        pytest.skip("no forward/backward yet")
+    if not example.gradcheck:
+        pytest.skip("example opts out of the gradient check: " + example.note)
+    rng = np.random.default_rng(42 + index)
+    batch = example.batch_size or 2
+    built = build_layer(example.config, example.input_shape, batch_size=example.batch_size, seed=index)
+    x = random_input(example.input_shape, batch, rng, int_input=example.int_input)
+    mask = random_mask(example.input_shape, batch, rng) if example.mask else None
+    check_layer_gradients(built, x, mask=mask, training=example.training, rtol=example.tolerance)
