@@ -1,0 +1,154 @@
+"""`layerforge layers`: the catalogue of layer types and each layer's parameters."""
+
+from __future__ import annotations
+
+from .errors import ConfigError, Problem, did_you_mean
+from .layers import REGISTRY, TYPE_NAMES, load_all
+from .layers.base import KERAS1_RENAMES, LayerConfig
+from .layers.documented import ALL_DOCUMENTED
+
+COMMON_FIELDS = set(LayerConfig.model_fields)
+
+FAMILY_ORDER = ["core", "convolution", "reshaping", "pooling", "locally_connected", "recurrent", "embedding",
+                "advanced_activations", "normalization", "noise", "wrappers"]
+
+
+def catalogue() -> list[dict]:
+    """One row per canonical layer type: {type, aliases, family, trainable, description}."""
+    load_all()
+    rows = []
+    for name, cls in REGISTRY.items():
+        rows.append({
+            "type": name,
+            "aliases": list(cls.aliases),
+            "family": cls.family,
+            "trainable": cls.is_trainable(),
+            "description": _first_sentence(cls.__doc__ or ""),
+        })
+    order = {f: i for i, f in enumerate(FAMILY_ORDER)}
+    rows.sort(key=lambda r: (order.get(r["family"], 99), r["type"]))
+    return rows
+
+
+def _first_sentence(doc: str) -> str:
+    text = " ".join(doc.split())
+    end = text.find(". ")
+    return text if end < 0 else text[: end + 1]
+
+
+def keras1_names(cls) -> dict[str, list[str]]:
+    """Modern field name -> the Keras 1 names accepted for it."""
+    fields = set(cls.Config.model_fields)
+    out: dict[str, list[str]] = {}
+    renames = {**{o: n for o, n in KERAS1_RENAMES.items() if n in fields}, **cls.Config.keras1_renames}
+    for old, new in renames.items():
+        if old not in fields:
+            out.setdefault(new, []).append(old)
+    return out
+
+
+def _type_text(schema: dict) -> str:
+    if "enum" in schema:
+        return " | ".join(map(str, schema["enum"]))
+    if "const" in schema:
+        return repr(schema["const"])
+    if "anyOf" in schema:
+        parts = [_type_text(s) for s in schema["anyOf"]]
+        return " | ".join(dict.fromkeys(p for p in parts if p))
+    t = schema.get("type")
+    if t == "array":
+        items = schema.get("items", {})
+        return f"list[{_type_text(items) if items else 'any'}]"
+    if t == "object":
+        return "mapping"
+    return {"integer": "int", "number": "float", "string": "str", "boolean": "bool", "null": "null"}.get(t, t or "any")
+
+
+def layer_info(type_name: str) -> dict:
+    load_all()
+    if type_name not in TYPE_NAMES:
+        near = did_you_mean(type_name, list(TYPE_NAMES))
+        raise ConfigError(problems=[Problem(message=f"unknown layer type '{type_name}'",
+                                            hint=f"did you mean {near}?" if near else "run `layerforge layers`")])
+    canonical, preset = TYPE_NAMES[type_name]
+    cls = REGISTRY[canonical]
+    schema = cls.Config.model_json_schema()
+    props = schema.get("properties", {})
+    required = set(schema.get("required", []))
+    old_names = keras1_names(cls)
+    params = []
+    for name, field in cls.Config.model_fields.items():
+        if name in ("type",):
+            continue
+        default = None if name in required else field.get_default(call_default_factory=True)
+        if isinstance(default, tuple):
+            default = list(default)
+        params.append({
+            "name": name,
+            "type": _type_text(props.get(name, {})),
+            "required": name in required,
+            "default": default,
+            "keras1": old_names.get(name, []),
+            "description": field.description or "",
+            "common": name in COMMON_FIELDS,
+        })
+    return {
+        "type": canonical,
+        "requested": type_name,
+        "preset": preset,
+        "aliases": list(cls.aliases),
+        "family": cls.family,
+        "trainable": cls.is_trainable(),
+        "documented_keras1": [n for n in [canonical, *cls.aliases] if n in ALL_DOCUMENTED],
+        "description": " ".join((cls.__doc__ or "").split()),
+        "parameters": params,
+    }
+
+
+def render_catalogue(rows: list[dict], console) -> None:
+    from rich import box
+    from rich.table import Table
+
+    table = Table(box=box.SIMPLE_HEAVY, header_style="bold")
+    table.add_column("Family")
+    table.add_column("Type")
+    table.add_column("Also accepted as")
+    table.add_column("Trains", justify="center")
+    table.add_column("What it does", overflow="fold")
+    last = None
+    for r in rows:
+        fam = r["family"].replace("_", " ") if r["family"] != last else ""
+        if r["family"] != last and last is not None:
+            table.add_section()
+        last = r["family"]
+        table.add_row(fam, f"[bold]{r['type']}[/]", ", ".join(r["aliases"]),
+                      "[green]yes[/]" if r["trainable"] else "[yellow]not yet[/]", r["description"])
+    console.print(table)
+    console.print(f"{len(rows)} layer types. Details: [bold]layerforge layers TYPE[/]")
+
+
+def render_layer_info(info: dict, console) -> None:
+    from rich import box
+    from rich.markup import escape
+    from rich.table import Table
+
+    title = f"[bold]{info['type']}[/] ({info['family'].replace('_', ' ')})"
+    if info["requested"] != info["type"]:
+        title += f" — '{info['requested']}' is an alias" + (
+            f" that sets {', '.join(f'{k}={v}' for k, v in info['preset'].items())}" if info["preset"] else "")
+    console.print(title)
+    console.print(escape(info["description"]))
+    if info["aliases"]:
+        console.print(f"[dim]Also accepted as:[/] {', '.join(info['aliases'])}")
+    table = Table(box=box.SIMPLE_HEAVY, header_style="bold")
+    table.add_column("Parameter")
+    table.add_column("Type", overflow="fold")
+    table.add_column("Default", overflow="fold")
+    table.add_column("Keras 1 name")
+    table.add_column("Description", overflow="fold")
+    for p in [p for p in info["parameters"] if not p["common"]] + [p for p in info["parameters"] if p["common"]]:
+        default = "[red]required[/]" if p["required"] else escape(repr(p["default"]) if p["default"] is not None
+                                                                   else "null")
+        name = f"[bold]{p['name']}[/]" if not p["common"] else f"[dim]{p['name']}[/]"
+        table.add_row(name, escape(p["type"]), default, ", ".join(p["keras1"]), escape(p["description"]))
+    console.print(table)

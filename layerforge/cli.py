@@ -1,0 +1,319 @@
+"""The `layerforge` command. Thin: parse arguments, call the library, render with Rich.
+
+Heavy modules (pydantic models, numpy, Numba) are imported inside the commands so
+`layerforge --help` is instant and `validate`/`summary`/`layers`/`schema` never load Numba.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from . import __version__
+
+app = typer.Typer(
+    name="layerforge",
+    help="Describe a neural network in YAML with the Keras layer set; inspect, train and run it.\n\n"
+         "Example: [bold]layerforge train configs/iris.yaml[/]",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+_state = {"debug": False}
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=False)
+
+
+def _run(fn):
+    """Run a command body; user errors become a clear message and exit code 2, never a traceback."""
+    from .errors import RunFailed, UserError
+
+    try:
+        return fn()
+    except UserError as exc:
+        if _state["debug"]:
+            raise
+        from .render import render_user_error
+
+        render_user_error(exc, _console(stderr=True))
+        raise typer.Exit(exc.exit_code) from None
+    except RunFailed as exc:
+        if _state["debug"]:
+            raise
+        _console(stderr=True).print(f"[bold red]training failed:[/] {exc}")
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        _console(stderr=True).print("[yellow]interrupted[/]")
+        raise typer.Exit(130) from None
+    except (typer.Exit, typer.Abort, SystemExit):
+        raise
+    except Exception as exc:  # a bug in layerforge, not the user's fault
+        if _state["debug"]:
+            raise
+        _console(stderr=True).print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc}\n"
+                                    "run again with --debug for the traceback, and please report it")
+        raise typer.Exit(1) from None
+
+
+def _version(value: bool):
+    if value:
+        typer.echo(f"layerforge {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks instead of short error messages."),
+):
+    _state["debug"] = debug
+
+
+CONFIG_ARG = typer.Argument(..., help="The model's YAML file.", show_default=False)
+OVERRIDES_ARG = typer.Argument(None, help="KEY=VALUE overrides, e.g. training.epochs=5 layers.2.units=64.",
+                               show_default=False)
+
+
+def _load(config: Path, overrides):
+    from .config import load_config
+    from .graph import build_graph
+
+    spec = load_config(config, list(overrides or []))
+    return spec, build_graph(spec)
+
+
+@app.command()
+def validate(config: Path = CONFIG_ARG, overrides: Optional[list[str]] = OVERRIDES_ARG):
+    """Check a config: YAML, parameters, layer connections and every shape. Reports all errors.
+
+    Example: [bold]layerforge validate configs/mnist_cnn.yaml[/]
+    """
+
+    def body():
+        from .errors import ConfigError
+        from .graph import build_graph
+
+        from .config import load_config
+
+        spec = load_config(config, list(overrides or []))
+        problems = []
+        try:
+            graph = build_graph(spec)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+            graph = None
+        problems.extend(_missing_data_files(spec))
+        if problems:
+            raise ConfigError(problems=problems)
+        n = len(graph.nodes)
+        _console().print(f"[green]OK[/] {config}: {n} layer{'s' if n != 1 else ''}, "
+                         f"{graph.total_params:,} parameters, output {_shapes(graph.output_shapes)}")
+
+    _run(body)
+
+
+def _shapes(shapes) -> str:
+    from .layers.base import show_shape
+
+    return ", ".join(show_shape(tuple(s)) for s in shapes)
+
+
+def _missing_data_files(spec):
+    problems = []
+    data = spec.config.data
+    if data is None:
+        return problems
+    for part in ("train", "validation", "test"):
+        src = getattr(data, part)
+        if src is None:
+            continue
+        for key in ("path", "target_path"):
+            value = getattr(src, key)
+            if value and not (spec.base_dir / value).exists():
+                problems.append(spec.source.problem(
+                    ("data", part, key), f"data file not found: {spec.base_dir / value}",
+                    hint="relative paths start from the config file's folder"))
+    return problems
+
+
+@app.command()
+def summary(
+    config: Path = CONFIG_ARG,
+    overrides: Optional[list[str]] = OVERRIDES_ARG,
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", min=1,
+                                             help="Also show activation memory for this batch size."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+):
+    """Keras-style table: output shapes, parameters, FLOPs and memory per layer.
+
+    Example: [bold]layerforge summary configs/mnist_cnn.yaml --batch-size 64[/]
+    """
+
+    def body():
+        from .summary import render_summary, summary_data
+
+        _, graph = _load(config, overrides)
+        data = summary_data(graph, batch_size)
+        if as_json:
+            typer.echo(json.dumps(data, indent=2))
+        else:
+            render_summary(data, _console())
+
+    _run(body)
+
+
+@app.command()
+def layers(
+    type_name: Optional[str] = typer.Argument(None, metavar="[TYPE]", help="Show one layer's parameters."),
+    as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
+):
+    """The layer catalogue by family, or one layer's parameters with defaults and Keras 1 names.
+
+    Example: [bold]layerforge layers Conv2D[/]
+    """
+
+    def body():
+        from . import catalog
+
+        if type_name is None:
+            rows = catalog.catalogue()
+            if as_json:
+                typer.echo(json.dumps(rows, indent=2))
+            else:
+                catalog.render_catalogue(rows, _console())
+        else:
+            info = catalog.layer_info(type_name)
+            if as_json:
+                typer.echo(json.dumps(info, indent=2, default=str))
+            else:
+                catalog.render_layer_info(info, _console())
+
+    _run(body)
+
+
+@app.command()
+def schema(output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file.")):
+    """JSON Schema of the config format, for editor completion and checking.
+
+    Example: [bold]layerforge schema -o layerforge.schema.json[/], then put
+    [bold]# yaml-language-server: $schema=layerforge.schema.json[/] at the top of a config.
+    """
+
+    def body():
+        from .schema import config_schema
+
+        text = json.dumps(config_schema(), indent=2)
+        if output:
+            from .io.atomic import atomic_write_text
+
+            atomic_write_text(output, text + "\n")
+            _console(stderr=True).print(f"wrote {output}")
+        else:
+            typer.echo(text)
+
+    _run(body)
+
+
+def _set_threads(threads: Optional[int]):
+    if threads:
+        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+            os.environ[var] = str(threads)
+
+
+@app.command()
+def train(
+    config: Path = CONFIG_ARG,
+    overrides: Optional[list[str]] = OVERRIDES_ARG,
+    output: Optional[Path] = typer.Option(None, "--output", "-o",
+                                          help="Run directory to write (default runs/<name>-<timestamp>)."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this directory."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Training data file (instead of data.train)."),
+    validation_data: Optional[Path] = typer.Option(None, "--validation-data", help="Validation data file."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars; only the final line."),
+    allow_code: bool = typer.Option(False, "--allow-code", help="Allow Lambda `function:` to run Python code."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Threads for BLAS and Numba."),
+):
+    """Train a model and write a run directory (config, weights, optimizer state, history).
+
+    Example: [bold]layerforge train configs/iris.yaml training.epochs=50[/]
+    """
+    _set_threads(threads)
+
+    def body():
+        from .engine.runner import train_command
+
+        train_command(config, overrides=list(overrides or []), output=output, resume=resume, data=data,
+                      validation_data=validation_data, quiet=quiet, allow_code=allow_code, threads=threads,
+                      console=_console())
+
+    _run(body)
+
+
+@app.command()
+def predict(
+    run_dir: Path = typer.Argument(..., help="A run directory written by `train`.", show_default=False),
+    data: Path = typer.Option(..., "--data", help="Input data file (CSV/TSV, NPY or NPZ).", show_default=False),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write predictions here (.csv or .npy); "
+                                                                       "default: print them."),
+    probabilities: bool = typer.Option(False, "--probabilities", help="Class probabilities instead of labels."),
+    batch_size: int = typer.Option(256, "--batch-size", "-b", min=1, help="Samples per forward pass."),
+    allow_code: bool = typer.Option(False, "--allow-code", help="Allow Lambda `function:` to run Python code."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Threads for BLAS and Numba."),
+):
+    """Run a trained model on new data; class labels are mapped back to the training labels.
+
+    Example: [bold]layerforge predict runs/iris --data new.csv --output preds.csv[/]
+    """
+    _set_threads(threads)
+
+    def body():
+        from .engine.runner import predict_command
+
+        predict_command(run_dir, data=data, output=output, probabilities=probabilities, batch_size=batch_size,
+                        allow_code=allow_code, console=_console())
+
+    _run(body)
+
+
+@app.command()
+def evaluate(
+    run_dir: Path = typer.Argument(..., help="A run directory written by `train`.", show_default=False),
+    data: Optional[Path] = typer.Option(None, "--data", help="Labelled data (default: data.test of the config)."),
+    batch_size: int = typer.Option(256, "--batch-size", "-b", min=1, help="Samples per forward pass."),
+    as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
+    allow_code: bool = typer.Option(False, "--allow-code", help="Allow Lambda `function:` to run Python code."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Threads for BLAS and Numba."),
+):
+    """Loss and metrics of a trained model on labelled data.
+
+    Example: [bold]layerforge evaluate runs/iris --data examples/data/iris.csv[/]
+    """
+    _set_threads(threads)
+
+    def body():
+        from .engine.runner import evaluate_command
+
+        evaluate_command(run_dir, data=data, batch_size=batch_size, as_json=as_json, allow_code=allow_code,
+                         console=_console())
+
+    _run(body)
+
+
+def main():
+    app(prog_name="layerforge")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

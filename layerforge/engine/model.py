@@ -1,0 +1,213 @@
+"""A compiled model: weights for every node of a Graph, forward and backward over it.
+
+Forward walks the nodes in topological order keeping each layer's cache;
+backward walks them in reverse, summing gradients where an output feeds several
+layers (graph fan-out). Masks travel with the values as Keras 3 carries them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..graph import Graph, Node
+from ..layers.base import ParamSpec
+from .initializers import initialize
+
+
+@dataclass
+class Tape:
+    """What one forward pass keeps for the backward pass."""
+
+    caches: dict
+    outputs: dict  # (node, k) -> array
+    masks: dict  # (node, k) -> mask or None
+    activity: list  # (node, output index, spec) for activity regularizers
+
+
+def _activity_spec(layer):
+    """The activity penalty of a layer: its `activity_regularizer`, or ActivityRegularization's l1/l2."""
+    penalty = getattr(layer, "activity_penalty", None)
+    if callable(penalty):
+        return penalty()
+    return getattr(layer.config, "activity_regularizer", None)
+
+
+class CompiledModel:
+    def __init__(self, graph: Graph, *, seed: int | None = None, dtype=np.float32):
+        self.graph = graph
+        self.dtype = np.dtype(dtype)
+        self.nodes: list[Node] = graph.nodes
+        self.params: dict[str, dict[str, np.ndarray]] = {}
+        self.specs: dict[str, list[ParamSpec]] = {}
+        rng = np.random.default_rng(seed)
+        for node in self.nodes:
+            layer = node.layer
+            self.specs[node.name] = node.params
+            self.params[node.name] = {}
+            for spec in node.params:
+                value = initialize(spec.initializer, spec.shape, rng, self.dtype, spec.fan)
+                if spec.trainable:
+                    self.params[node.name][spec.name] = value
+                else:
+                    layer.state[spec.name] = value
+            layer.build(node.input_shape)
+            layer.init_state(graph.batch_size, self.dtype)
+        self.activity = {n.name: _activity_spec(n.layer) for n in self.nodes}
+
+    # ------------------------------------------------------------------ weights
+    def trainable_pairs(self) -> list[tuple[str, str]]:
+        """(node, param) of every weight the optimizer updates, in a fixed order."""
+        return [(n.name, s.name) for n in self.nodes if n.layer.config.trainable
+                for s in self.specs[n.name] if s.trainable]
+
+    def weight_items(self):
+        """(node, spec, array) for every weight, trainable or not, in Keras order."""
+        for n in self.nodes:
+            for s in self.specs[n.name]:
+                arr = self.params[n.name][s.name] if s.trainable else n.layer.state[s.name]
+                yield n.name, s, arr
+
+    def get_weights(self) -> dict[str, list[np.ndarray]]:
+        out: dict[str, list[np.ndarray]] = {}
+        for name, _, arr in self.weight_items():
+            out.setdefault(name, []).append(arr.copy())
+        return out
+
+    def set_weight(self, node_name: str, spec: ParamSpec, value: np.ndarray) -> None:
+        value = np.ascontiguousarray(value, dtype=self.dtype)
+        if value.shape != tuple(spec.shape):
+            raise ValueError(f"weight {node_name}/{spec.name} has shape {tuple(spec.shape)}, got {value.shape}")
+        if spec.trainable:
+            self.params[node_name][spec.name] = value
+        else:
+            self.graph.node(node_name).layer.state[spec.name] = value
+
+    def reset_states(self) -> None:
+        """Zero the carried state of stateful layers (start of an epoch, or on request)."""
+        for n in self.nodes:
+            reset = getattr(n.layer, "reset_states", None)
+            if callable(reset):
+                reset()
+
+    # ------------------------------------------------------------------ passes
+    def forward(self, xs: list[np.ndarray], *, training: bool, rng: np.random.Generator | None = None,
+                keep: bool = True) -> tuple[list[np.ndarray], list, Tape | None]:
+        """Run the graph; returns the outputs, their masks and (when ``keep``) the tape for backward."""
+        values: dict = {}
+        masks: dict = {}
+        for inp, x in zip(self.graph.inputs, xs):
+            values[(inp.name, 0)] = x
+            masks[(inp.name, 0)] = None
+        caches: dict = {}
+        activity = []
+        for node in self.nodes:
+            layer = node.layer
+            xin = [values[r] for r in node.inputs]
+            min_ = [masks[r] for r in node.inputs]
+            if not layer.multi_input:
+                xin, min_ = xin[0], min_[0]
+            # a frozen BatchNormalization runs in inference mode, as in Keras 3
+            layer_training = training and (layer.config.trainable or layer.type != "BatchNormalization")
+            y, cache = layer.forward(self.params[node.name], xin, training=layer_training, rng=rng, mask=min_)
+            out_mask = layer.compute_mask(xin, min_)
+            if keep:
+                caches[node.name] = cache
+            ys = y if layer.num_outputs() > 1 else [y]
+            ms = out_mask if isinstance(out_mask, list) else [out_mask] * len(ys)
+            for k, (v, m) in enumerate(zip(ys, ms)):
+                values[(node.name, k)] = v
+                masks[(node.name, k)] = m
+            spec = self.activity[node.name]
+            if training and spec:
+                activity.append((node.name, spec))
+        outs = [values[r] for r in self.graph.outputs]
+        out_masks = [masks[r] for r in self.graph.outputs]
+        tape = Tape(caches, values, masks, activity) if keep else None
+        return outs, out_masks, tape
+
+    def activity_loss(self, tape: Tape, batch: int) -> float:
+        """Keras 3 activity penalty: l1·Σ|y| + l2·Σy², divided by the batch size."""
+        total = 0.0
+        for name, spec in tape.activity:
+            for k in range(self.graph.node(name).layer.num_outputs()):
+                y = tape.outputs[(name, k)]
+                if spec.get("l1"):
+                    total += spec["l1"] * float(np.abs(y).sum()) / batch
+                if spec.get("l2"):
+                    total += spec["l2"] * float(np.square(y).sum()) / batch
+        return total
+
+    def backward(self, tape: Tape, output_grads: list[np.ndarray | None], batch: int) -> dict:
+        """Gradients of every trainable weight, given dLoss/dOutput for each model output."""
+        grads_in: dict = {}
+
+        def add(ref, g):
+            if g is None:
+                return
+            if ref in grads_in:
+                grads_in[ref] = grads_in[ref] + g
+            else:
+                grads_in[ref] = g
+
+        for ref, g in zip(self.graph.outputs, output_grads):
+            add(ref, g)
+        for name, spec in tape.activity:
+            for k in range(self.graph.node(name).layer.num_outputs()):
+                y = tape.outputs[(name, k)]
+                g = np.zeros_like(y)
+                if spec.get("l1"):
+                    g += (spec["l1"] / batch) * np.sign(y)
+                if spec.get("l2"):
+                    g += (2 * spec["l2"] / batch) * y
+                add((name, k), g)
+        grads: dict = {}
+        for node in reversed(self.nodes):
+            layer = node.layer
+            n_out = layer.num_outputs()
+            dys = []
+            for k in range(n_out):
+                g = grads_in.pop((node.name, k), None)
+                if g is None:
+                    g = np.zeros_like(tape.outputs[(node.name, k)])
+                dys.append(g)
+            dy = dys if n_out > 1 else dys[0]
+            dx, g = layer.backward(self.params[node.name], dy, tape.caches[node.name])
+            if layer.config.trainable:
+                grads[node.name] = g
+            dxs = dx if layer.multi_input else [dx]
+            for ref, d in zip(node.inputs, dxs):
+                add(ref, d)
+        return grads
+
+    def regularization_loss(self) -> float:
+        from .regularizers import penalty
+
+        total = 0.0
+        for n in self.nodes:
+            if not n.layer.config.trainable:
+                continue
+            for s in self.specs[n.name]:
+                if s.trainable and s.regularizer:
+                    total += penalty(s.regularizer, self.params[n.name][s.name])
+        return total
+
+    def add_regularization_grads(self, grads: dict) -> None:
+        from .regularizers import penalty_grad
+
+        for n in self.nodes:
+            if not n.layer.config.trainable:
+                continue
+            for s in self.specs[n.name]:
+                if s.trainable and s.regularizer:
+                    grads[n.name][s.name] = grads[n.name][s.name] + penalty_grad(
+                        s.regularizer, self.params[n.name][s.name]).astype(self.dtype, copy=False)
+
+    def apply_constraints(self) -> None:
+        from .constraints import apply_constraint
+
+        for n in self.nodes:
+            for s in self.specs[n.name]:
+                if s.trainable and s.constraint:
+                    apply_constraint(s.constraint, self.params[n.name][s.name])

@@ -1,0 +1,54 @@
+"""Rich progress for `train`: a bar per epoch (batches, ETA, running loss and metrics) and an epoch line."""
+
+from __future__ import annotations
+
+import math
+
+
+def format_logs(logs: dict, skip=("time", "learning_rate")) -> str:
+    parts = []
+    for k, v in logs.items():
+        if k in skip or not isinstance(v, (int, float)):
+            continue
+        parts.append(f"{k} {v:.4f}" if math.isfinite(v) and abs(v) < 1e4 else f"{k} {v:.4g}")
+    return "  ".join(parts)
+
+
+class EpochProgress:
+    def __init__(self, console, *, quiet: bool = False):
+        self.console = console
+        self.quiet = quiet
+        self.progress = None
+        self.task = None
+
+    def start_epoch(self, epoch: int, epochs: int, steps: int):
+        if self.quiet:
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.progress = Progress(
+            TextColumn(f"Epoch {epoch + 1}/{epochs}"), BarColumn(bar_width=30), MofNCompleteColumn(),
+            TimeRemainingColumn(), TextColumn("{task.fields[logs]}"),
+            console=self.console, transient=True, refresh_per_second=8)
+        self.progress.start()
+        self.task = self.progress.add_task("train", total=steps, logs="")
+
+    def update(self, step: int, logs: dict):
+        if self.progress is not None:
+            self.progress.update(self.task, completed=step, logs=format_logs(logs))
+
+    def end_epoch(self, epoch: int, epochs: int, logs: dict):
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+        if self.quiet:
+            return
+        width = len(str(epochs))
+        self.console.print(f"Epoch {epoch + 1:>{width}}/{epochs}  {format_logs(logs)}  "
+                           f"[dim]lr {logs.get('learning_rate', 0):.3g}  {logs.get('time', 0):.2f}s[/]",
+                           highlight=False)
+
+    def stop(self):
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None

@@ -1,0 +1,298 @@
+"""The fit loop: losses per output, metrics, optimizer steps, callbacks, history.
+
+``Trainer`` owns the compiled model, the optimizer and the one random generator
+that drives shuffling and every stochastic layer, so a run with a seed repeats
+exactly and a resumed run continues as if it had never stopped.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..config.training import TrainingConfig
+from ..errors import ConfigError, DataError, Problem, RunFailed
+from .model import CompiledModel
+
+
+@dataclass
+class Head:
+    """One model output with its loss, loss weight and metrics."""
+
+    key: str
+    ref: tuple
+    shape: tuple
+    loss_spec: dict
+    loss: object
+    weight: float = 1.0
+    metrics: list = field(default_factory=list)
+
+
+def _per_output(value, keys: list[str], what: str, default=None):
+    """A single value for all outputs, a list in output order, or a mapping by output name."""
+    if isinstance(value, dict) and "type" not in value:
+        unknown = [k for k in value if k not in keys]
+        if unknown:
+            raise ConfigError(problems=[Problem(message=f"training.{what} names output '{unknown[0]}', which the "
+                                                        f"model does not have", path=f"training.{what}",
+                                                expected=", ".join(keys))])
+        return [value.get(k, default) for k in keys]
+    if isinstance(value, list) and what != "metrics":
+        if len(value) != len(keys):
+            raise ConfigError(problems=[Problem(message=f"training.{what} has {len(value)} entries but the model has "
+                                                        f"{len(keys)} outputs", path=f"training.{what}",
+                                                expected=", ".join(keys))])
+        return list(value)
+    return [value] * len(keys)
+
+
+class _Mean:
+    """Running mean of per-batch values weighted by batch size (the per-output losses)."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.reset()
+
+    def reset(self):
+        self.total, self.count = 0.0, 0
+
+    def add(self, value: float, n: int):
+        self.total += value * n
+        self.count += n
+
+    def result(self) -> float:
+        return self.total / max(self.count, 1)
+
+
+def output_keys(graph) -> list[str]:
+    return [name if k == 0 else f"{name}_{k}" for name, k in graph.outputs]
+
+
+class Trainer:
+    def __init__(self, model: CompiledModel, cfg: TrainingConfig, *, seed: int | None = None):
+        from .losses import make_loss
+        from .metrics import make_metric
+        from .optimizers import make_optimizer
+
+        self.model = model
+        self.cfg = cfg
+        graph = model.graph
+        keys = output_keys(graph)
+        losses = _per_output(cfg.loss, keys, "loss")
+        weights = _per_output(cfg.loss_weights, keys, "loss_weights", 1.0) if cfg.loss_weights is not None \
+            else [1.0] * len(keys)
+        metric_lists = _per_output(cfg.metrics, keys, "metrics", [])
+        self.heads: list[Head] = []
+        for key, ref, loss_spec, w, mets in zip(keys, graph.outputs, losses, weights, metric_lists):
+            shape = graph.shape_of(ref)
+            head = Head(key=key, ref=ref, shape=shape, loss_spec=loss_spec, loss=make_loss(loss_spec),
+                        weight=float(1.0 if w is None else w))
+            head.metrics = [make_metric(m, loss_spec=loss_spec, output_shape=shape) for m in (mets or [])]
+            self.heads.append(head)
+        self.optimizer = make_optimizer(cfg.optimizer)
+        self.rng = np.random.default_rng(seed)
+        self.pairs = model.trainable_pairs()
+        self.history: list[dict] = []
+        self.epoch = 0  # epochs completed
+        self.notes: list[str] = []
+        self.save_checkpoint = lambda path, epoch: None  # set by the run-directory writer
+
+    # ------------------------------------------------------------------ weights
+    def set_weights(self, weights: dict[str, list[np.ndarray]]) -> None:
+        for name, arrays in weights.items():
+            for spec, arr in zip(self.model.specs[name], arrays):
+                self.model.set_weight(name, spec, arr)
+
+    # ------------------------------------------------------------------ one batch
+    def _loss(self, outs, out_masks, ys, sw, *, want_grads: bool):
+        total = 0.0
+        per_head = []
+        douts = []
+        for head, y_pred, mask, y_true in zip(self.heads, outs, out_masks, ys):
+            values = head.loss.forward(y_true, y_pred)
+            w = np.ones(values.shape, dtype=y_pred.dtype)
+            if sw is not None:
+                w *= sw.reshape((-1,) + (1,) * (values.ndim - 1)).astype(y_pred.dtype, copy=False)
+            if mask is not None and mask.shape == values.shape:
+                w *= mask
+                denom = max(float(mask.sum()), 1.0)
+            else:
+                denom = float(values.size)
+            w /= denom
+            value = float((values * w).sum())
+            per_head.append(value)
+            total += head.weight * value
+            if want_grads:
+                douts.append(head.loss.backward(y_true, y_pred, w * head.weight))
+        return total, per_head, douts
+
+    def train_batch(self, xs, ys, sw) -> tuple[float, list]:
+        model = self.model
+        batch = len(xs[0])
+        outs, masks, tape = model.forward(xs, training=True, rng=self.rng)
+        loss, per_head, douts = self._loss(outs, masks, ys, sw, want_grads=True)
+        loss += model.activity_loss(tape, batch) + model.regularization_loss()
+        grads = model.backward(tape, douts, batch)
+        model.add_regularization_grads(grads)
+        params = [model.params[n][p] for n, p in self.pairs]
+        flat = [grads[n][p] for n, p in self.pairs]
+        self.optimizer.step(params, flat)
+        model.apply_constraints()
+        for head, y_pred, mask, y_true in zip(self.heads, outs, masks, ys):
+            for m in head.metrics:
+                m.update(y_true, y_pred, self._metric_weight(sw, mask, y_pred))
+        return loss, per_head
+
+    @staticmethod
+    def _metric_weight(sw, mask, y_pred):
+        if mask is None or mask.shape != y_pred.shape[:-1]:
+            return sw
+        w = mask.astype(y_pred.dtype)
+        if sw is not None:
+            w = w * sw.reshape((-1,) + (1,) * (w.ndim - 1))
+        return w
+
+    # ------------------------------------------------------------------ loops
+    def _batches(self, n: int, batch_size: int, order: np.ndarray):
+        fixed = self.model.graph.batch_size
+        step = fixed or batch_size
+        stop = n - n % step if fixed else n
+        for start in range(0, stop, step):
+            yield order[start:start + step]
+
+    def fit(self, train, val=None, *, epochs: int, batch_size: int, callbacks=(), progress=None,
+            on_epoch_end=None) -> list[dict]:
+        n = train.n
+        fixed = self.model.graph.batch_size
+        if fixed and n < fixed:
+            raise DataError(problems=[Problem(message=f"the model has a fixed batch size of {fixed} but the training "
+                                                      f"data has only {n} samples")])
+        if fixed and n % fixed:
+            self.notes.append(f"the last {n % fixed} samples of each epoch are skipped: the model's batch size is "
+                              f"fixed at {fixed}")
+        steps = (n // fixed) if fixed else math.ceil(n / batch_size)
+        sw_all = train.sample_weight
+        for cb in callbacks:
+            cb.on_train_begin()
+        head_loss = [_Mean(f"{h.key}_loss") for h in self.heads]
+        stop = False
+        for epoch in range(self.epoch, epochs):
+            for cb in callbacks:
+                cb.on_epoch_begin(epoch)
+            self.model.reset_states()
+            order = self.rng.permutation(n) if self.cfg.shuffle and not fixed else np.arange(n)
+            for m in [m for h in self.heads for m in h.metrics] + head_loss:
+                m.reset()
+            running, seen = 0.0, 0
+            started = time.perf_counter()
+            if progress:
+                progress.start_epoch(epoch, epochs, steps)
+            for step, idx in enumerate(self._batches(n, batch_size, order)):
+                xs = [x[idx] for x in train.xs]
+                ys = [y[idx] for y in train.ys]
+                sw = sw_all[idx] if sw_all is not None else None
+                loss, per_head = self.train_batch(xs, ys, sw)
+                running += loss * len(idx)
+                seen += len(idx)
+                for hl, v in zip(head_loss, per_head):
+                    hl.add(v, len(idx))
+                logs = {"loss": running / seen, **self._metric_logs()}
+                if progress:
+                    progress.update(step + 1, logs)
+                for cb in callbacks:
+                    cb.on_batch_end({"loss": loss})
+                if any(cb.stop_training for cb in callbacks):
+                    stop = True
+                    break
+            logs = {"loss": running / max(seen, 1)}
+            if len(self.heads) > 1:
+                logs.update({hl.name: hl.result() for hl in head_loss})
+            logs.update(self._metric_logs())
+            if val is not None and val.n:
+                logs.update({f"val_{k}": v for k, v in self.evaluate(val, batch_size).items()})
+            logs["learning_rate"] = float(self.optimizer.current_lr())
+            logs["time"] = round(time.perf_counter() - started, 4)
+            self.history.append(logs)
+            self.epoch = epoch + 1
+            for cb in callbacks:
+                cb.on_epoch_end(epoch, logs)
+            if progress:
+                progress.end_epoch(epoch, epochs, logs)
+            if not np.isfinite(logs["loss"]) and not stop:
+                self.notes.append("the loss is NaN or infinite; lower the learning rate or check the data")
+            if on_epoch_end:
+                on_epoch_end(self, epoch)
+            if stop or any(cb.stop_training for cb in callbacks):
+                break
+        for cb in callbacks:
+            cb.on_train_end()
+        return self.history
+
+    def _metric_logs(self) -> dict:
+        out = {}
+        single = len(self.heads) == 1
+        for h in self.heads:
+            for m in h.metrics:
+                out[m.name if single else f"{h.key}_{m.name}"] = float(m.result())
+        return out
+
+    def predict(self, xs: list[np.ndarray], batch_size: int = 256) -> list[np.ndarray]:
+        n = len(xs[0])
+        fixed = self.model.graph.batch_size
+        step = fixed or batch_size
+        chunks: list[list[np.ndarray]] = [[] for _ in self.heads]
+        self.model.reset_states()
+        for start in range(0, n, step):
+            part = [x[start:start + step] for x in xs]
+            real = len(part[0])
+            if fixed and real < fixed:  # pad the last batch of a fixed-batch model
+                part = [np.concatenate([p, np.zeros((fixed - real,) + p.shape[1:], p.dtype)]) for p in part]
+            outs, _, _ = self.model.forward(part, training=False, keep=False)
+            for c, o in zip(chunks, outs):
+                c.append(o[:real])
+        return [np.concatenate(c) if c else np.zeros((0,)) for c in chunks]
+
+    def evaluate(self, data, batch_size: int = 256) -> dict:
+        for m in [m for h in self.heads for m in h.metrics]:
+            m.reset()
+        total, seen = 0.0, 0
+        head_loss = [_Mean(f"{h.key}_loss") for h in self.heads]
+        n = data.n
+        fixed = self.model.graph.batch_size
+        step = fixed or batch_size
+        self.model.reset_states()
+        for start in range(0, n - (n % step if fixed else 0), step):
+            xs = [x[start:start + step] for x in data.xs]
+            ys = [y[start:start + step] for y in data.ys]
+            sw = data.sample_weight[start:start + step] if data.sample_weight is not None else None
+            outs, masks, _ = self.model.forward(xs, training=False, keep=False)
+            loss, per_head, _ = self._loss(outs, masks, ys, sw, want_grads=False)
+            loss += self.model.regularization_loss()
+            total += loss * len(xs[0])
+            seen += len(xs[0])
+            for hl, v in zip(head_loss, per_head):
+                hl.add(v, len(xs[0]))
+            for head, y_pred, mask, y_true in zip(self.heads, outs, masks, ys):
+                for m in head.metrics:
+                    m.update(y_true, y_pred, self._metric_weight(sw, mask, y_pred))
+        out = {"loss": total / max(seen, 1)}
+        if len(self.heads) > 1:
+            out.update({hl.name: hl.result() for hl in head_loss})
+        out.update(self._metric_logs())
+        return out
+
+    # ------------------------------------------------------------------ resume
+    def state(self) -> dict:
+        return {"epoch": self.epoch, "rng": self.rng.bit_generator.state, "history": self.history}
+
+    def load_state(self, state: dict) -> None:
+        self.epoch = int(state["epoch"])
+        self.rng.bit_generator.state = state["rng"]
+        self.history = list(state.get("history", []))
+
+    def check_finite(self):
+        if self.history and not np.isfinite(self.history[-1]["loss"]):
+            raise RunFailed("the loss became NaN or infinite")

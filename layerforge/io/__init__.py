@@ -1,0 +1,1 @@
+"""Run directories: atomic writes, safetensors weights, state and history."""

@@ -1,0 +1,54 @@
+"""JSON Schema of the config format, derived from the pydantic models and the layer registry."""
+
+from __future__ import annotations
+
+from .catalog import keras1_names
+from .config.model import ModelConfig
+from .layers import REGISTRY, load_all
+
+SCHEMA_URI = "https://json-schema.org/draft/2020-12/schema"
+
+
+def _layer_schema(cls) -> dict:
+    schema = cls.Config.model_json_schema(ref_template="#/$defs/{model}")
+    defs = schema.pop("$defs", {})
+    props = schema.setdefault("properties", {})
+    props["type"] = {"enum": [cls.type, *cls.aliases], "description": (cls.__doc__ or "").strip().split("\n")[0]}
+    for new, olds in keras1_names(cls).items():
+        for old in olds:
+            props.setdefault(old, {"description": f"Keras 1 name of `{new}`"})
+    if "layer" in props:
+        props["layer"] = {"$ref": "#/$defs/Layer", "description": props["layer"].get("description", "wrapped layer")}
+    for key in ("input_dim", "input_length"):
+        if cls.Config.accepts_input_dim and key not in props:
+            props[key] = {"type": ["integer", "null"], "description": "Keras 1 input size shorthand"}
+    schema["additionalProperties"] = False
+    schema["required"] = sorted(set(schema.get("required", [])) | {"type"})
+    schema.pop("title", None)
+    return schema, defs
+
+
+def config_schema() -> dict:
+    load_all()
+    top = ModelConfig.model_json_schema(ref_template="#/$defs/{model}")
+    defs = top.pop("$defs", {})
+    branches = []
+    for name, cls in REGISTRY.items():
+        s, d = _layer_schema(cls)
+        defs.update(d)
+        defs[f"layer_{name}"] = s
+        branches.append({"if": {"properties": {"type": {"enum": [name, *cls.aliases]}}, "required": ["type"]},
+                         "then": {"$ref": f"#/$defs/layer_{name}"}})
+    all_types = sorted({t for cls in REGISTRY.values() for t in (cls.type, *cls.aliases)})
+    defs["Layer"] = {
+        "type": "object",
+        "required": ["type"],
+        "properties": {"type": {"enum": all_types, "description": "layer type (see `layerforge layers`)"}},
+        "allOf": branches,
+    }
+    top["properties"]["layers"] = {"type": "array", "items": {"$ref": "#/$defs/Layer"}, "minItems": 1,
+                                   "description": "the layers, in order"}
+    top["$schema"] = SCHEMA_URI
+    top["title"] = "layerforge model config"
+    top["$defs"] = defs
+    return top
