@@ -259,12 +259,12 @@ def build_graph(spec: ModelSpec) -> Graph:
         outs = list(out) if layer.num_outputs() > 1 else [out]
         for k, s in enumerate(outs):
             shapes[(name, k)] = tuple(s)
-        for p in specs:
-            if p.size > MAX_WEIGHT_ELEMENTS:
-                problems.append(source.problem(
-                    ("layers", i), f"weight '{p.name}' of layer '{name}' would have {p.size:,} elements "
-                    f"({p.size * 4 / 2**30:,.0f} GiB as float32); nothing was allocated",
-                    found=f"shape {p.shape}", hint="reduce the layer's size"))
+        biggest = max(specs, key=lambda p: p.size, default=None)
+        if biggest is not None and biggest.size > MAX_WEIGHT_ELEMENTS:
+            problems.append(source.problem(
+                ("layers", i), f"weight '{biggest.name}' of layer '{name}' would have {biggest.size:,} elements "
+                f"({biggest.size * 4 / 2**30:,.0f} GiB as float32); nothing was allocated",
+                found=f"shape {biggest.shape}", hint="reduce the layer's size"))
         node = Node(name=name, layer=layer, index=i, inputs=refs, input_shape=in_shape,
                     output_shapes=[tuple(s) for s in outs], params=specs)
         node.flops = layer.flops(in_shape, node.output_shape)

@@ -245,10 +245,11 @@ def test_masks():
     for mode in ("dot", "cos"):
         layer = _build({"type": "Merge", "mode": mode, "dot_axes": 2}, [(3, 4)] * 2).layer
         assert layer.compute_mask(x, [m1, m2]) is None
-    # concat on the feature axis: AND of the step masks (a missing mask counts as all true)
+    # concat on the feature axis (Keras 3): a step is valid if any input marks it valid
+    # (a missing mask counts as all true)
     layer = _build({"type": "Concatenate"}, [(3, 4), (3, 4)]).layer
-    np.testing.assert_array_equal(layer.compute_mask(x, [m1, m2]), both)
-    np.testing.assert_array_equal(layer.compute_mask(x, [m1, None]), m1)
+    np.testing.assert_array_equal(layer.compute_mask(x, [m1, m2]), m1 | m2)
+    np.testing.assert_array_equal(layer.compute_mask(x, [m1, None]), np.ones_like(m1))
     # concat on the time axis: the masks are joined
     xt = [np.zeros((2, 3, 4)), np.zeros((2, 2, 4))]
     m3 = np.array([[False, True], [True, False]])

@@ -113,7 +113,7 @@ def validation_problems(exc: ValidationError, base: tuple, source: SourceMap, da
     for err in exc.errors():
         loc = tuple(err["loc"])
         # pydantic puts union/validator tags in the location; keep only real keys/indices
-        loc = tuple(p for p in loc if isinstance(p, int) or p in _keys_along(data, loc))
+        loc = _clean_loc(data, loc, missing=err["type"] == "missing")
         if loc and loc[0] in renamed:  # point at the Keras 1 name the user wrote
             loc = (renamed[loc[0]],) + loc[1:]
         path = base + loc
@@ -129,26 +129,36 @@ def validation_problems(exc: ValidationError, base: tuple, source: SourceMap, da
             problems.append(source.problem(base + loc[:-1], f"missing required parameter '{loc[-1]}'",
                                            hint=f"add `{loc[-1]}: ...`"))
         else:
-            msg = err["msg"].removeprefix("Value error, ")
+            msg = _plain_message(err["msg"].removeprefix("Value error, "))
             found = _describe(err.get("input")) if "input" in err else None
             problems.append(source.problem(path, msg, found=found))
     return problems
 
 
-def _keys_along(data: Any, loc: tuple) -> set:
-    """All keys that exist in ``data`` along ``loc`` (to drop pydantic's internal tags)."""
-    keys: set = set()
+def _plain_message(msg: str) -> str:
+    """pydantic's "Input should be greater than 0" -> "must be greater than 0"."""
+    for prefix in ("Input should be ", "Input should have "):
+        if msg.startswith(prefix):
+            return "must be " + msg[len(prefix):] if "should be" in prefix else "must have " + msg[len(prefix):]
+    return msg
+
+
+def _clean_loc(data: Any, loc: tuple, *, missing: bool) -> tuple:
+    """Keep the real keys and indices of a pydantic error location, dropping its internal tags
+    (``function-after[...]``, ``list[int]``, union member names)."""
+    out = []
     cur = data
-    for part in loc:
+    for i, part in enumerate(loc):
         if isinstance(cur, dict):
-            keys |= set(cur.keys())
-            keys.add(part) if part in cur else None
-            cur = cur.get(part) if part in cur else None
-        elif isinstance(cur, list) and isinstance(part, int) and part < len(cur):
+            if part in cur:
+                out.append(part)
+                cur = cur[part]
+            elif missing and i == len(loc) - 1:
+                out.append(part)
+        elif isinstance(cur, list) and isinstance(part, int) and 0 <= part < len(cur):
+            out.append(part)
             cur = cur[part]
-        else:
-            keys.add(part)  # beyond the data (missing fields)
-    return keys
+    return tuple(out)
 
 
 # ---------------------------------------------------------------------- layers
@@ -247,6 +257,7 @@ def parse_model(data: Any, source: SourceMap, base_dir: Path) -> ModelSpec:
     raw_layers = top.get("layers") if isinstance(top.get("layers"), list) else []
     layers = [parse_layer(raw, ("layers", i), source, problems) for i, raw in enumerate(raw_layers)]
     if problems:
+        problems.sort(key=lambda p: (p.line is None, p.line or 0, p.column or 0))
         raise ConfigError(problems=problems)
     return ModelSpec(config=config, layers=layers, source=source, base_dir=base_dir, raw=data)
 

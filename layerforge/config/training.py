@@ -81,8 +81,8 @@ def canonical_name(value: str, table, aliases: dict, kind: str) -> str:
     key = aliases.get(key, key)
     if key not in table:
         near = did_you_mean(str(value), sorted(set(table) | set(aliases)))
-        raise ValueError(f"unknown {kind} {value!r}" + (f"; did you mean {near!r}?" if near else "")
-                         + f" (known: {', '.join(sorted(table))})")
+        raise ValueError(f"unknown {kind} {value!r}" + (f"; did you mean {near!r}?" if near else
+                                                        f" (known: {', '.join(sorted(table))})"))
     return key
 
 
@@ -176,7 +176,7 @@ def normalize_callback(value: Any) -> dict:
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", validate_default=True)
 
 
 class TrainingConfig(_Strict):

@@ -26,14 +26,6 @@ class Tape:
     activity: list  # (node, output index, spec) for activity regularizers
 
 
-def _activity_spec(layer):
-    """The activity penalty of a layer: its `activity_regularizer`, or ActivityRegularization's l1/l2."""
-    penalty = getattr(layer, "activity_penalty", None)
-    if callable(penalty):
-        return penalty()
-    return getattr(layer.config, "activity_regularizer", None)
-
-
 class CompiledModel:
     def __init__(self, graph: Graph, *, seed: int | None = None, dtype=np.float32):
         self.graph = graph
@@ -54,7 +46,7 @@ class CompiledModel:
                     layer.state[spec.name] = value
             layer.build(node.input_shape)
             layer.init_state(graph.batch_size, self.dtype)
-        self.activity = {n.name: _activity_spec(n.layer) for n in self.nodes}
+        self.activity = {n.name: n.layer.activity_penalty() for n in self.nodes}
 
     # ------------------------------------------------------------------ weights
     def trainable_pairs(self) -> list[tuple[str, str]]:

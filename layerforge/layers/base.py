@@ -185,6 +185,11 @@ class Layer:
         """The mask the output carries (Keras 3 rules): passed through or dropped."""
         return mask if self.supports_masking else None
 
+    def activity_penalty(self) -> dict | None:
+        """{"l1": .., "l2": ..} that the engine applies to this layer's output (Keras 3: divided by the batch
+        size), or None."""
+        return getattr(self.config, "activity_regularizer", None)
+
 
 def _show_shape(shape) -> str:
     if isinstance(shape, list):

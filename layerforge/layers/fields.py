@@ -32,8 +32,8 @@ def _activation(value: Any) -> str:
     name = ACTIVATION_ALIASES.get(value.lower(), value.lower())
     if name not in ACTIVATIONS:
         near = did_you_mean(value, sorted(ACTIVATIONS))
-        raise ValueError(f"unknown activation {value!r}" + (f"; did you mean {near!r}?" if near else "")
-                         + f" (known: {', '.join(sorted(ACTIVATIONS))})")
+        raise ValueError(f"unknown activation {value!r}" + (f"; did you mean {near!r}?" if near else
+                                                        f" (known: {', '.join(sorted(ACTIVATIONS))})"))
     return name
 
 
@@ -71,8 +71,8 @@ def _canonical(name: str, table: dict, aliases: dict, kind: str) -> str:
     key = aliases.get(key, key)
     if key not in table:
         near = did_you_mean(name, sorted(table))
-        raise ValueError(f"unknown {kind} {name!r}" + (f"; did you mean {near!r}?" if near else "")
-                         + f" (known: {', '.join(sorted(table))})")
+        raise ValueError(f"unknown {kind} {name!r}" + (f"; did you mean {near!r}?" if near else
+                                                        f" (known: {', '.join(sorted(table))})"))
     return key
 
 

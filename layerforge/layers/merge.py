@@ -370,7 +370,7 @@ class Merge(Layer):
                 if m is not None:
                     out = m.copy() if out is None else out & m
             return out
-        # concat: expand every mask to its input's shape (missing = all true), join, AND over the trailing axes
+        # concat (Keras 3): expand every mask to its input's shape (missing = all true), join, ANY over the trailing axes
         xs = list(x)
         mask_ndim = max(m.ndim for m in masks if m is not None)
         full = []
@@ -381,4 +381,4 @@ class Merge(Layer):
                 full.append(np.broadcast_to(m.reshape(m.shape + (1,) * (v.ndim - m.ndim)), v.shape))
         ax = self._concat_axis([v.shape[1:] for v in xs]) + 1
         joined = np.concatenate(full, axis=ax)
-        return joined.all(axis=tuple(range(mask_ndim, joined.ndim))) if joined.ndim > mask_ndim else joined
+        return joined.any(axis=tuple(range(mask_ndim, joined.ndim))) if joined.ndim > mask_ndim else joined
