@@ -146,7 +146,9 @@ def _regularizer(value: Any):
                 raise ValueError(f"regularizer {k} must be a number >= 0, not {v!r}")
         if name not in ("l1", "l2", "l1_l2", "l1l2", "weight", "activity", "activity_l1", "activity_l2"):
             raise ValueError(f"unknown regularizer {name!r} (known: l1, l2, l1_l2)")
-        return {"l1": float(args.get("l1", 0.0)), "l2": float(args.get("l2", 0.0))}
+        # {type: l1} alone means Keras' L1() default factor 0.01
+        base = REGULARIZERS.get(name, {}) if name in ("l1", "l2") and not args else {}
+        return {"l1": float(args.get("l1", base.get("l1", 0.0))), "l2": float(args.get("l2", base.get("l2", 0.0)))}
     raise ValueError(f"a regularizer is l1, l2, l1_l2 or {{l1: .., l2: ..}}, not {value!r}")
 
 
