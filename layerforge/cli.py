@@ -94,19 +94,30 @@ def _load(config: Path, overrides):
     return spec, build_graph(spec)
 
 
+ALLOW_CODE_OPT = typer.Option(False, "--allow-code", help="Allow Lambda `function:` to run Python code.")
+
+
+def _allow_code(flag: bool) -> None:
+    if flag:
+        from .expressions import allow_code
+
+        allow_code(True)
+
+
 @app.command()
-def validate(config: Path = CONFIG_ARG, overrides: Optional[list[str]] = OVERRIDES_ARG):
+def validate(config: Path = CONFIG_ARG, overrides: Optional[list[str]] = OVERRIDES_ARG,
+             allow_code: bool = ALLOW_CODE_OPT):
     """Check a config: YAML, parameters, layer connections and every shape. Reports all errors.
 
     Example: [bold]layerforge validate configs/mnist_cnn.yaml[/]
     """
 
     def body():
+        from .config import load_config
         from .errors import ConfigError
         from .graph import build_graph
 
-        from .config import load_config
-
+        _allow_code(allow_code)
         spec = load_config(config, list(overrides or []))
         problems = []
         try:
@@ -155,6 +166,7 @@ def summary(
     batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", min=1,
                                              help="Also show activation memory for this batch size."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    allow_code: bool = ALLOW_CODE_OPT,
 ):
     """Keras-style table: output shapes, parameters, FLOPs and memory per layer.
 
@@ -164,6 +176,7 @@ def summary(
     def body():
         from .summary import render_summary, summary_data
 
+        _allow_code(allow_code)
         _, graph = _load(config, overrides)
         data = summary_data(graph, batch_size)
         if as_json:

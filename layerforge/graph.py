@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 
 from .config.model import ModelSpec
-from .errors import ConfigError, Problem, ShapeError, did_you_mean
+from .errors import ConfigError, Problem, did_you_mean
 from .layers import Layer, ParamSpec, make_layer
 from .layers.base import show_shape
 
@@ -248,7 +248,7 @@ def build_graph(spec: ModelSpec) -> Graph:
         try:
             out = layer.output_shape(in_shape)
             specs = layer.param_specs(in_shape)
-        except ShapeError as exc:
+        except ConfigError as exc:  # ShapeError, or a layer refusing its config (e.g. code not allowed)
             failed.add(name)
             for p in exc.problems:
                 line, col = source.locate(("layers", i, "type"))

@@ -167,9 +167,13 @@ def normalize_callback(value: Any) -> dict:
         if old in args and new in CALLBACKS[name]:
             args[new] = args.pop(old)
     _check_args("callback", name, args, CALLBACKS[name])
-    if name == "LearningRateScheduler" and not isinstance(args.get("schedule"), str):
-        raise ValueError("LearningRateScheduler needs `schedule:`, an expression in `epoch` and `lr`, "
-                         "e.g. \"lr * 0.5 if epoch >= 10 else lr\"")
+    if name == "LearningRateScheduler":
+        if not isinstance(args.get("schedule"), str):
+            raise ValueError("LearningRateScheduler needs `schedule:`, an expression in `epoch` and `lr`, "
+                             "e.g. \"lr * 0.5 if epoch >= 10 else lr\"")
+        from ..expressions import check_scalar_expression
+
+        check_scalar_expression(args["schedule"], ["epoch", "lr"])
     if "mode" in args and args["mode"] not in ("auto", "min", "max"):
         raise ValueError(f"mode must be auto, min or max, not {args['mode']!r}")
     return {"type": name, **args}

@@ -47,6 +47,15 @@ class CompiledModel:
             layer.build(node.input_shape)
             layer.init_state(graph.batch_size, self.dtype)
         self.activity = {n.name: n.layer.activity_penalty() for n in self.nodes}
+        # A node runs its backward pass only when it, or something before it, has weights to train;
+        # a layer whose input needs no gradient may skip computing it (layer.needs_input_grad).
+        needs: dict[str, bool] = {}
+        for n in self.nodes:
+            upstream = any(needs.get(t, False) for t, _ in n.inputs)
+            own = n.layer.config.trainable and any(s.trainable for s in n.params)
+            n.layer.needs_input_grad = upstream
+            needs[n.name] = own or upstream
+        self.needs_backward = needs
 
     # ------------------------------------------------------------------ weights
     def trainable_pairs(self) -> list[tuple[str, str]]:
@@ -157,6 +166,8 @@ class CompiledModel:
         grads: dict = {}
         for node in reversed(self.nodes):
             layer = node.layer
+            if not self.needs_backward[node.name]:
+                continue
             n_out = layer.num_outputs()
             dys = []
             for k in range(n_out):
@@ -168,9 +179,10 @@ class CompiledModel:
             dx, g = layer.backward(self.params[node.name], dy, tape.caches[node.name])
             if layer.config.trainable:
                 grads[node.name] = g
-            dxs = dx if layer.multi_input else [dx]
-            for ref, d in zip(node.inputs, dxs):
-                add(ref, d)
+            if layer.needs_input_grad:
+                dxs = dx if layer.multi_input else [dx]
+                for ref, d in zip(node.inputs, dxs):
+                    add(ref, d)
         return grads
 
     def regularization_loss(self) -> float:

@@ -138,6 +138,9 @@ class Layer:
         self.state: dict[str, Any] = {}  # non-trainable weights and carried state
         self.input_shape: Any = None
         self.batch_size: int | None = None  # fixed batch size when the model declares one
+        # False when nothing before this layer needs a gradient (the engine sets it): backward may then
+        # skip computing dx and return None for it.
+        self.needs_input_grad = True
 
     # ------------------------------------------------------------------ shape side (pure)
     def output_shape(self, input_shape):
