@@ -106,7 +106,7 @@ class Model:
 
         return _per_output(self.spec.config.training.loss, self.output_names, "loss")
 
-    def load_data(self, source, *, require_target: bool = True, encoders: dict | None = None):
+    def load_data(self, source, *, require_target: bool = True, encoders: dict | None = None, where: str = ""):
         """Read a data file (a path or a DataSource) for this model."""
         from .config.training import DataSource
         from .data import load_source
@@ -117,7 +117,7 @@ class Model:
             source = DataSource(path=str(Path(source).resolve()), **{k: v for k, v in keep.items() if v is not None})
         return load_source(source, self.spec.base_dir, inputs=self._input_infos(), outputs=self._output_infos(),
                            require_target=require_target, encoders=encoders if encoders is not None else
-                           (self.encoders or None))
+                           (self.encoders or None), feature_names=self.feature_names, where=where)
 
     def _as_data(self, x, y=None, sample_weight=None):
         xs = self._as_inputs(x)
@@ -229,7 +229,7 @@ class Model:
             raise ConfigError(problems=[self.spec.source.problem(
                 ("data",), "no training data", hint="add `data: {train: {path: my.csv, target: label}}` to the "
                 "config, or pass --data FILE")])
-        loaded = self.load_data(source)
+        loaded = self.load_data(source, where="data.train" if data is None else "")
         if loaded.ys is None:
             raise DataError("the training data has no targets")
         self.encoders = dict(getattr(loaded, "encoders", None) or {})
@@ -240,7 +240,7 @@ class Model:
         if validation_data is None:
             d = self.spec.config.data
             if d and d.validation:
-                return self.load_data(d.validation)
+                return self.load_data(d.validation, where="data.validation")
             return None
         if isinstance(validation_data, tuple):
             return self._as_data(*validation_data)

@@ -20,9 +20,10 @@ class EpochProgress:
         self.quiet = quiet
         self.progress = None
         self.task = None
+        self.first_lr = None  # the learning rate is shown once it differs from the first epoch's
 
     def start_epoch(self, epoch: int, epochs: int, steps: int):
-        if self.quiet:
+        if self.quiet or not self.console.is_terminal:  # bars only on a terminal; logs get the epoch lines
             return
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -44,9 +45,12 @@ class EpochProgress:
         if self.quiet:
             return
         width = len(str(epochs))
+        lr = logs.get("learning_rate")
+        if self.first_lr is None:
+            self.first_lr = lr
+        shown_lr = f"lr {lr:.3g}  " if lr is not None and lr != self.first_lr else ""
         self.console.print(f"Epoch {epoch + 1:>{width}}/{epochs}  {format_logs(logs)}  "
-                           f"[dim]lr {logs.get('learning_rate', 0):.3g}  {logs.get('time', 0):.2f}s[/]",
-                           highlight=False)
+                           f"[dim]{shown_lr}{logs.get('time', 0):.2f}s[/]", highlight=False)
 
     def stop(self):
         if self.progress is not None:
