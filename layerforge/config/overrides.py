@@ -17,6 +17,17 @@ def _parse_key(key: str) -> list:
     return parts
 
 
+def _parse_value(text: str):
+    """A value as the YAML loader reads it (so 1e-3 is a float here too)."""
+    from .source import _Loader
+
+    loader = _Loader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
 def apply_overrides(data, overrides: list[str], source: SourceMap):
     """Set ``training.epochs=5`` or ``layers.2.units=64`` (``layers[2].units`` works too)."""
     problems = []
@@ -28,7 +39,7 @@ def apply_overrides(data, overrides: list[str], source: SourceMap):
         key, text = item.split("=", 1)
         try:
             parts = _parse_key(key.strip())
-            value = yaml.safe_load(text) if text.strip() else ""
+            value = _parse_value(text) if text.strip() else ""
         except (ValueError, yaml.YAMLError) as exc:
             problems.append(Problem(message=f"override '{item}': {exc}", file="<command line>"))
             continue

@@ -7,6 +7,7 @@ the file, so every later error can point at the exact spot.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,13 +51,25 @@ class SourceMap:
     def problem(self, path: PathKey, message: str, *, key: bool = False, **kw) -> Problem:
         line, col = self.locate(path, key=key)
         file = self.file
-        if any(tuple(path[: len(o)]) == o for o in self.overridden):
+        path = tuple(path)
+        if any(path[: len(o)] == o or o[: len(path)] == path and path for o in self.overridden):
             file, line, col = "<command line>", None, None
         return Problem(message=message, path=format_path(path), file=file, line=line, column=col, **kw)
 
 
 class _Loader(yaml.SafeLoader):
     """SafeLoader; we only use it to compose nodes, never to construct objects."""
+
+
+# YAML 1.1 (PyYAML) reads 1e-3 as a string; accept the YAML 1.2 / JSON float forms users write.
+_FLOAT = re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+    |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""", re.X)
+_Loader.yaml_implicit_resolvers = {k: [r for r in v if r[0] != "tag:yaml.org,2002:float"]
+                                   for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
 
 
 def _mark(node) -> tuple[int, int]:

@@ -163,8 +163,13 @@ class Trainer:
         for start in range(0, stop, step):
             yield order[start:start + step]
 
-    def fit(self, train, val=None, *, epochs: int, batch_size: int, callbacks=(), progress=None,
-            on_epoch_end=None) -> list[dict]:
+    def fit(self, train, val=None, **kwargs) -> list[dict]:
+        # overflow on a diverging run is reported as a NaN/inf loss, not as numpy warnings
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+            return self._fit(train, val, **kwargs)
+
+    def _fit(self, train, val=None, *, epochs: int, batch_size: int, callbacks=(), progress=None,
+             on_epoch_end=None) -> list[dict]:
         n = train.n
         fixed = self.model.graph.batch_size
         if fixed and n < fixed:
