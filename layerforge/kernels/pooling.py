@@ -1,4 +1,5 @@
-"""Pooling kernels (max and average) on a 5-D channels-last view ``(B, D, H, W, C)``.
+"""Pooling kernels (max and average) on a 5-D channels-last view ``(B, D, H, W, C)``, and the
+bilinear resampling kernels of UpSampling2D.
 
 1-D and 2-D pooling use the same kernels with unit leading spatial axes. Windows start at
 ``o * stride - pad_before`` and are clipped to the real cells: max pooling ignores padded
@@ -12,6 +13,7 @@ from numba import njit, prange
 
 @njit(cache=True, parallel=True)
 def max_pool_forward(x, y, idx, kd, kh, kw, sd, sh, sw, pd, ph, pw):
+    """idx: int32 array shaped like y."""
     B, D, H, W, C = x.shape
     OD, OH, OW = y.shape[1], y.shape[2], y.shape[3]
     for b in prange(B):
@@ -27,19 +29,24 @@ def max_pool_forward(x, y, idx, kd, kh, kw, sd, sh, sw, pd, ph, pw):
                     w0 = ow * sw - pw
                     w_lo = max(w0, 0)
                     w_hi = min(w0 + kw, W)
+                    yv = y[b, od, oh, ow]
+                    iv = idx[b, od, oh, ow]
+                    xv = x[b, d_lo, h_lo, w_lo]
                     first = (d_lo * H + h_lo) * W + w_lo
                     for c in range(C):
-                        y[b, od, oh, ow, c] = x[b, d_lo, h_lo, w_lo, c]
-                        idx[b, od, oh, ow, c] = first
+                        yv[c] = xv[c]
+                        iv[c] = first
                     for d in range(d_lo, d_hi):
                         for h in range(h_lo, h_hi):
                             for w in range(w_lo, w_hi):
                                 flat = (d * H + h) * W + w
-                                for c in range(C):
-                                    v = x[b, d, h, w, c]
-                                    if v > y[b, od, oh, ow, c]:
-                                        y[b, od, oh, ow, c] = v
-                                        idx[b, od, oh, ow, c] = flat
+                                xv = x[b, d, h, w]
+                                for c in range(C):  # branch-free so that LLVM vectorises it
+                                    v = xv[c]
+                                    cur = yv[c]
+                                    gt = v > cur
+                                    yv[c] = v if gt else cur
+                                    iv[c] = flat if gt else iv[c]
 
 
 @njit(cache=True, parallel=True)
@@ -48,8 +55,10 @@ def max_pool_backward(dy, idx, dx):
     B, P, C = dy.shape
     for b in prange(B):
         for p in range(P):
+            gv = dy[b, p]
+            iv = idx[b, p]
             for c in range(C):
-                dx[b, idx[b, p, c], c] += dy[b, p, c]
+                dx[b, iv[c], c] += gv[c]
 
 
 @njit(cache=True, parallel=True)
@@ -70,15 +79,17 @@ def avg_pool_forward(x, y, kd, kh, kw, sd, sh, sw, pd, ph, pw):
                     w_lo = max(w0, 0)
                     w_hi = min(w0 + kw, W)
                     inv = 1.0 / ((d_hi - d_lo) * (h_hi - h_lo) * (w_hi - w_lo))
+                    yv = y[b, od, oh, ow]
                     for c in range(C):
-                        y[b, od, oh, ow, c] = 0.0
+                        yv[c] = 0.0
                     for d in range(d_lo, d_hi):
                         for h in range(h_lo, h_hi):
                             for w in range(w_lo, w_hi):
+                                xv = x[b, d, h, w]
                                 for c in range(C):
-                                    y[b, od, oh, ow, c] += x[b, d, h, w, c]
+                                    yv[c] += xv[c]
                     for c in range(C):
-                        y[b, od, oh, ow, c] *= inv
+                        yv[c] *= inv
 
 
 @njit(cache=True, parallel=True)
@@ -100,8 +111,66 @@ def avg_pool_backward(dy, dx, kd, kh, kw, sd, sh, sw, pd, ph, pw):
                     w_lo = max(w0, 0)
                     w_hi = min(w0 + kw, W)
                     inv = 1.0 / ((d_hi - d_lo) * (h_hi - h_lo) * (w_hi - w_lo))
+                    gv = dy[b, od, oh, ow]
                     for d in range(d_lo, d_hi):
                         for h in range(h_lo, h_hi):
                             for w in range(w_lo, w_hi):
+                                dv = dx[b, d, h, w]
                                 for c in range(C):
-                                    dx[b, d, h, w, c] += dy[b, od, oh, ow, c] * inv
+                                    dv[c] += gv[c] * inv
+
+
+# ---------------------------------------------------------------------- bilinear upsampling (UpSampling2D)
+
+
+@njit(cache=True, parallel=True)
+def bilinear_forward(x, y, r_lo, r_hi, r_f, c_lo, c_hi, c_f):
+    """y[b, i, j] = bilinear mix of x rows r_lo[i]/r_hi[i] (weight r_f[i] on r_hi) and cols alike;
+    x (B, H, W, C), y (B, OH, OW, C) channels-last."""
+    B, OH, OW, C = y.shape
+    for b in prange(B):
+        for i in range(OH):
+            fr = r_f[i]
+            x0 = x[b, r_lo[i]]
+            x1 = x[b, r_hi[i]]
+            for j in range(OW):
+                fc = c_f[j]
+                w00 = (1 - fr) * (1 - fc)
+                w01 = (1 - fr) * fc
+                w10 = fr * (1 - fc)
+                w11 = fr * fc
+                a = x0[c_lo[j]]
+                bb = x0[c_hi[j]]
+                cc = x1[c_lo[j]]
+                d = x1[c_hi[j]]
+                yv = y[b, i, j]
+                for c in range(C):
+                    yv[c] = w00 * a[c] + w01 * bb[c] + w10 * cc[c] + w11 * d[c]
+
+
+@njit(cache=True, parallel=True)
+def bilinear_backward(dy, dx, r_lo, r_hi, r_f, c_lo, c_hi, c_f):
+    """Adjoint of bilinear_forward; dx (B, H, W, C) zero on entry."""
+    B, OH, OW, C = dy.shape
+    for b in prange(B):
+        for i in range(OH):
+            fr = r_f[i]
+            d0 = dx[b, r_lo[i]]
+            d1 = dx[b, r_hi[i]]
+            for j in range(OW):
+                fc = c_f[j]
+                w00 = (1 - fr) * (1 - fc)
+                w01 = (1 - fr) * fc
+                w10 = fr * (1 - fc)
+                w11 = fr * fc
+                a = d0[c_lo[j]]
+                bb = d0[c_hi[j]]
+                cc = d1[c_lo[j]]
+                d = d1[c_hi[j]]
+                g = dy[b, i, j]
+                for c in range(C):
+                    v = g[c]
+                    a[c] += w00 * v
+                    bb[c] += w01 * v
+                    cc[c] += w10 * v
+                    d[c] += w11 * v

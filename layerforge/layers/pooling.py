@@ -174,7 +174,7 @@ class _Pooling(Layer):
             K.avg_pool_forward(x5, y5, *k3, *s3, *p3)
             idx = None
         else:
-            idx = np.empty(out5, dtype=np.int64)
+            idx = np.empty(out5, dtype=np.int32)
             K.max_pool_forward(x5, y5, idx, *k3, *s3, *p3)
         batch, channels = out5[0], out5[-1]
         y = from_channels_last(y5.reshape((batch, *outs, channels)), fmt)
@@ -372,13 +372,14 @@ class _GlobalPooling(Layer):
                 y = x.mean(axis=axes, keepdims=True)
                 cache = (x.shape, axes, count)
             y = y.astype(x.dtype, copy=False)
-        else:
-            moved = np.moveaxis(x, axes, tuple(range(x.ndim - len(axes), x.ndim)))
-            flat = moved.reshape(moved.shape[:x.ndim - len(axes)] + (-1,))
-            arg = flat.argmax(axis=-1)
-            y = np.take_along_axis(flat, arg[..., None], axis=-1)[..., 0]
-            y = np.expand_dims(y, axes)
-            cache = (x.shape, axes, arg)
+        else:  # the max here; the winner's index is found in backward (first maximum, as argmax)
+            batch = x.shape[0]
+            if self.config.data_format == "channels_first":
+                x3, red = x.reshape(batch, x.shape[1], -1), 2
+            else:
+                x3, red = x.reshape(batch, -1, x.shape[-1]), 1
+            y = np.expand_dims(x3.max(axis=red), axes)
+            cache = (x.shape, axes, (x3, red))
         if not keep:
             y = y.reshape(y.shape[0], -1)
         return y, cache
@@ -392,14 +393,11 @@ class _GlobalPooling(Layer):
             else:
                 dx = np.broadcast_to(dy_keep / aux, x_shape)
             return np.ascontiguousarray(dx, dtype=dy.dtype), {}
-        arg = aux
-        lead = [n for a, n in enumerate(x_shape) if a not in axes]
-        pooled = [x_shape[a] for a in axes]
-        flat = np.zeros(tuple(lead) + (math.prod(pooled),), dtype=dy.dtype)
-        np.put_along_axis(flat, arg[..., None], dy_keep.reshape(tuple(lead) + (1,)), axis=-1)
-        moved = flat.reshape(tuple(lead) + tuple(pooled))
-        dx = np.moveaxis(moved, tuple(range(len(lead), len(x_shape))), axes)
-        return np.ascontiguousarray(dx), {}
+        x3, red = aux
+        arg = np.expand_dims(x3.argmax(axis=red), red)
+        dx3 = np.zeros(x3.shape, dtype=dy.dtype)
+        np.put_along_axis(dx3, arg, dy.reshape(arg.shape), axis=red)
+        return dx3.reshape(x_shape), {}
 
 
 @register

@@ -8,6 +8,7 @@ amounts are normalised to ``(before, after)`` pairs per spatial axis; the Keras 
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Annotated, Any, ClassVar
 
@@ -16,6 +17,7 @@ from pydantic import BeforeValidator, Field, PlainSerializer, WithJsonSchema
 
 from .base import Example, Layer, LayerConfig, register
 from .fields import DataFormat, int_tuple
+from .pooling import from_channels_last, to_channels_last
 
 # ---------------------------------------------------------------------- field type: (before, after) pairs
 
@@ -340,18 +342,13 @@ class ZeroPadding3D(_ZeroPadding):
 # ---------------------------------------------------------------------- upsampling
 
 
-def _linear_matrix(n_in: int, scale: int, dtype) -> np.ndarray:
-    """(n_in*scale, n_in) half-pixel linear interpolation (Keras 3 / TF2 `resize` bilinear, edges clamped)."""
-    n_out = n_in * scale
-    src = np.maximum((np.arange(n_out) + 0.5) / scale - 0.5, 0.0)
+def _lerp_index(n_in: int, scale: int, dtype):
+    """Source cells of each output cell for bilinear upsampling along one axis: (lo, hi, weight of hi).
+    Keras 3 / TF2 `resize`: half-pixel centres, source = (i + 0.5) / scale - 0.5 clamped to [0, n_in - 1]."""
+    src = np.maximum((np.arange(n_in * scale) + 0.5) / scale - 0.5, 0.0)
     lo = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
     hi = np.minimum(lo + 1, n_in - 1)
-    frac = src - lo
-    m = np.zeros((n_out, n_in))
-    rows = np.arange(n_out)
-    np.add.at(m, (rows, lo), 1.0 - frac)
-    np.add.at(m, (rows, hi), frac)
-    return m.astype(dtype)
+    return lo, hi, (src - lo).astype(dtype)
 
 
 def _interpolation(value: Any) -> str:
@@ -383,7 +380,7 @@ class _UpSampling(_Spatial):
         return 2 * self.rank * math.prod(d or 1 for d in output_shape) if self._bilinear() else 0
 
     def _expanded(self, shape):
-        """Shape with a repeat axis after each spatial axis: (its length 1, its broadcast size)."""
+        """Shape with a repeat axis after each spatial axis: (length 1 there, the size there)."""
         axes = [a + 1 for a in self._axes()]
         one, rep = [], []
         for axis, n in enumerate(shape):
@@ -395,13 +392,16 @@ class _UpSampling(_Spatial):
         return one, rep
 
     def forward(self, params, x, *, training=False, rng=None, mask=None):
-        if self._bilinear():
-            mats = [_linear_matrix(x.shape[a + 1], s, x.dtype)
-                    for a, s in zip(self._axes(), self._sizes(), strict=True)]
-            y = x
-            for a, m in zip(self._axes(), mats, strict=True):
-                y = np.moveaxis(np.tensordot(m, y, axes=([1], [a + 1])), 0, a + 1)
-            return np.ascontiguousarray(y), (x.shape, mats)
+        if self._bilinear():  # UpSampling2D only
+            from ..kernels import pooling as K
+
+            fmt = self._format()
+            xl = to_channels_last(x, fmt)
+            (sh, sw), (_, h, w, c) = self._sizes(), xl.shape
+            index = (*_lerp_index(h, sh, x.dtype), *_lerp_index(w, sw, x.dtype))
+            y = np.empty((xl.shape[0], h * sh, w * sw, c), dtype=x.dtype)
+            K.bilinear_forward(xl, y, *index)
+            return from_channels_last(y, fmt), (x.shape, index)
         one, rep = self._expanded(x.shape)
         out = list(x.shape)
         for a, s in zip(self._axes(), self._sizes(), strict=True):
@@ -410,16 +410,29 @@ class _UpSampling(_Spatial):
         return y, (x.shape, None)
 
     def backward(self, params, dy, cache):
-        shape, mats = cache
-        if mats is not None:
-            dx = dy
-            for a, m in zip(self._axes(), mats, strict=True):
-                dx = np.moveaxis(np.tensordot(m.T, dx, axes=([1], [a + 1])), 0, a + 1)
-            return np.ascontiguousarray(dx, dtype=dy.dtype), {}
-        _, rep = self._expanded(shape)
+        shape, index = cache
+        if index is not None:
+            from ..kernels import pooling as K
+
+            fmt = self._format()
+            dyl = to_channels_last(dy, fmt)
+            b, oh, ow, c = dyl.shape
+            dx = np.zeros((b, oh // self._sizes()[0], ow // self._sizes()[1], c), dtype=dy.dtype)
+            K.bilinear_backward(dyl, dx, *index)
+            return from_channels_last(dx, fmt), {}
+        # sum the copies: one strided slice per phase combination (faster than a multi-axis reduction)
         axes = [a + 1 for a in self._axes()]
-        summed = tuple(a + 1 + i for i, a in enumerate(axes))  # position of each repeat axis in `rep`
-        return dy.reshape(rep).sum(axis=summed), {}
+        dx = None
+        for phase in itertools.product(*(range(s) for s in self._sizes())):
+            sl = [slice(None)] * dy.ndim
+            for a, r, s in zip(axes, phase, self._sizes(), strict=True):
+                sl[a] = slice(r, None, s)
+            part = dy[tuple(sl)]
+            if dx is None:
+                dx = part.copy()
+            else:
+                dx += part
+        return dx, {}
 
 
 @register
