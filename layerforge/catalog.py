@@ -40,7 +40,8 @@ def keras1_names(cls) -> dict[str, list[str]]:
     """Modern field name -> the Keras 1 names accepted for it."""
     fields = set(cls.Config.model_fields)
     out: dict[str, list[str]] = {}
-    renames = {**{o: n for o, n in KERAS1_RENAMES.items() if n in fields}, **cls.Config.keras1_renames}
+    renames = {**{o: n for o, n in KERAS1_RENAMES.items() if n in fields and o not in cls.Config.keras1_exclude},
+               **cls.Config.keras1_renames}
     for old, new in renames.items():
         if old not in fields:
             out.setdefault(new, []).append(old)

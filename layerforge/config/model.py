@@ -199,7 +199,8 @@ def parse_layer(raw: Any, path: tuple, source: SourceMap, problems: list[Problem
     data = dict(raw)
     data["type"] = canonical
     renamed: dict[str, str] = {}  # modern name -> the Keras 1 name the user wrote
-    renames = {**{o: n for o, n in KERAS1_RENAMES.items() if n in fields}, **config_cls.keras1_renames}
+    renames = {**{o: n for o, n in KERAS1_RENAMES.items() if n in fields and o not in config_cls.keras1_exclude},
+               **config_cls.keras1_renames}
     for old, new in renames.items():
         if old in data and old not in fields:
             if new in data:

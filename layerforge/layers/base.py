@@ -57,6 +57,8 @@ class LayerConfig(BaseModel):
 
     # Keras 1 names this layer accepts besides the global table (old -> new).
     keras1_renames: ClassVar[dict[str, str]] = {}
+    # Global Keras 1 names that mean something else (or nothing) for this layer.
+    keras1_exclude: ClassVar[frozenset[str]] = frozenset()
     # Keras 1 allowed `input_dim` (and `input_length` for sequences) on this layer as input shape.
     accepts_input_dim: ClassVar[str | None] = None  # None, "vector" or "sequence"
 

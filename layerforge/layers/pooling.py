@@ -99,6 +99,8 @@ def _pool_config(rank: int, average: bool):
     size_note = ("; Keras 3 requires it, the Keras 1 default " + dims + " is kept") if average else ""
 
     class PoolConfig(LayerConfig):
+        keras1_exclude = frozenset({"subsample", "subsample_length"})  # convolution names, not pooling ones
+
         pool_size: int_tuple(rank, name="pool size") = Field(
             default, description=f"window size, an int or {rank} ints (Keras 1 1D: pool_length){size_note}")
         strides: int_tuple(rank, name="stride") | None = Field(

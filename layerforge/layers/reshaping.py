@@ -254,6 +254,8 @@ class ZeroPadding1D(_ZeroPadding):
     type = "ZeroPadding1D"
 
     class Config(LayerConfig):
+        keras1_exclude = frozenset({"border_mode"})  # `padding` here is the amount, not valid/same
+
         padding: pairs(1, what="padding") = Field(1, description="zeros added at the (start, end) of the steps "
                                                                  "axis, or an int for both")
         data_format: DataFormat = Field("channels_last", description="channels_last (steps, features) or "
@@ -288,6 +290,8 @@ class ZeroPadding2D(_ZeroPadding):
     type = "ZeroPadding2D"
 
     class Config(LayerConfig):
+        keras1_exclude = frozenset({"border_mode"})  # `padding` here is the amount, not valid/same
+
         padding: pairs(2, what="padding") = Field(
             (1, 1), description="((top, bottom), (left, right)), or an int / 2 ints (symmetric); "
                                 "Keras 1: 4 ints (top, bottom, left, right) or a {top_pad, ...} dict")
@@ -326,6 +330,8 @@ class ZeroPadding3D(_ZeroPadding):
     type = "ZeroPadding3D"
 
     class Config(LayerConfig):
+        keras1_exclude = frozenset({"border_mode"})  # `padding` here is the amount, not valid/same
+
         padding: pairs(3, what="padding") = Field(
             (1, 1, 1), description="(start, end) zeros per spatial axis, or an int / 3 ints (symmetric)")
         data_format: DataFormat = _FORMAT
