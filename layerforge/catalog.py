@@ -30,10 +30,16 @@ def catalogue() -> list[dict]:
     return rows
 
 
-def _first_sentence(doc: str) -> str:
-    text = " ".join(doc.split())
-    end = text.find(". ")
-    return text if end < 0 else text[: end + 1]
+def _first_sentence(doc: str, limit: int = 72) -> str:
+    """The docstring's first sentence, cut at a word boundary to fit a table cell."""
+    import re
+
+    text = " ".join(doc.split()).replace("``", "`")
+    match = re.search(r"(?<!e\.g)(?<!i\.e)\.(\s|$)", text)
+    text = text[: match.start() + 1] if match else text
+    if len(text) > limit:
+        text = text[: limit].rsplit(" ", 1)[0].rstrip(",;:(") + " …"
+    return text
 
 
 def keras1_names(cls) -> dict[str, list[str]]:

@@ -47,6 +47,9 @@ class CompiledModel:
             layer.build(node.input_shape)
             layer.init_state(graph.batch_size, self.dtype)
         self.activity = {n.name: n.layer.activity_penalty() for n in self.nodes}
+        # a stochastic layer with its own `seed:` draws from its own stream; the others share the model's
+        self.layer_rngs = {n.name: np.random.default_rng(n.layer.config.seed) for n in self.nodes
+                           if getattr(n.layer.config, "seed", None) is not None}
         # A node runs its backward pass only when it, or something before it, has weights to train;
         # a layer whose input needs no gradient may skip computing it (layer.needs_input_grad).
         needs: dict[str, bool] = {}
@@ -111,7 +114,8 @@ class CompiledModel:
                 xin, min_ = xin[0], min_[0]
             # a frozen BatchNormalization runs in inference mode, as in Keras 3
             layer_training = training and (layer.config.trainable or layer.type != "BatchNormalization")
-            y, cache = layer.forward(self.params[node.name], xin, training=layer_training, rng=rng, mask=min_)
+            layer_rng = self.layer_rngs.get(node.name, rng) if training else rng
+            y, cache = layer.forward(self.params[node.name], xin, training=layer_training, rng=layer_rng, mask=min_)
             out_mask = layer.compute_mask(xin, min_)
             if keep:
                 caches[node.name] = cache

@@ -291,12 +291,16 @@ class Trainer:
 
     # ------------------------------------------------------------------ resume
     def state(self) -> dict:
-        return {"epoch": self.epoch, "rng": self.rng.bit_generator.state, "history": self.history}
+        return {"epoch": self.epoch, "rng": self.rng.bit_generator.state, "history": self.history,
+                "layer_rngs": {k: r.bit_generator.state for k, r in self.model.layer_rngs.items()}}
 
     def load_state(self, state: dict) -> None:
         self.epoch = int(state["epoch"])
         self.rng.bit_generator.state = state["rng"]
         self.history = list(state.get("history", []))
+        for name, rng_state in (state.get("layer_rngs") or {}).items():
+            if name in self.model.layer_rngs:
+                self.model.layer_rngs[name].bit_generator.state = rng_state
 
     def check_finite(self):
         if self.history and not np.isfinite(self.history[-1]["loss"]):
