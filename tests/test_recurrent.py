@@ -1,0 +1,262 @@
+"""SimpleRNN / GRU / LSTM against a plain numpy step-by-step reference, plus their Keras quirks."""
+
+import copy
+
+import numpy as np
+import pytest
+
+from layerforge.config.model import parse_layer
+from layerforge.config.source import SourceMap
+from layerforge.engine.activations import activate
+from layerforge.errors import ConfigError, DataError, ShapeError
+from layerforge.testing import build_layer, check_layer_gradients
+
+
+def _parse(cfg):
+    problems = []
+    out = parse_layer(dict(cfg), (), SourceMap(), problems)
+    return out, problems
+
+
+def reference(layer, params, x, mask=None, h0=None, c0=None, dmask=None, rmask=None):
+    """Keras semantics written out one time step at a time."""
+    c = layer.config
+    B, T, _ = x.shape
+    u = c.units
+    act = lambda z: activate(c.activation, z)  # noqa: E731
+    ract = lambda z: activate(getattr(c, "recurrent_activation", "sigmoid"), z)  # noqa: E731
+    W, U = params["kernel"], params["recurrent_kernel"]
+    b = params.get("bias")
+    h = np.zeros((B, u)) if h0 is None else h0.copy()
+    cs = np.zeros((B, u)) if c0 is None else c0.copy()
+    y_prev = np.zeros((B, u))
+    outs = []
+    for t in (reversed(range(T)) if c.go_backwards else range(T)):
+        xt = x[:, t] * (1 if dmask is None else dmask)
+        hd = h * (1 if rmask is None else rmask)
+        cn = cs
+        if layer.type == "SimpleRNN":
+            hn = act(xt @ W + hd @ U + (0 if b is None else b))
+        elif layer.type == "LSTM":
+            z = xt @ W + hd @ U + (0 if b is None else b)
+            i, f, g, o = ract(z[:, :u]), ract(z[:, u:2 * u]), act(z[:, 2 * u:3 * u]), ract(z[:, 3 * u:])
+            cn = f * cs + i * g
+            hn = o * act(cn)
+        elif c.reset_after:
+            xz = xt @ W + (0 if b is None else b[0])
+            rz = hd @ U + (0 if b is None else b[1])
+            z, r = ract(xz[:, :u] + rz[:, :u]), ract(xz[:, u:2 * u] + rz[:, u:2 * u])
+            hn = z * h + (1 - z) * act(xz[:, 2 * u:] + r * rz[:, 2 * u:])
+        else:
+            xz = xt @ W + (0 if b is None else b)
+            z = ract(xz[:, :u] + hd @ U[:, :u])
+            r = ract(xz[:, u:2 * u] + hd @ U[:, u:2 * u])
+            hn = z * h + (1 - z) * act(xz[:, 2 * u:] + (r * hd) @ U[:, 2 * u:])
+        if mask is not None:
+            m = mask[:, t][:, None]
+            hn, cn, yt = np.where(m, hn, h), np.where(m, cn, cs), np.where(m, hn, y_prev)
+        else:
+            yt = hn
+        outs.append(yt)
+        y_prev, h, cs = yt, hn, cn
+    y = np.stack(outs, axis=1) if c.return_sequences else outs[-1]
+    return y, h, cs
+
+
+CASES = [
+    {"type": "SimpleRNN", "units": 3},
+    {"type": "SimpleRNN", "units": 4, "return_sequences": True, "go_backwards": True, "activation": "relu"},
+    {"type": "LSTM", "units": 3, "return_sequences": True},
+    {"type": "LSTM", "units": 5, "go_backwards": True, "recurrent_activation": "hard_sigmoid_keras1"},
+    {"type": "LSTM", "units": 2, "use_bias": False, "activation": "softsign", "return_sequences": True},
+    {"type": "GRU", "units": 3, "return_sequences": True},
+    {"type": "GRU", "units": 4, "reset_after": False, "go_backwards": True, "return_sequences": True},
+    {"type": "GRU", "units": 3, "reset_after": False, "recurrent_activation": "hard_sigmoid"},
+    {"type": "GRU", "units": 2, "use_bias": False, "go_backwards": True},
+]
+
+
+def _mask(rng, B, T):
+    m = rng.random((B, T)) > 0.35
+    m[0, :2] = False  # masked steps before the first valid one: outputs must be zeros
+    m[1, :] = True
+    return m
+
+
+@pytest.mark.parametrize("cfg", CASES, ids=[str(i) for i in range(len(CASES))])
+@pytest.mark.parametrize("masked", [False, True])
+def test_forward_matches_step_by_step_reference(cfg, masked):
+    rng = np.random.default_rng(3)
+    B, T, F = 3, 6, 5
+    built = build_layer({**cfg, "return_state": True}, (T, F), seed=7)
+    params = {k: v + 0.3 * rng.standard_normal(v.shape) for k, v in built.params.items()}  # non-zero biases
+    x = rng.standard_normal((B, T, F))
+    mask = _mask(rng, B, T) if masked else None
+    outs, _ = built.layer.forward(params, x, training=False, rng=None, mask=mask)
+    y_ref, h_ref, c_ref = reference(built.layer, params, x, mask)
+    np.testing.assert_allclose(outs[0], y_ref, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(outs[1], h_ref, rtol=1e-12, atol=1e-12)
+    if cfg["type"] == "LSTM":
+        np.testing.assert_allclose(outs[2], c_ref, rtol=1e-12, atol=1e-12)
+    if masked and cfg.get("return_sequences") and not cfg.get("go_backwards"):
+        assert np.all(outs[0][0, :2] == 0)  # nothing valid yet: zeros, as Keras
+
+
+@pytest.mark.parametrize("kind", ["LSTM", "GRU", "SimpleRNN"])
+def test_float32_fast_path_close_to_float64(kind):
+    rng = np.random.default_rng(0)
+    cfg = {"type": kind, "units": 16, "return_sequences": True}
+    b64 = build_layer(cfg, (9, 7), seed=1)
+    b32 = build_layer(cfg, (9, 7), seed=1, dtype=np.float32)
+    x = rng.standard_normal((4, 9, 7))
+    mask = _mask(rng, 4, 9)
+    y64, _ = b64.layer.forward(b64.params, x, mask=mask)
+    y32, _ = b32.layer.forward(b32.params, x.astype(np.float32), mask=mask)
+    assert y32.dtype == np.float32
+    np.testing.assert_allclose(y32, y64, atol=2e-5)
+
+
+@pytest.mark.parametrize("kind", ["LSTM", "GRU", "SimpleRNN"])
+def test_dropout_masks_are_fixed_per_sequence(kind):
+    cfg = {"type": kind, "units": 3, "dropout": 0.3, "recurrent_dropout": 0.4, "return_sequences": True}
+    built = build_layer(cfg, (5, 4), seed=2)
+    x = np.random.default_rng(1).standard_normal((3, 5, 4))
+    y, _ = built.layer.forward(built.params, x, training=True, rng=np.random.default_rng(9))
+    replay = np.random.default_rng(9)  # the layer draws the input mask, then the recurrent mask
+    dmask = (replay.random((3, 4)) >= 0.3) / 0.7
+    rmask = (replay.random((3, 3)) >= 0.4) / 0.6
+    y_ref, _, _ = reference(built.layer, built.params, x, dmask=dmask, rmask=rmask)
+    np.testing.assert_allclose(y, y_ref, rtol=1e-12, atol=1e-12)
+    y_eval, _ = built.layer.forward(built.params, x, training=False, rng=np.random.default_rng(9))
+    np.testing.assert_allclose(y_eval, reference(built.layer, built.params, x)[0], rtol=1e-12, atol=1e-12)
+    assert not np.allclose(y, y_eval)
+
+
+@pytest.mark.parametrize("kind", ["LSTM", "GRU"])
+def test_stateful_carries_state_across_two_batches(kind):
+    cfg = {"type": kind, "units": 3, "stateful": True, "return_state": True}
+    built = build_layer(cfg, (4, 2), seed=5, batch_size=2)
+    layer, params = built.layer, built.params
+    rng = np.random.default_rng(11)
+    x1, x2 = rng.standard_normal((2, 4, 2)), rng.standard_normal((2, 4, 2))
+    out1, _ = layer.forward(params, x1)
+    np.testing.assert_array_equal(layer.state["h"], out1[1])  # the carried state = the final state of batch 1
+    if kind == "LSTM":
+        np.testing.assert_array_equal(layer.state["c"], out1[2])
+    carried = copy.deepcopy(layer.state)
+    out2, _ = layer.forward(params, x2)
+    y_ref, h_ref, _ = reference(layer, params, x2, h0=carried["h"], c0=carried.get("c"))
+    np.testing.assert_allclose(out2[0], y_ref, rtol=1e-12, atol=1e-12)
+    assert not np.allclose(out2[0], reference(layer, params, x2)[0])  # the state mattered
+    # gradients of batch 2 w.r.t. inputs and weights with the carried state held fixed
+    layer.state = copy.deepcopy(carried)
+    check_layer_gradients(built, x2)
+    layer.reset_states()
+    assert np.all(layer.state["h"] == 0)
+
+
+def test_stateful_needs_a_batch_size_and_a_matching_batch():
+    with pytest.raises(ShapeError) as err:
+        build_layer({"type": "LSTM", "units": 2, "stateful": True}, (4, 3))
+    assert "batch_size" in err.value.problems[0].hint
+    built = build_layer({"type": "GRU", "units": 2, "stateful": True}, (4, 3), batch_size=3)
+    with pytest.raises(DataError, match="exactly 3 samples"):
+        built.layer.forward(built.params, np.zeros((2, 4, 3)))
+
+
+def test_variable_length_and_shapes():
+    built = build_layer({"type": "GRU", "units": 3, "return_sequences": True}, (None, 4))
+    assert built.output_shape == (None, 3)
+    y, _ = built.layer.forward(built.params, np.ones((2, 7, 4)))
+    assert y.shape == (2, 7, 3)
+    assert build_layer({"type": "LSTM", "units": 3, "return_state": True}, (5, 4)).output_shape == [(3,), (3,), (3,)]
+    with pytest.raises(ShapeError, match="time steps, features"):
+        build_layer({"type": "SimpleRNN", "units": 3}, (4,))
+    with pytest.raises(ShapeError, match="time steps, features"):
+        build_layer({"type": "SimpleRNN", "units": 3}, (4, 3, 2))
+
+
+def test_weight_layout_and_gru_bias_shapes():
+    lstm = build_layer({"type": "LSTM", "units": 32}, (10, 8))
+    assert [(s.name, s.shape) for s in lstm.layer.param_specs((10, 8))] == [
+        ("kernel", (8, 128)), ("recurrent_kernel", (32, 128)), ("bias", (128,))]
+    assert build_layer({"type": "GRU", "units": 32}, (10, 8)).params["bias"].shape == (2, 96)
+    assert build_layer({"type": "GRU", "units": 32, "reset_after": False}, (10, 8)).params["bias"].shape == (96,)
+    specs = lstm.layer.param_specs((10, 8))
+    assert specs[1].initializer == "orthogonal"
+
+
+def test_unit_forget_bias_initializer():
+    layer = build_layer({"type": "LSTM", "units": 3}, (4, 2)).layer
+    init = layer.param_specs((4, 2))[2].initializer
+    value = init((12,), np.random.default_rng(0), np.float32)
+    np.testing.assert_array_equal(value, [0, 0, 0, 1, 1, 1, 0, 0, 0, 0, 0, 0])
+    off = build_layer({"type": "LSTM", "units": 3, "unit_forget_bias": False}, (4, 2))
+    assert np.all(off.params["bias"] == 0)
+
+
+def _callable_initializers_supported():
+    from layerforge.engine.initializers import initialize
+
+    try:
+        return float(initialize(lambda shape, rng, dtype, fan: np.ones(shape), (2,), None, np.float64)[0]) == 1.0
+    except Exception:
+        return False
+
+
+@pytest.mark.xfail(not _callable_initializers_supported(), strict=True,
+                   reason="engine/initializers.py does not yet call callable initializers (change requested)")
+def test_unit_forget_bias_through_build():
+    b = build_layer({"type": "LSTM", "units": 3}, (4, 2))
+    np.testing.assert_array_equal(b.params["bias"][3:6], 1)
+
+
+def test_keras1_names_equal_modern_config():
+    old, problems = _parse({"type": "LSTM", "output_dim": 4, "init": "he_normal", "inner_init": "identity",
+                            "inner_activation": "hard_sigmoid", "W_regularizer": {"l2": 0.01},
+                            "U_regularizer": "l1", "b_regularizer": {"l1": 0.1}, "dropout_W": 0.1,
+                            "dropout_U": 0.2, "forget_bias_init": "zero", "consume_less": "gpu",
+                            "input_dim": 3, "input_length": 5, "U_constraint": "non_neg"})
+    assert not problems, [p.render_plain() for p in problems]
+    new, problems = _parse({"type": "LSTM", "units": 4, "kernel_initializer": "he_normal",
+                            "recurrent_initializer": "identity", "recurrent_activation": "hard_sigmoid_keras1",
+                            "kernel_regularizer": {"l2": 0.01}, "recurrent_regularizer": "l1",
+                            "bias_regularizer": {"l1": 0.1}, "dropout": 0.1, "recurrent_dropout": 0.2,
+                            "unit_forget_bias": False, "implementation": 2, "input_shape": [5, 3],
+                            "recurrent_constraint": "non_neg"})
+    assert not problems
+    assert old == new
+    gru, _ = _parse({"type": "GRU", "output_dim": 2, "inner_activation": "sigmoid", "consume_less": "cpu"})
+    assert gru.recurrent_activation == "sigmoid" and gru.implementation == 0
+    one, _ = _parse({"type": "LSTM", "output_dim": 2, "forget_bias_init": "one"})
+    assert one.unit_forget_bias is True
+
+
+def test_keras1_and_keras3_hard_sigmoid_differ():
+    k1, _ = _parse({"type": "GRU", "units": 2, "inner_activation": "hard_sigmoid"})
+    k3, _ = _parse({"type": "GRU", "units": 2, "recurrent_activation": "hard_sigmoid"})
+    assert (k1.recurrent_activation, k3.recurrent_activation) == ("hard_sigmoid_keras1", "hard_sigmoid")
+    again, problems = _parse(k1.public_dict())
+    assert not problems and again == k1
+
+
+def test_config_errors():
+    _, problems = _parse({"type": "LSTM", "units": 2, "inner_activation": "sigmoid", "recurrent_activation": "tanh"})
+    assert problems and "give only one" in problems[0].message
+    _, problems = _parse({"type": "SimpleRNN", "units": 2, "activation": "gelu"})
+    assert problems and "not available in recurrent layers" in problems[0].message
+    _, problems = _parse({"type": "GRU", "units": 2, "dropout": 1.0})
+    assert problems
+    with pytest.raises(ConfigError):
+        build_layer({"type": "LSTM", "units": 0}, (3, 2))
+
+
+def test_masks_out_and_gradients_through_masked_steps():
+    built = build_layer({"type": "LSTM", "units": 2, "return_sequences": True, "go_backwards": True}, (5, 3), seed=3)
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((3, 5, 3))
+    mask = _mask(rng, 3, 5)
+    assert built.layer.compute_mask(x, mask) is mask
+    last = build_layer({"type": "GRU", "units": 2, "return_state": True}, (5, 3)).layer
+    assert last.compute_mask(x, mask) == [None, None]
+    check_layer_gradients(built, x, mask=mask)
