@@ -48,8 +48,8 @@ def keras1_names(cls) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     renames = {**{o: n for o, n in KERAS1_RENAMES.items() if n in fields and o not in cls.Config.keras1_exclude},
                **cls.Config.keras1_renames}
-    for old, new in renames.items():
-        if old not in fields:
+    for old, new in {**renames, **cls.Config.keras1_structural}.items():
+        if old not in fields and old not in out.get(new, []):
             out.setdefault(new, []).append(old)
     return out
 
@@ -116,20 +116,23 @@ def render_catalogue(rows: list[dict], console) -> None:
     from rich import box
     from rich.table import Table
 
-    table = Table(box=box.SIMPLE_HEAVY, header_style="bold")
-    table.add_column("Family")
-    table.add_column("Type")
-    table.add_column("Also accepted as")
-    table.add_column("Trains", justify="center")
-    table.add_column("What it does", overflow="fold")
+    table = Table(box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False)
+    table.add_column("Type", no_wrap=True)
+    table.add_column("Also accepted as", overflow="fold", max_width=34)
+    table.add_column("Trains", justify="center", no_wrap=True)
+    wide = console.width >= 110  # below that the descriptions would wrap into towers
+    if wide:
+        table.add_column("What it does", overflow="fold", ratio=1)
     last = None
     for r in rows:
-        fam = r["family"].replace("_", " ") if r["family"] != last else ""
-        if r["family"] != last and last is not None:
-            table.add_section()
-        last = r["family"]
-        table.add_row(fam, f"[bold]{r['type']}[/]", ", ".join(r["aliases"]),
-                      "[green]yes[/]" if r["trainable"] else "[yellow]not yet[/]", r["description"])
+        if r["family"] != last:
+            if last is not None:
+                table.add_row(*[""] * (4 if wide else 3))
+            table.add_row(f"[bold magenta]{r['family'].replace('_', ' ')}[/]", *[""] * (3 if wide else 2))
+            last = r["family"]
+        row = [f"  [bold]{r['type']}[/]", ", ".join(r["aliases"]),
+               "[green]yes[/]" if r["trainable"] else "[yellow]not yet[/]"]
+        table.add_row(*row, r["description"]) if wide else table.add_row(*row)
     console.print(table)
     console.print(f"{len(rows)} layer types. Details: [bold]layerforge layers TYPE[/]")
 

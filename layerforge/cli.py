@@ -33,7 +33,8 @@ _state = {"debug": False}
 def _console(stderr: bool = False):
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=False)
+    # soft_wrap: long lines are left to the terminal (and stay whole in logs and pipes)
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
 
 
 def _run(fn):
@@ -57,6 +58,12 @@ def _run(fn):
     except KeyboardInterrupt:
         _console(stderr=True).print("[yellow]interrupted[/]")
         raise typer.Exit(130) from None
+    except OSError as exc:  # a path that cannot be read or written: the user's to fix
+        if _state["debug"]:
+            raise
+        where = f": {exc.filename}" if exc.filename else ""
+        _console(stderr=True).print(f"[bold red]error:[/] {exc.strerror or exc}{where}", highlight=False)
+        raise typer.Exit(2) from None
     except (typer.Exit, typer.Abort, SystemExit):
         raise
     except Exception as exc:  # a bug in layerforge, not the user's fault

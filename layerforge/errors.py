@@ -24,6 +24,8 @@ class Problem:
     hint: str | None = None
 
     def location(self) -> str:
+        if self.file is None and self.line is None:
+            return ""
         parts = [self.file or "<config>"]
         if self.line is not None:
             parts.append(str(self.line))
@@ -34,8 +36,8 @@ class Problem:
     def render_plain(self) -> str:
         head = self.location()
         if self.path:
-            head += f": {self.path}"
-        lines = [f"{head}: {self.message}"]
+            head += f": {self.path}" if head else self.path
+        lines = [f"{head}: {self.message}" if head else self.message]
         if self.found is not None:
             lines.append(f"  found:    {self.found}")
         if self.expected is not None:

@@ -19,10 +19,13 @@ def _lines(file: str) -> list[str]:
 def render_problem(p: Problem, console) -> None:
     from rich.markup import escape
 
-    head = f"[bold]{escape(p.location())}[/]"
+    parts = []
+    if p.location():
+        parts.append(f"[bold]{escape(p.location())}[/]")
     if p.path:
-        head += f": [cyan]{escape(p.path)}[/]"
-    console.print(f"{head}: [bold red]error:[/] {escape(p.message)}", highlight=False)
+        parts.append(f"[cyan]{escape(p.path)}[/]")
+    parts.append(f"[bold red]error:[/] {escape(p.message)}")
+    console.print(": ".join(parts), highlight=False)
     if p.file and p.line and not p.file.startswith("<"):
         lines = _lines(p.file)
         if 0 < p.line <= len(lines):

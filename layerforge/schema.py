@@ -23,7 +23,17 @@ def _layer_schema(cls) -> dict:
         if cls.Config.accepts_input_dim and key not in props:
             props[key] = {"type": ["integer", "null"], "description": "Keras 1 input size shorthand"}
     schema["additionalProperties"] = False
-    schema["required"] = sorted(set(schema.get("required", [])) | {"type"})
+    # a required field may be given under its Keras 1 name instead (output_dim for units, nb_row+nb_col ...)
+    old_names = keras1_names(cls)
+    required = set(schema.get("required", []))
+    alternatives = []
+    for name in sorted(required):
+        if old_names.get(name):
+            required.discard(name)
+            alternatives.append({"anyOf": [{"required": [n]} for n in [name, *old_names[name]]]})
+    schema["required"] = sorted(required | {"type"})
+    if alternatives:
+        schema["allOf"] = alternatives
     schema.pop("title", None)
     return schema, defs
 

@@ -346,8 +346,6 @@ def test_layers_table():
     no_traceback(result)
 
 
-@pytest.mark.xfail(reason="catalog.render_catalogue bug: at 80 columns (Rich's width when output is not a "
-                          "terminal) long type and alias names are cut with an ellipsis, e.g. 'BatchNormaliza…'")
 def test_layers_table_never_cuts_type_names_at_80_columns(catalogue_rows):
     result = runner.invoke(app, ["layers"], env={"COLUMNS": "80", "NO_COLOR": "1"})
     assert result.exit_code == 0
@@ -475,9 +473,6 @@ def test_schema_to_a_directory_shows_no_traceback(tmp_path):
     assert tmp_path.is_dir() and not list(tmp_path.iterdir()), "nothing written, no temporary file left"
 
 
-@pytest.mark.xfail(reason="cli.py bug: `schema -o DIR` (an OSError while writing) is reported as "
-                          "'internal error: IsADirectoryError ... please report it' with exit code 1 "
-                          "instead of a user error with exit code 2")
 def test_schema_to_a_directory_is_a_user_error(tmp_path):
     err = user_error(run("schema", "-o", tmp_path))
     assert str(tmp_path) in err

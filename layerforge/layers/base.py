@@ -59,6 +59,9 @@ class LayerConfig(BaseModel):
     keras1_renames: ClassVar[dict[str, str]] = {}
     # Global Keras 1 names that mean something else (or nothing) for this layer.
     keras1_exclude: ClassVar[frozenset[str]] = frozenset()
+    # Keras 1 names that `upgrade` turns into a modern field (e.g. nb_row, nb_col -> kernel_size); listed
+    # so `layerforge layers` and the JSON Schema know them.
+    keras1_structural: ClassVar[dict[str, str]] = {}
     # Keras 1 allowed `input_dim` (and `input_length` for sequences) on this layer as input shape.
     accepts_input_dim: ClassVar[str | None] = None  # None, "vector" or "sequence"
 
