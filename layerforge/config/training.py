@@ -199,6 +199,17 @@ class TrainingConfig(_Strict):
     callbacks: list[Any] = Field(default_factory=list, description="EarlyStopping, ModelCheckpoint, ...")
     initial_epoch: int = Field(0, ge=0, description="epoch to start counting from")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _keras1_names(cls, data):
+        # Keras 1 fit() called it nb_epoch
+        if isinstance(data, dict) and "nb_epoch" in data:
+            data = dict(data)
+            if "epochs" in data:
+                raise ValueError("nb_epoch (Keras 1) and epochs mean the same; give only one")
+            data["epochs"] = data.pop("nb_epoch")
+        return data
+
     @field_validator("loss", mode="before")
     @classmethod
     def _loss(cls, v):
