@@ -3,8 +3,8 @@
     python examples/train_iris.py
 """
 
-from pathlib import Path
 import tempfile
+from pathlib import Path
 
 import numpy as np
 

@@ -68,7 +68,8 @@ def apply_overrides(data, overrides: list[str], source: SourceMap):
         last = parts[-1]
         if isinstance(cur, list):
             if not isinstance(last, int) or not -len(cur) <= last < len(cur):
-                problems.append(Problem(message=f"override '{key}': index {last} is out of range", file="<command line>"))
+                problems.append(Problem(message=f"override '{key}': index {last} is out of range",
+                                        file="<command line>"))
                 continue
             cur[last] = value
         elif isinstance(cur, dict):

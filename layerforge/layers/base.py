@@ -14,12 +14,12 @@ than one returns a list of shapes/arrays.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ..errors import ShapeError, Problem
+from ..errors import Problem, ShapeError
 
 Shape = tuple  # ints (or None for a variable length), batch axis excluded
 

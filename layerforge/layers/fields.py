@@ -115,7 +115,8 @@ InitializerSpec = Annotated[Any, BeforeValidator(_initializer),
 
 # --------------------------------------------------------------------------- regularizers
 
-REGULARIZERS = {"l1": {"l1": 0.01}, "l2": {"l2": 0.01}, "l1_l2": {"l1": 0.01, "l2": 0.01}, "l1l2": {"l1": 0.01, "l2": 0.01}}
+REGULARIZERS = {"l1": {"l1": 0.01}, "l2": {"l2": 0.01}, "l1_l2": {"l1": 0.01, "l2": 0.01},
+                "l1l2": {"l1": 0.01, "l2": 0.01}}
 
 
 def _regularizer(value: Any):

@@ -370,7 +370,8 @@ class Merge(Layer):
                 if m is not None:
                     out = m.copy() if out is None else out & m
             return out
-        # concat (Keras 3): expand every mask to its input's shape (missing = all true), join, ANY over the trailing axes
+        # concat (Keras 3): expand every mask to its input's shape (missing = all true), join,
+        # then ANY over the trailing axes
         xs = list(x)
         mask_ndim = max(m.ndim for m in masks if m is not None)
         full = []
