@@ -1,6 +1,6 @@
 """Recurrent-layer training throughput, layerforge vs PyTorch CPU (when `import torch` works).
 
-    python benchmarks/rnn_bench.py [--repeats 20] [--threads N] [--only lstm|gru]
+    python benchmarks/rnn_bench.py [--repeats 20] [--threads N] [--only lstm|gru] [--no-torch]
 
 Cases (forward + backward of one batch, float32, training mode):
   lstm: LSTM(128) on (50 steps x 32 features) + Dense(10), batch 64
@@ -22,9 +22,25 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def _threads_from_argv(argv) -> int:
+    """--threads N (default: every core), read before numpy loads so that BLAS starts with N threads."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    for i, a in enumerate(argv):
+        if a == "--threads" and i + 1 < len(argv):
+            return int(argv[i + 1])
+        if a.startswith("--threads="):
+            return int(a.split("=", 1)[1])
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+THREADS = _threads_from_argv(None)
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+    os.environ[_var] = str(THREADS)
+
+import numpy as np  # noqa: E402
 
 
 def _timings(fns, repeats: int, warmup: int = 3) -> list[tuple[float, float]]:
@@ -169,13 +185,7 @@ def main(argv=None):
     ap.add_argument("--no-torch", action="store_true")
     args = ap.parse_args(argv)
 
-    threads = args.threads or os.cpu_count() or 1
-    try:
-        import numba
-
-        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-    except Exception:
-        pass
+    threads = args.threads or THREADS
     have_torch = False
     if not args.no_torch:
         try:
@@ -184,7 +194,7 @@ def main(argv=None):
             have_torch = True
         except Exception:
             print("PyTorch not importable: layerforge figures only")
-    print(f"threads: {threads}; numpy {np.__version__}")
+    print(f"threads: {threads} (BLAS, Numba and PyTorch); numpy {np.__version__}")
     rng = np.random.default_rng(0)
     batch = 64
 

@@ -121,6 +121,51 @@ def _act_range(code, v, lo, hi, fast):
 
 
 @njit(inline="always", **_OPTS)
+def _act1(code, x, fast):
+    """One activation value (for loops that index several arrays; the branch on ``code`` is loop-invariant)."""
+    if code == TANH:
+        return _tanh_fast(x) if fast else math.tanh(x)
+    if code == SIGMOID:
+        return _F(0.5) * _tanh_fast(_F(0.5) * x) + _F(0.5) if fast else _sigmoid(x)
+    if code == LINEAR:
+        return x
+    if code == HARD_SIGMOID:
+        return min(max(x / 6.0 + 0.5, 0.0), 1.0)
+    if code == HARD_SIGMOID_K1:
+        return min(max(0.2 * x + 0.5, 0.0), 1.0)
+    if code == RELU:
+        return max(x, 0.0)
+    if code == RELU6:
+        return min(max(x, 0.0), 6.0)
+    if code == ELU:
+        return x if x > 0 else math.expm1(x)
+    if code == SELU:
+        return _SELU_SCALE * x if x > 0 else _SELU_SCALE * _SELU_ALPHA * math.expm1(x)
+    if code == SOFTPLUS:
+        return math.log1p(math.exp(-abs(x))) + max(x, 0.0)
+    if code == SOFTSIGN:
+        return x / (1.0 + abs(x))
+    if code == EXPONENTIAL:
+        return math.exp(x)
+    return x if x >= 0 else _LEAKY * x
+
+
+@njit(**_OPTS)
+def _gate_act(code, src, dst, t, b, k, fast):
+    """dst[t, b, k, :] = activation(src[b, k, :]) (4D/3D views: no per-row slices, vectorisable)."""
+    n = src.shape[2]
+    if code == TANH and fast:
+        for j in range(n):
+            dst[t, b, k, j] = _tanh_fast(src[b, k, j])
+    elif code == SIGMOID and fast:
+        for j in range(n):
+            dst[t, b, k, j] = _F(0.5) * _tanh_fast(_F(0.5) * src[b, k, j]) + _F(0.5)
+    else:
+        for j in range(n):
+            dst[t, b, k, j] = _act1(code, src[b, k, j], fast)
+
+
+@njit(inline="always", **_OPTS)
 def _dact(code, y):
     """Derivative of activation ``code`` expressed through its output ``y``."""
     if code == TANH:
@@ -246,16 +291,17 @@ def simple_forward(U, h0, mask, use_mask, rmask, use_rmask, act, zero_masked, fa
 
 
 @njit(parallel=_PARALLEL, **_OPTS)
-def simple_backward(dY, dh_last, Hs, UT, mask, use_mask, rmask, use_rmask, act, zero_masked, dG):
+def simple_backward(dY, dh_last, carry0, Hs, UT, mask, use_mask, rmask, use_rmask, act, zero_masked, dG):
     """dG (T,B,u) receives d(pre-activation) of every step; returns dh0."""
-    T, B, u = dY.shape
+    T, B, u = Hs.shape[0] - 1, Hs.shape[1], Hs.shape[2]
     dh = dh_last.copy()
-    carry = np.zeros((B, u), dY.dtype)
+    carry = carry0.copy()
     drec = np.empty((B, u), dY.dtype)
     for t in range(T - 1, -1, -1):
+        td = t if dY.shape[0] == T else 0  # dY (1,B,u) of zeros when only the last output has a gradient
         for b in prange(B):
             d = dG[t, b]
-            dYr = dY[t, b]
+            dYr = dY[td, b]
             car = carry[b]
             if (not use_mask) or mask[t, b]:
                 dhr = dh[b]
@@ -281,119 +327,118 @@ def simple_backward(dY, dh_last, Hs, UT, mask, use_mask, rmask, use_rmask, act, 
 # ---------------------------------------------------------------------------------------- LSTM
 
 @njit(parallel=_PARALLEL, **_OPTS)
-def lstm_forward(U, h0, c0, mask, use_mask, rmask, use_rmask, ract, act, zero_masked, fast, G, Hs, Cs, TC, Y):
-    """Gate blocks i|f|c|o. G (T,B,4u): on entry the input projection (with bias), on exit the gate
-    activations; Hs/Cs (T+1,B,u) states; TC (T,B,u) act(c_t); Y (T,B,u) outputs (masks only)."""
+def lstm_forward(XH, WU, Fe, h0, c0, mask, use_mask, rmask, use_rmask, ract, act, zero_masked, fast,
+                 G, Hs, Cs, TC, Y):
+    """Gate blocks i|f|c|o. XH (T,B,Fe+u): columns [:Fe] hold the inputs (and a ones column for the bias);
+    this kernel fills [Fe:] with h_{t-1} (times the recurrent dropout mask), so one GEMM per step
+    ``XH[t] @ [kernel; bias; recurrent_kernel]`` gives every pre-activation, and the weight gradients are
+    one GEMM over all steps afterwards. G (T,B,4u) gate activations; Hs/Cs (T+1,B,u); TC (T,B,u) act(c_t);
+    Y (T,B,u) outputs (masks only). Loops index 3D/4D views with loop counters only (no per-row slices,
+    no signed offsets) so LLVM vectorises them."""
     T, B, G4 = G.shape
     u = G4 // 4
+    Fx = XH.shape[2]
+    Gq = G.reshape(T, B, 4, u)
+    XHq = XH.reshape(T, B, 1, Fx)
     Hs[0] = h0
     Cs[0] = c0
     rec = np.empty((B, G4), G.dtype)
-    hd = np.empty((B, u), G.dtype)
-    for t in range(T):
-        np.dot(_recurrent_input(Hs, t, rmask, use_rmask, hd), U, rec)
+    recq = rec.reshape(B, 4, u)
+    if T > 0:
         for b in prange(B):
-            g = G[t, b]
-            rr = rec[b]
-            for k in range(G4):
-                g[k] += rr[k]
-            _act_range(ract, g, 0, 2 * u, fast)
-            _act_range(act, g, 2 * u, 3 * u, fast)
-            _act_range(ract, g, 3 * u, 4 * u, fast)
-            gi = g[:u]
-            gf = g[u:2 * u]
-            gc = g[2 * u:3 * u]
-            go = g[3 * u:]
-            cp = Cs[t, b]
-            cn = Cs[t + 1, b]
-            tc = TC[t, b]
             for j in range(u):
-                cn[j] = gf[j] * cp[j] + gi[j] * gc[j]
+                XH[0, b, Fe + j] = h0[b, j] * rmask[b, j] if use_rmask else h0[b, j]
+    for t in range(T):
+        np.dot(XH[t], WU, rec)
+        for b in prange(B):
+            _gate_act(ract, recq, Gq, t, b, 0, fast)
+            _gate_act(ract, recq, Gq, t, b, 1, fast)
+            _gate_act(act, recq, Gq, t, b, 2, fast)
+            _gate_act(ract, recq, Gq, t, b, 3, fast)
             for j in range(u):
-                tc[j] = cn[j]
-            _act_range(act, tc, 0, u, fast)
-            hn = Hs[t + 1, b]
+                Cs[t + 1, b, j] = Gq[t, b, 1, j] * Cs[t, b, j] + Gq[t, b, 0, j] * Gq[t, b, 2, j]
+            if act == TANH and fast:
+                for j in range(u):
+                    TC[t, b, j] = _tanh_fast(Cs[t + 1, b, j])
+            else:
+                for j in range(u):
+                    TC[t, b, j] = _act1(act, Cs[t + 1, b, j], fast)
             for j in range(u):
-                hn[j] = go[j] * tc[j]
+                Hs[t + 1, b, j] = Gq[t, b, 3, j] * TC[t, b, j]
             _emit(Y, Hs, t, b, mask, use_mask, zero_masked, Cs, True)
+            if t + 1 < T:
+                if use_rmask:
+                    for j in range(u):
+                        XHq[t + 1, b, 0, Fe + j] = Hs[t + 1, b, j] * rmask[b, j]
+                else:
+                    for j in range(u):
+                        XHq[t + 1, b, 0, Fe + j] = Hs[t + 1, b, j]
 
 
 @njit(parallel=_PARALLEL, **_OPTS)
-def lstm_backward(dY, dh_last, dc_last, G, Cs, TC, UT, mask, use_mask, rmask, use_rmask, ract, act,
+def lstm_backward(dY, dh_last, dc_last, carry0, G, Cs, TC, UT, mask, use_mask, rmask, use_rmask, ract, act,
                   zero_masked, dG):
-    """dG (T,B,4u) receives d(gate pre-activations); returns (dh0, dc0)."""
+    """dG (T,B,4u) receives d(gate pre-activations)."""
     T, B, G4 = G.shape
     u = G4 // 4
+    Gq = G.reshape(T, B, 4, u)
+    dGq = dG.reshape(T, B, 4, u)
     dh = dh_last.copy()
     dc = dc_last.copy()
-    carry = np.zeros((B, u), G.dtype)
+    carry = carry0.copy()
     drec = np.empty((B, u), G.dtype)
-    dhts = np.empty((B, u), G.dtype)
+    dht = np.empty((B, u), G.dtype)
     std = ract == SIGMOID and act == TANH
     for t in range(T - 1, -1, -1):
+        td = t if dY.shape[0] == T else 0  # dY (1,B,u) of zeros when only the last output has a gradient
         for b in prange(B):
-            g = G[t, b]
-            d = dG[t, b]
-            dYr = dY[t, b]
-            car = carry[b]
             if (not use_mask) or mask[t, b]:
-                gi = g[:u]
-                gf = g[u:2 * u]
-                gc = g[2 * u:3 * u]
-                go = g[3 * u:]
-                di = d[:u]
-                df = d[u:2 * u]
-                dg = d[2 * u:3 * u]
-                do = d[3 * u:]
-                tcr = TC[t, b]
-                cpr = Cs[t, b]
-                dhr = dh[b]
-                dcr = dc[b]
+                for j in range(u):
+                    dht[b, j] = dh[b, j] + dY[td, b, j] + carry[b, j]
+                if use_mask:
+                    for j in range(u):
+                        carry[b, j] = 0.0
                 if std:
-                    dt_ = dhts[b]
                     for j in range(u):
-                        dt_[j] = dhr[j] + dYr[j] + car[j]
-                    if use_mask:
-                        for j in range(u):
-                            car[j] = 0.0
+                        o = Gq[t, b, 3, j]
+                        dGq[t, b, 3, j] = dht[b, j] * TC[t, b, j] * (o - o * o)
                     for j in range(u):
-                        o = go[j]
-                        do[j] = dt_[j] * tcr[j] * (o - o * o)
+                        tc = TC[t, b, j]
+                        dc[b, j] += dht[b, j] * Gq[t, b, 3, j] * (_F(1.0) - tc * tc)
                     for j in range(u):
-                        tc = tcr[j]
-                        dcr[j] += dt_[j] * go[j] * (_F(1.0) - tc * tc)
+                        i = Gq[t, b, 0, j]
+                        dGq[t, b, 0, j] = dc[b, j] * Gq[t, b, 2, j] * (i - i * i)
                     for j in range(u):
-                        i = gi[j]
-                        di[j] = dcr[j] * gc[j] * (i - i * i)
+                        f = Gq[t, b, 1, j]
+                        dGq[t, b, 1, j] = dc[b, j] * Cs[t, b, j] * (f - f * f)
                     for j in range(u):
-                        f = gf[j]
-                        df[j] = dcr[j] * cpr[j] * (f - f * f)
+                        c = Gq[t, b, 2, j]
+                        dGq[t, b, 2, j] = dc[b, j] * Gq[t, b, 0, j] * (_F(1.0) - c * c)
                     for j in range(u):
-                        c = gc[j]
-                        dg[j] = dcr[j] * gi[j] * (_F(1.0) - c * c)
-                    for j in range(u):
-                        dcr[j] *= gf[j]
+                        dc[b, j] *= Gq[t, b, 1, j]
                 else:
                     for j in range(u):
-                        dht = dhr[j] + dYr[j] + car[j]
-                        car[j] = 0.0
-                        o = go[j]
-                        tc = tcr[j]
-                        i = gi[j]
-                        f = gf[j]
-                        c = gc[j]
-                        do[j] = dht * tc * _dact(ract, o)
-                        dct = dcr[j] + dht * o * _dact(act, tc)
-                        di[j] = dct * c * _dact(ract, i)
-                        df[j] = dct * cpr[j] * _dact(ract, f)
-                        dg[j] = dct * i * _dact(act, c)
-                        dcr[j] = dct * f
+                        o = Gq[t, b, 3, j]
+                        tc = TC[t, b, j]
+                        i = Gq[t, b, 0, j]
+                        f = Gq[t, b, 1, j]
+                        c = Gq[t, b, 2, j]
+                        d = dht[b, j]
+                        dGq[t, b, 3, j] = d * tc * _dact(ract, o)
+                        dct = dc[b, j] + d * o * _dact(act, tc)
+                        dGq[t, b, 0, j] = dct * c * _dact(ract, i)
+                        dGq[t, b, 1, j] = dct * Cs[t, b, j] * _dact(ract, f)
+                        dGq[t, b, 2, j] = dct * i * _dact(act, c)
+                        dc[b, j] = dct * f
             else:
-                _pass_masked(dYr, car, zero_masked)
-                for k in range(G4):
-                    d[k] = 0.0
-        np.dot(dG[t], UT, drec)
-        _new_dh(dh, drec, mask, use_mask, t, rmask, use_rmask, drec, False)
+                for j in range(u):
+                    carry[b, j] = 0.0 if zero_masked else dY[td, b, j] + carry[b, j]
+                for k in range(4):
+                    for j in range(u):
+                        dGq[t, b, k, j] = 0.0
+        if t > 0:  # the gradient of the initial state is not needed: skip the last GEMM
+            np.dot(dG[t], UT, drec)
+            _new_dh(dh, drec, mask, use_mask, t, rmask, use_rmask, drec, False)
     return dh, dc
 
 
@@ -435,23 +480,24 @@ def gru_forward_after(U, brec, h0, mask, use_mask, rmask, use_rmask, ract, act, 
 
 
 @njit(parallel=_PARALLEL, **_OPTS)
-def gru_backward_after(dY, dh_last, G, RH, Hs, UT, mask, use_mask, rmask, use_rmask, ract, act, zero_masked,
+def gru_backward_after(dY, dh_last, carry0, G, RH, Hs, UT, mask, use_mask, rmask, use_rmask, ract, act, zero_masked,
                        dX, dR):
     """dX (T,B,3u) = d(input pre-activations); dR (T,B,3u) = d(recurrent pre-activations); returns dh0."""
     T, B, G3 = G.shape
     u = G3 // 3
     dh = dh_last.copy()
-    carry = np.zeros((B, u), G.dtype)
+    carry = carry0.copy()
     drec = np.empty((B, u), G.dtype)
     direct = np.empty((B, u), G.dtype)  # dh_{t-1} through z * h_{t-1}
     dhts = np.empty((B, u), G.dtype)
     std = ract == SIGMOID and act == TANH
     for t in range(T - 1, -1, -1):
+        td = t if dY.shape[0] == T else 0  # dY (1,B,u) of zeros when only the last output has a gradient
         for b in prange(B):
             g = G[t, b]
             dx = dX[t, b]
             dr = dR[t, b]
-            dYr = dY[t, b]
+            dYr = dY[td, b]
             car = carry[b]
             if (not use_mask) or mask[t, b]:
                 gz = g[:u]
@@ -550,23 +596,24 @@ def gru_forward_before(Uzr, Uh, h0, mask, use_mask, rmask, use_rmask, ract, act,
 
 
 @njit(parallel=_PARALLEL, **_OPTS)
-def gru_backward_before(dY, dh_last, G, Hs, UzrT, UhT, mask, use_mask, rmask, use_rmask, ract, act,
+def gru_backward_before(dY, dh_last, carry0, G, Hs, UzrT, UhT, mask, use_mask, rmask, use_rmask, ract, act,
                         zero_masked, dX):
     """dX (T,B,3u) = d(pre-activations) [dz, dr, dh~]; returns dh0."""
     T, B, G3 = G.shape
     u = G3 // 3
     dh = dh_last.copy()
-    carry = np.zeros((B, u), G.dtype)
+    carry = carry0.copy()
     drh = np.empty((B, u), G.dtype)
     drec = np.empty((B, u), G.dtype)
     direct = np.empty((B, u), G.dtype)
     dxh = np.empty((B, u), G.dtype)
     dzr = np.empty((B, 2 * u), G.dtype)
     for t in range(T - 1, -1, -1):
+        td = t if dY.shape[0] == T else 0  # dY (1,B,u) of zeros when only the last output has a gradient
         for b in prange(B):
             g = G[t, b]
             dx = dX[t, b]
-            dYr = dY[t, b]
+            dYr = dY[td, b]
             car = carry[b]
             if (not use_mask) or mask[t, b]:
                 hp = Hs[t, b]

@@ -220,9 +220,10 @@ class _RNNBase(Layer):
         return [np.ascontiguousarray(s, dtype=dtype) for s in states]
 
     # ------------------------------------------------------------------ glue
-    def _inputs(self, x, training, rng, mask):
+    def _inputs(self, x, training, rng, mask, extra: int = 0):
         """Time-major inputs in processing order (plus a column of ones carrying the input bias through the
-        projection GEMM), the dropout masks and the time-major mask."""
+        projection GEMM, plus ``extra`` columns left for the kernel), the dropout masks and the time-major
+        mask."""
         from ..kernels import recurrent as K
 
         c = self.config
@@ -231,7 +232,7 @@ class _RNNBase(Layer):
             raise ValueError(f"{self.type} '{self.name}' expects (batch, time, features), got shape {x.shape}")
         dt = x.dtype if x.dtype in (np.float32, np.float64) else np.dtype(np.float32)
         B, T, F = x.shape
-        xe = np.empty((T, B, F + (1 if c.use_bias else 0)), dt)
+        xe = np.empty((T, B, F + (1 if c.use_bias else 0) + extra), dt)
         K.to_time_major(np.ascontiguousarray(x, dtype=dt), c.go_backwards, xe)
         if c.use_bias:
             xe[:, :, F] = 1
@@ -278,46 +279,54 @@ class _RNNBase(Layer):
             return [y] + [v.copy() for v in finals]
         return y
 
-    def _split_dy(self, dy, shape):
-        """(dY in processing order (T,B,u), [d final states])."""
-        from ..kernels import recurrent as K
+    def _split_dy(self, dy, shape, masked: bool):
+        """(dY in processing order, [d final states], initial output carry) for the backward kernels.
 
+        Without return_sequences only the last output has a gradient: dY is a (1, B, u) zero block and that
+        gradient enters as the final state's gradient (no mask: the last output is h_T) or as the output
+        carry (masks: the last output may repeat an earlier one)."""
         T, B, u = shape
         dys = dy if isinstance(dy, list) else [dy]
         d0 = dys[0]
         dt = self._dtype
-        if self.config.return_sequences:
-            dY = np.empty((T, B, u), dt)
-            K.to_time_major(np.ascontiguousarray(d0, dtype=dt), False, dY)
-        else:
-            dY = np.zeros((T, B, u), dt)
-            if d0 is not None:
-                dY[T - 1] = d0
         dstates = []
         for k in range(len(self.state_names)):
             v = dys[1 + k] if self.config.return_state and len(dys) > 1 + k else None
-            dstates.append(np.zeros((B, u), dt) if v is None else np.ascontiguousarray(v, dtype=dt))
-        return dY, dstates
+            dstates.append(np.zeros((B, u), dt) if v is None else np.array(v, dtype=dt))
+        carry0 = np.zeros((B, u), dt)
+        if self.config.return_sequences:
+            dY = np.ascontiguousarray(np.asarray(d0, dtype=dt).transpose(1, 0, 2)) if d0 is not None \
+                else np.zeros((1, B, u), dt)
+        else:
+            dY = np.zeros((1, B, u), dt)
+            if d0 is not None:
+                if masked:
+                    carry0[...] = d0
+                else:
+                    dstates[0] += d0
+        return dY, dstates, carry0
 
     def _input_grads(self, params, cache, dXg):
-        """(dkernel, d input bias or None, dx, dXg as (T*B, k*u)) from the input-side gate gradients."""
+        """(dkernel, d input bias or None, dx, dXg as (T*B, k*u), gradient of the extra columns) from the
+        input-side gate gradients."""
         from ..kernels import recurrent as K
 
         xe, dmask = cache["xe"], cache["dmask"]
-        T, B, Fe = xe.shape
+        T, B, Fx = xe.shape
         F = params["kernel"].shape[0]
+        Fe = F + (1 if self.config.use_bias else 0)
         dX2 = dXg.reshape(T * B, -1)
         W = np.asarray(params["kernel"], dtype=dX2.dtype)
-        dWb = xe.reshape(T * B, Fe).T @ dX2  # kernel and input-bias gradients in one GEMM
+        dWb = xe.reshape(T * B, Fx).T @ dX2  # kernel, input-bias (and extra columns) gradients in one GEMM
         db = dWb[F] if Fe > F else None
         if not self.needs_input_grad:  # nothing upstream trains (the engine says so): skip dx
-            return dWb[:F], db, None, dX2
+            return dWb[:F], db, None, dX2, dWb[Fe:]
         dxt = (dX2 @ W.T).reshape(T, B, F)
         if dmask is not None:
             dxt *= dmask[None]
         dx = np.empty((B, T, F), dX2.dtype)
         K.to_batch_major(dxt, self.config.go_backwards, dx)
-        return dWb[:F], db, dx, dX2
+        return dWb[:F], db, dx, dX2, dWb[Fe:]
 
     @staticmethod
     def _hprev(cache, Hs):
@@ -391,14 +400,14 @@ class SimpleRNN(_RNNBase):
         Hs, m, rmask, dt = cache["Hs"], cache["m"], cache["rmask"], cache["dt"]
         self._dtype = dt
         T, B, u = Hs.shape[0] - 1, Hs.shape[1], Hs.shape[2]
-        dY, (dh,) = self._split_dy(dy, (T, B, u))
+        dY, (dh,), carry0 = self._split_dy(dy, (T, B, u), m is not None)
         mm, rm = self._dummies(dt, m, rmask)
         UT = np.ascontiguousarray(np.asarray(params["recurrent_kernel"], dtype=dt).T)
         dG = np.empty((T, B, u), dt)
         _, act = self._codes()
-        K.simple_backward(dY, dh, Hs, UT, mm, m is not None, rm, rmask is not None, act,
+        K.simple_backward(dY, dh, carry0, Hs, UT, mm, m is not None, rm, rmask is not None, act,
                           self.zero_output_for_mask, dG)
-        dW, db, dx, dG2 = self._input_grads(params, cache, dG)
+        dW, db, dx, dG2, _ = self._input_grads(params, cache, dG)
         grads = {"kernel": dW, "recurrent_kernel": self._hprev(cache, Hs).T @ dG2}
         if self.config.use_bias:
             grads["bias"] = db
@@ -462,20 +471,25 @@ class LSTM(_RNNBase):
     def forward(self, params, x, *, training=False, rng=None, mask=None):
         from ..kernels import recurrent as K
 
-        dt, xe, dmask, rmask, m = self._inputs(x, training, rng, mask)
-        T, B, u = xe.shape[0], xe.shape[1], self.config.units
-        G = np.empty((T, B, 4 * u), dt)
-        self._project(params, xe, params.get("bias"), G)
+        c = self.config
+        u = c.units
+        dt, xe, dmask, rmask, m = self._inputs(x, training, rng, mask, extra=u)
+        T, B, Fx = xe.shape
+        Fe = Fx - u
+        WU = [np.asarray(params["kernel"], dtype=dt)]
+        if c.use_bias:
+            WU.append(np.asarray(params["bias"], dtype=dt)[None])
+        WU = np.concatenate(WU + [np.asarray(params["recurrent_kernel"], dtype=dt)], axis=0)
         h0, c0 = self._initial_states(B, dt)
+        G = np.empty((T, B, 4 * u), dt)
         Hs = np.empty((T + 1, B, u), dt)
         Cs = np.empty((T + 1, B, u), dt)
         TC = np.empty((T, B, u), dt)
         Y = np.empty((T, B, u), dt) if m is not None else np.empty((1, 1, 1), dt)
         mm, rm = self._dummies(dt, m, rmask)
-        U = np.ascontiguousarray(params["recurrent_kernel"], dtype=dt)
         ract, act = self._codes()
-        K.lstm_forward(U, h0, c0, mm, m is not None, rm, rmask is not None, ract, act, self.zero_output_for_mask,
-                       dt == np.float32, G, Hs, Cs, TC, Y)
+        K.lstm_forward(xe, WU, Fe, h0, c0, mm, m is not None, rm, rmask is not None, ract, act,
+                       self.zero_output_for_mask, dt == np.float32, G, Hs, Cs, TC, Y)
         y = self._finish(dt, Hs, Y if m is not None else None, m, [Hs[T], Cs[T]])
         cache = {"xe": xe, "dmask": dmask, "rmask": rmask, "m": m, "Hs": Hs, "Cs": Cs, "G": G, "TC": TC, "dt": dt}
         return y, cache
@@ -483,18 +497,18 @@ class LSTM(_RNNBase):
     def backward(self, params, dy, cache):
         from ..kernels import recurrent as K
 
-        Hs, m, rmask, dt, G = cache["Hs"], cache["m"], cache["rmask"], cache["dt"], cache["G"]
+        m, rmask, dt, G = cache["m"], cache["rmask"], cache["dt"], cache["G"]
         self._dtype = dt
         T, B, G4 = G.shape
-        dY, (dh, dc) = self._split_dy(dy, (T, B, G4 // 4))
+        dY, (dh, dc), carry0 = self._split_dy(dy, (T, B, G4 // 4), m is not None)
         mm, rm = self._dummies(dt, m, rmask)
         UT = np.ascontiguousarray(np.asarray(params["recurrent_kernel"], dtype=dt).T)
         dG = np.empty((T, B, G4), dt)
         ract, act = self._codes()
-        K.lstm_backward(dY, dh, dc, G, cache["Cs"], cache["TC"], UT, mm, m is not None, rm, rmask is not None,
+        K.lstm_backward(dY, dh, dc, carry0, G, cache["Cs"], cache["TC"], UT, mm, m is not None, rm, rmask is not None,
                         ract, act, self.zero_output_for_mask, dG)
-        dW, db, dx, dG2 = self._input_grads(params, cache, dG)
-        grads = {"kernel": dW, "recurrent_kernel": self._hprev(cache, Hs).T @ dG2}
+        dW, db, dx, _, dU = self._input_grads(params, cache, dG)  # the h_{t-1} columns give dU
+        grads = {"kernel": dW, "recurrent_kernel": dU}
         if self.config.use_bias:
             grads["bias"] = db
         return dx, grads
@@ -578,25 +592,25 @@ class GRU(_RNNBase):
         self._dtype = dt
         T, B, G3 = G.shape
         u = G3 // 3
-        dY, (dh,) = self._split_dy(dy, (T, B, u))
+        dY, (dh,), carry0 = self._split_dy(dy, (T, B, u), m is not None)
         mm, rm = self._dummies(dt, m, rmask)
         U = np.asarray(params["recurrent_kernel"], dtype=dt)
         ract, act = self._codes()
         dX = np.empty((T, B, G3), dt)
         if c.reset_after:
             dR = np.empty((T, B, G3), dt)
-            K.gru_backward_after(dY, dh, G, RH, Hs, np.ascontiguousarray(U.T), mm, m is not None, rm,
+            K.gru_backward_after(dY, dh, carry0, G, RH, Hs, np.ascontiguousarray(U.T), mm, m is not None, rm,
                                  rmask is not None, ract, act, self.zero_output_for_mask, dX, dR)
-            dW, db, dx, dX2 = self._input_grads(params, cache, dX)
+            dW, db, dx, dX2, _ = self._input_grads(params, cache, dX)
             dR2 = dR.reshape(T * B, G3)
             grads = {"kernel": dW, "recurrent_kernel": self._hprev(cache, Hs).T @ dR2}
             if c.use_bias:
                 grads["bias"] = np.stack([db, dR2.sum(axis=0)])
         else:
-            K.gru_backward_before(dY, dh, G, Hs, np.ascontiguousarray(U[:, :2 * u].T),
+            K.gru_backward_before(dY, dh, carry0, G, Hs, np.ascontiguousarray(U[:, :2 * u].T),
                                   np.ascontiguousarray(U[:, 2 * u:].T), mm, m is not None, rm, rmask is not None,
                                   ract, act, self.zero_output_for_mask, dX)
-            dW, db, dx, dX2 = self._input_grads(params, cache, dX)
+            dW, db, dx, dX2, _ = self._input_grads(params, cache, dX)
             dU = np.empty_like(U)
             dU[:, :2 * u] = self._hprev(cache, Hs).T @ dX2[:, :2 * u]
             dU[:, 2 * u:] = RH.reshape(T * B, u).T @ dX2[:, 2 * u:]
