@@ -46,6 +46,7 @@ class CompiledModel:
                     layer.state[spec.name] = value
             layer.build(node.input_shape)
             layer.init_state(graph.batch_size, self.dtype)
+        self._pack_trainable()
         self.activity = {n.name: n.layer.activity_penalty() for n in self.nodes}
         # a stochastic layer with its own `seed:` draws from its own stream; the others share the model's
         self.layer_rngs = {n.name: np.random.default_rng(n.layer.config.seed) for n in self.nodes
@@ -66,6 +67,29 @@ class CompiledModel:
         return [(n.name, s.name) for n in self.nodes if n.layer.config.trainable
                 for s in self.specs[n.name] if s.trainable]
 
+    def _pack_trainable(self) -> None:
+        """Keep every trainable weight as a view into one flat buffer (in ``trainable_pairs`` order), with a
+        gradient buffer of the same layout, so an optimizer step is one kernel call over all weights and layers
+        that can (Dense) write their weight gradients straight into place. Values are unchanged."""
+        pairs = self.trainable_pairs()
+        arrays = [self.params[n][p] for n, p in pairs]
+        self.flat_params: np.ndarray | None = None
+        self.flat_grads: np.ndarray | None = None
+        self._grad_views: dict[str, dict[str, np.ndarray]] = {}
+        if not arrays or any(a.dtype != self.dtype for a in arrays):
+            return
+        total = sum(a.size for a in arrays)
+        flat = np.empty(total, dtype=self.dtype)
+        gflat = np.zeros(total, dtype=self.dtype)
+        off = 0
+        for (node, name), a in zip(pairs, arrays, strict=True):
+            view = flat[off:off + a.size].reshape(a.shape)
+            view[...] = a
+            self.params[node][name] = view
+            self._grad_views.setdefault(node, {})[name] = gflat[off:off + a.size].reshape(a.shape)
+            off += a.size
+        self.flat_params, self.flat_grads = flat, gflat
+
     def weight_items(self):
         """(node, spec, array) for every weight, trainable or not, in Keras order."""
         for n in self.nodes:
@@ -84,7 +108,11 @@ class CompiledModel:
         if value.shape != tuple(spec.shape):
             raise ValueError(f"weight {node_name}/{spec.name} has shape {tuple(spec.shape)}, got {value.shape}")
         if spec.trainable:
-            self.params[node_name][spec.name] = value
+            current = self.params[node_name].get(spec.name)
+            if current is not None and self.flat_params is not None and current.base is self.flat_params:
+                current[...] = value  # stays in the packed buffer
+            else:
+                self.params[node_name][spec.name] = value
         else:
             self.graph.node(node_name).layer.state[spec.name] = value
 
@@ -144,8 +172,13 @@ class CompiledModel:
                     total += spec["l2"] * float(np.square(y).sum()) / batch
         return total
 
-    def backward(self, tape: Tape, output_grads: list[np.ndarray | None], batch: int) -> dict:
-        """Gradients of every trainable weight, given dLoss/dOutput for each model output."""
+    def backward(self, tape: Tape, output_grads: list[np.ndarray | None], batch: int, *,
+                 into_buffers: bool = False) -> dict:
+        """Gradients of every trainable weight, given dLoss/dOutput for each model output.
+
+        ``into_buffers``: layers that can write their weight gradients into the model's flat gradient buffer
+        (``flat_grads``) do so; the returned arrays are then views into it, overwritten by the next such call.
+        """
         grads_in: dict = {}
 
         def add(ref, g):
@@ -180,7 +213,14 @@ class CompiledModel:
                     g = np.zeros_like(tape.outputs[(node.name, k)])
                 dys.append(g)
             dy = dys if n_out > 1 else dys[0]
-            dx, g = layer.backward(self.params[node.name], dy, tape.caches[node.name])
+            if into_buffers:
+                layer.grad_out = self._grad_views.get(node.name)
+                try:
+                    dx, g = layer.backward(self.params[node.name], dy, tape.caches[node.name])
+                finally:
+                    layer.grad_out = None
+            else:
+                dx, g = layer.backward(self.params[node.name], dy, tape.caches[node.name])
             if layer.config.trainable:
                 grads[node.name] = g
             if layer.needs_input_grad:

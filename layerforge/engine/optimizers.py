@@ -19,7 +19,9 @@ One step, as Keras 3 ``Optimizer.apply``:
 5. ``iterations += 1``.
 
 Constraints are not the optimizer's business: the engine applies them after ``step``.
-Slots are created lazily per parameter index, with the parameter's dtype.  ``state_dict`` /
+Slots are created lazily per parameter index, with the parameter's dtype (on the packed path, where the
+engine keeps all weights in one flat buffer, every slot is one flat array and the per-parameter slots are
+views into it, so one kernel call updates everything).  ``state_dict`` /
 ``load_state_dict`` round-trip the iteration count, the learning rate and every slot exactly.
 
 Nadam: Keras 3 uses the momentum schedule ``u_t = beta_1 (1 - 0.5 · 0.96^t)``; when the Keras 1
@@ -185,6 +187,32 @@ def _required(name: str) -> tuple[str, ...]:
 # --------------------------------------------------------------------------- base optimizer
 
 
+_FLAT = -1  # the parameter index ``_update``/``_slot`` get on the packed path (all weights in one buffer)
+
+
+def _address(a: np.ndarray) -> int:
+    return a.__array_interface__["data"][0]
+
+
+def packed_buffer(arrays: list[np.ndarray]) -> np.ndarray | None:
+    """The flat 1-D buffer that ``arrays`` exactly tile as consecutive C-contiguous views, in order, else None.
+
+    The engine keeps every trainable weight in one such buffer so an optimizer step is one kernel call.
+    """
+    if not arrays:
+        return None
+    base = arrays[0].base
+    if not isinstance(base, np.ndarray) or base.ndim != 1 or not base.flags.c_contiguous:
+        return None
+    start = _address(base)
+    pos = start
+    for a in arrays:
+        if a.base is not base or a.dtype != base.dtype or not a.flags.c_contiguous or _address(a) != pos:
+            return None
+        pos += a.nbytes
+    return base if pos == start + base.nbytes else None
+
+
 def _flat(p: np.ndarray) -> tuple[np.ndarray, bool]:
     """A flat view of p (or a copy when p is not contiguous, flagged True to write back)."""
     if p.flags.c_contiguous:
@@ -222,6 +250,12 @@ class Optimizer:
         self.weight_decay = None if weight_decay is None else float(weight_decay)
         self.iterations = 0
         self._slots: dict[str, list[np.ndarray | None]] = {n: [] for n in self.slot_names}
+        # packed path: one flat array per slot name; ``_slots[name][i]`` are views into it
+        self._flat_slots: dict[str, np.ndarray] = {}
+        self._flat_views: dict[str, list[np.ndarray]] = {}
+        self._grad_scratch: np.ndarray | None = None
+        self._packed_cache: tuple[list, np.ndarray | None] | None = None
+        self._grads_in_place: tuple[list, np.ndarray | None] = ([], None)
 
     def __repr__(self):
         lr = self._schedule if self._schedule is not None else self._lr
@@ -256,6 +290,8 @@ class Optimizer:
 
     # ------------------------------------------------------------------ slots
     def _slot(self, name: str, i: int, p: np.ndarray, init: float = 0.0) -> np.ndarray:
+        if i == _FLAT:
+            return self._flat_slots[name]
         slots = self._slots[name]
         while len(slots) <= i:
             slots.append(None)
@@ -270,6 +306,76 @@ class Optimizer:
             s = np.ascontiguousarray(s, dtype=p.dtype).reshape(-1)
             slots[i] = s
         return s
+
+    def _slot_init(self, name: str) -> float:
+        """The value a new slot starts from."""
+        return 0.0
+
+    def _pack_slots(self, params: list[np.ndarray], dtype) -> None:
+        """Make every slot one flat array laid out like the packed parameters (kept when already so)."""
+        total = sum(p.size for p in params)
+        for name in self.slot_names:
+            views = self._slots[name]
+            flat = self._flat_slots.get(name)
+            known = self._flat_views.get(name, [])
+            if (flat is not None and flat.dtype == dtype and flat.size == total and len(views) >= len(params)
+                    and len(known) == len(params) and all(v is k for v, k in zip(views, known, strict=False))):
+                continue
+            flat = np.empty(total, dtype=dtype)
+            new_views, off = [], 0
+            for i, p in enumerate(params):
+                view = flat[off:off + p.size]
+                old = views[i] if i < len(views) else None
+                if old is None:
+                    view[...] = self._slot_init(name)
+                elif old.size != p.size:
+                    raise ValueError(f"optimizer slot {name}/{i} has {old.size} elements but the parameter has "
+                                     f"{p.size}; the optimizer state does not belong to these parameters")
+                else:
+                    view[...] = old.reshape(-1)
+                new_views.append(view)
+                off += p.size
+            self._flat_slots[name] = flat
+            self._flat_views[name] = new_views
+            self._slots[name] = new_views + list(views[len(params):])
+
+    def _packed_params(self, params: list[np.ndarray]) -> np.ndarray | None:
+        """``packed_buffer(params)``, remembered for the same parameter objects (a view never moves)."""
+        cached = self._packed_cache
+        if cached is not None and len(cached[0]) == len(params) and all(
+                a is b for a, b in zip(cached[0], params, strict=False)):
+            return cached[1]
+        base = packed_buffer(params)
+        self._packed_cache = (list(params), base)
+        self._grads_in_place = ([], None)
+        return base
+
+    def _packed_grads(self, params: list[np.ndarray], grads: list[np.ndarray], total: int, dtype,
+                      grad_buffer: np.ndarray | None) -> np.ndarray:
+        """The gradients as one flat array laid out like the packed parameters.
+
+        ``grad_buffer`` (the engine's) is used when given: gradients the layers already wrote into their place
+        in it stay there, the others are copied in. Without it a scratch array of the optimizer's is filled.
+        """
+        target = grad_buffer
+        if target is None or target.size != total or target.dtype != dtype or not target.flags.c_contiguous:
+            if self._grad_scratch is None or self._grad_scratch.size != total or self._grad_scratch.dtype != dtype:
+                self._grad_scratch = np.empty(total, dtype=dtype)
+            target = self._grad_scratch
+        known, known_target = self._grads_in_place
+        if known_target is not target or len(known) != len(grads):
+            known = [None] * len(grads)
+        start, item, off = _address(target), target.itemsize, 0
+        for i, (p, g) in enumerate(zip(params, grads, strict=True)):
+            n = p.size
+            if g is not known[i]:
+                if g.base is target and g.flags.c_contiguous and _address(g) == start + off * item:
+                    known[i] = g  # already in place (and stays there: a view never moves)
+                else:
+                    target[off:off + n] = g.reshape(-1)
+            off += n
+        self._grads_in_place = (known, target)
+        return target
 
     def slot(self, name: str, i: int) -> np.ndarray | None:
         """The flat slot array ``name`` of parameter ``i`` (None before its first step)."""
@@ -306,8 +412,15 @@ class Optimizer:
     def _update(self, i: int, p: np.ndarray, g: np.ndarray, lr: float) -> None:  # pragma: no cover
         raise NotImplementedError
 
-    def step(self, params: list[np.ndarray], grads: list[np.ndarray | None]) -> None:
-        """Update ``params`` in place from ``grads`` (a None gradient leaves its parameter alone)."""
+    def step(self, params: list[np.ndarray], grads: list[np.ndarray | None], *,
+             grad_buffer: np.ndarray | None = None) -> None:
+        """Update ``params`` in place from ``grads`` (a None gradient leaves its parameter alone).
+
+        When ``params`` exactly tile one flat buffer (``packed_buffer``; the engine packs its weights so) and every
+        gradient is given, the whole step is one kernel call over that buffer; ``grad_buffer`` is then an optional
+        flat array of the same size the gradients may already sit in (see ``_packed_grads``). The results are the
+        same either way.
+        """
         if len(params) != len(grads):
             raise ValueError(f"step got {len(params)} parameters and {len(grads)} gradients")
         prepared = []
@@ -315,16 +428,26 @@ class Optimizer:
             if g is None:
                 prepared.append(None)
                 continue
-            if not isinstance(p, np.ndarray) or not np.issubdtype(p.dtype, np.floating):
+            if not isinstance(p, np.ndarray) or p.dtype.kind != "f":
                 raise TypeError(f"parameter {i} must be a floating-point numpy array, not {type(p).__name__}"
                                 f"{'' if not isinstance(p, np.ndarray) else ' of ' + str(p.dtype)}")
-            g = np.asarray(g)
+            if not isinstance(g, np.ndarray):
+                g = np.asarray(g)
             if g.shape != p.shape:
                 raise ValueError(f"gradient {i} has shape {g.shape} but its parameter has shape {p.shape}")
-            prepared.append(np.asarray(g, dtype=p.dtype))
+            prepared.append(g if g.dtype == p.dtype else g.astype(p.dtype))
         prepared = self._clip(prepared)
         lr = self.current_lr()
         self._before_step()
+        packed = self._packed_params(params) if all(g is not None for g in prepared) else None
+        if packed is not None:  # all weights in one buffer: one kernel call for the whole step
+            grads_flat = self._packed_grads(params, prepared, packed.size, packed.dtype, grad_buffer)
+            self._pack_slots(params, packed.dtype)
+            if self.weight_decay:
+                packed -= packed * packed.dtype.type(self.weight_decay * lr)
+            self._update(_FLAT, packed, grads_flat, lr)
+            self.iterations += 1
+            return
         for i, (p, g) in enumerate(zip(params, prepared, strict=True)):
             if g is None:
                 continue
@@ -418,11 +541,12 @@ class SGD(Optimizer):
         self.nesterov = bool(nesterov)
 
     def _update(self, i, p, g, lr):
-        K = _kernels()
+        K, f = _kernels(), p.dtype.type
         if self.momentum != 0:
-            K.sgd_momentum(p, g, self._slot("momentum", i, p), lr, self.momentum, self.nesterov)
+            K.kernel("sgd_momentum", p.size)(p, g, self._slot("momentum", i, p), f(lr), f(self.momentum),
+                                             self.nesterov)
         else:
-            K.sgd(p, g, lr)
+            K.kernel("sgd", p.size)(p, g, f(lr))
 
 
 class RMSprop(Optimizer):
@@ -439,8 +563,10 @@ class RMSprop(Optimizer):
         use_mom = self.momentum > 0
         mom = self._slot("momentum", i, p) if use_mom else _empty(p.dtype)
         avg = self._slot("average_gradient", i, p) if self.centered else _empty(p.dtype)
-        _kernels().rmsprop(p, g, self._slot("velocity", i, p), mom, avg, lr, self.rho, self.momentum,
-                           self.epsilon, self.centered, use_mom)
+        f = p.dtype.type
+        _kernels().kernel("rmsprop", p.size)(p, g, self._slot("velocity", i, p), mom, avg, f(lr), f(self.rho),
+                                             f(1.0 - self.rho), f(self.momentum), f(self.epsilon), self.centered,
+                                             use_mom)
 
 
 class Adagrad(Optimizer):
@@ -452,9 +578,13 @@ class Adagrad(Optimizer):
         self.initial_accumulator_value = float(initial_accumulator_value)
         self.epsilon = float(epsilon)
 
+    def _slot_init(self, name):
+        return self.initial_accumulator_value
+
     def _update(self, i, p, g, lr):
         acc = self._slot("accumulator", i, p, init=self.initial_accumulator_value)
-        _kernels().adagrad(p, g, acc, lr, self.epsilon)
+        f = p.dtype.type
+        _kernels().kernel("adagrad", p.size)(p, g, acc, f(lr), f(self.epsilon))
 
 
 class Adadelta(Optimizer):
@@ -466,8 +596,10 @@ class Adadelta(Optimizer):
         self.rho, self.epsilon = float(rho), float(epsilon)
 
     def _update(self, i, p, g, lr):
-        _kernels().adadelta(p, g, self._slot("accumulated_grad", i, p), self._slot("accumulated_delta_var", i, p),
-                            lr, self.rho, self.epsilon)
+        f = p.dtype.type
+        _kernels().kernel("adadelta", p.size)(p, g, self._slot("accumulated_grad", i, p),
+                                              self._slot("accumulated_delta_var", i, p), f(lr), f(self.rho),
+                                              f(1.0 - self.rho), f(self.epsilon))
 
 
 class Adam(Optimizer):
@@ -483,8 +615,10 @@ class Adam(Optimizer):
         t = self.iterations + 1
         alpha = lr * math.sqrt(1.0 - self.beta_2 ** t) / (1.0 - self.beta_1 ** t)
         vhat = self._slot("velocity_hat", i, p) if self.amsgrad else _empty(p.dtype)
-        _kernels().adam(p, g, self._slot("momentum", i, p), self._slot("velocity", i, p), vhat, alpha,
-                        self.beta_1, self.beta_2, self.epsilon, self.amsgrad)
+        f = p.dtype.type
+        _kernels().kernel("adam", p.size)(p, g, self._slot("momentum", i, p), self._slot("velocity", i, p), vhat,
+                                          f(alpha), f(1.0 - self.beta_1), f(1.0 - self.beta_2), f(self.epsilon),
+                                          self.amsgrad)
 
 
 class AdamW(Adam):
@@ -504,8 +638,9 @@ class Adamax(Optimizer):
 
     def _update(self, i, p, g, lr):
         b1p = self.beta_1 ** (self.iterations + 1)
-        _kernels().adamax(p, g, self._slot("momentum", i, p), self._slot("norm", i, p), lr, self.beta_1,
-                          self.beta_2, self.epsilon, b1p)
+        f = p.dtype.type
+        _kernels().kernel("adamax", p.size)(p, g, self._slot("momentum", i, p), self._slot("norm", i, p), f(lr),
+                                            f(1.0 - self.beta_1), f(self.beta_2), f(self.epsilon), f(1.0 - b1p))
 
 
 class Nadam(Optimizer):
@@ -528,9 +663,11 @@ class Nadam(Optimizer):
     def _update(self, i, p, g, lr):
         t = self.iterations + 1
         u_t, u_t_1 = self._u(t), self._u(t + 1)
-        _kernels().nadam(p, g, self._slot("momentum", i, p), self._slot("velocity", i, p), lr, self.beta_1,
-                         self.beta_2, self.epsilon, u_t, u_t_1, self.u_product, self.u_product * u_t_1,
-                         self.beta_2 ** t)
+        f = p.dtype.type
+        _kernels().kernel("nadam", p.size)(p, g, self._slot("momentum", i, p), self._slot("velocity", i, p), f(lr),
+                                           f(1.0 - self.beta_1), f(1.0 - self.beta_2), f(self.epsilon), f(u_t_1),
+                                           f(1.0 - u_t), f(1.0 - self.u_product * u_t_1), f(1.0 - self.u_product),
+                                           f(1.0 - self.beta_2 ** t))
 
     def _extra_state(self):
         return {"u_product": np.array([self.u_product], dtype=np.float64)}

@@ -135,11 +135,11 @@ class Trainer:
         outs, masks, tape = model.forward(xs, training=True, rng=self.rng)
         loss, per_head, douts = self._loss(outs, masks, ys, sw, want_grads=True)
         loss += model.activity_loss(tape, batch) + model.regularization_loss()
-        grads = model.backward(tape, douts, batch)
+        grads = model.backward(tape, douts, batch, into_buffers=True)
         model.add_regularization_grads(grads)
         params = [model.params[n][p] for n, p in self.pairs]
         flat = [grads[n][p] for n, p in self.pairs]
-        self.optimizer.step(params, flat)
+        self.optimizer.step(params, flat, grad_buffer=model.flat_grads)
         model.apply_constraints()
         for head, y_pred, mask, y_true in zip(self.heads, outs, masks, ys):
             for m in head.metrics:
