@@ -7,7 +7,6 @@ Heavy modules (pydantic models, numpy, Numba) are imported inside the commands s
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -247,9 +246,11 @@ def schema(output: Optional[Path] = typer.Option(None, "--output", "-o", help="W
 
 
 def _set_threads(threads: Optional[int]):
+    """BLAS and Numba threads together (before either loads when possible); None keeps all cores."""
     if threads:
-        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
-            os.environ[var] = str(threads)
+        from .engine.threads import set_threads
+
+        set_threads(threads)
 
 
 @app.command()
@@ -327,6 +328,40 @@ def evaluate(
 
         evaluate_command(run_dir, data=data, batch_size=batch_size, as_json=as_json, allow_code=allow_code,
                          console=_console())
+
+    _run(body)
+
+
+@app.command()
+def bench(
+    config: Path = CONFIG_ARG,
+    overrides: Optional[list[str]] = OVERRIDES_ARG,
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", min=1,
+                                             help="Samples per batch (default: the config's training.batch_size)."),
+    steps: int = typer.Option(20, "--steps", "-n", min=1, help="Timed training steps and inference batches."),
+    as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Threads for BLAS and Numba "
+                                                                         "(default: all cores)."),
+    allow_code: bool = ALLOW_CODE_OPT,
+):
+    """Time training and inference on synthetic data: per-layer forward/backward, compile time, samples/s.
+
+    The first batch (JIT compile, or loading the compiled kernels from the cache) is reported apart from the
+    steady-state time.
+
+    Example: [bold]layerforge bench configs/mnist_cnn.yaml --batch-size 64 --steps 20[/]
+    """
+    _set_threads(threads)
+
+    def body():
+        from .bench import render_bench, run_bench
+
+        _allow_code(allow_code)
+        data = run_bench(config, list(overrides or []), batch_size=batch_size, steps=steps)
+        if as_json:
+            typer.echo(json.dumps(data, indent=2))
+        else:
+            render_bench(data, _console())
 
     _run(body)
 
