@@ -327,19 +327,17 @@ def simple_backward(dY, dh_last, carry0, Hs, UT, mask, use_mask, rmask, use_rmas
 # ---------------------------------------------------------------------------------------- LSTM
 
 @njit(parallel=_PARALLEL, **_OPTS)
-def lstm_forward(XH, WU, Fe, h0, c0, mask, use_mask, rmask, use_rmask, ract, act, zero_masked, fast,
+def lstm_forward(XH, WU, h0, c0, mask, use_mask, rmask, use_rmask, ract, act, zero_masked, fast,
                  G, Hs, Cs, TC, Y):
-    """Gate blocks i|f|c|o. XH (T,B,Fe+u): columns [:Fe] hold the inputs (and a ones column for the bias);
-    this kernel fills [Fe:] with h_{t-1} (times the recurrent dropout mask), so one GEMM per step
-    ``XH[t] @ [kernel; bias; recurrent_kernel]`` gives every pre-activation, and the weight gradients are
+    """Gate blocks i|f|c|o. XH (T,B,u+F(+1)): columns [u:] hold the inputs (and a ones column for the bias);
+    this kernel fills [:u] with h_{t-1} (times the recurrent dropout mask), so one GEMM per step
+    ``XH[t] @ [recurrent_kernel; kernel; bias]`` gives every pre-activation, and the weight gradients are
     one GEMM over all steps afterwards. G (T,B,4u) gate activations; Hs/Cs (T+1,B,u); TC (T,B,u) act(c_t);
     Y (T,B,u) outputs (masks only). Loops index 3D/4D views with loop counters only (no per-row slices,
     no signed offsets) so LLVM vectorises them."""
     T, B, G4 = G.shape
     u = G4 // 4
-    Fx = XH.shape[2]
     Gq = G.reshape(T, B, 4, u)
-    XHq = XH.reshape(T, B, 1, Fx)
     Hs[0] = h0
     Cs[0] = c0
     rec = np.empty((B, G4), G.dtype)
@@ -347,7 +345,7 @@ def lstm_forward(XH, WU, Fe, h0, c0, mask, use_mask, rmask, use_rmask, ract, act
     if T > 0:
         for b in prange(B):
             for j in range(u):
-                XH[0, b, Fe + j] = h0[b, j] * rmask[b, j] if use_rmask else h0[b, j]
+                XH[0, b, j] = h0[b, j] * rmask[b, j] if use_rmask else h0[b, j]
     for t in range(T):
         np.dot(XH[t], WU, rec)
         for b in prange(B):
@@ -369,10 +367,10 @@ def lstm_forward(XH, WU, Fe, h0, c0, mask, use_mask, rmask, use_rmask, ract, act
             if t + 1 < T:
                 if use_rmask:
                     for j in range(u):
-                        XHq[t + 1, b, 0, Fe + j] = Hs[t + 1, b, j] * rmask[b, j]
+                        XH[t + 1, b, j] = Hs[t + 1, b, j] * rmask[b, j]
                 else:
                     for j in range(u):
-                        XHq[t + 1, b, 0, Fe + j] = Hs[t + 1, b, j]
+                        XH[t + 1, b, j] = Hs[t + 1, b, j]
 
 
 @njit(parallel=_PARALLEL, **_OPTS)

@@ -220,26 +220,24 @@ class _RNNBase(Layer):
         return [np.ascontiguousarray(s, dtype=dtype) for s in states]
 
     # ------------------------------------------------------------------ glue
-    def _inputs(self, x, training, rng, mask, extra: int = 0):
-        """Time-major inputs in processing order (plus a column of ones carrying the input bias through the
-        projection GEMM, plus ``extra`` columns left for the kernel), the dropout masks and the time-major
-        mask."""
-        from ..kernels import recurrent as K
-
+    def _inputs(self, x, training, rng, mask, lead: int = 0):
+        """Time-major inputs in processing order (after ``lead`` columns left for the kernel, and followed by a
+        column of ones that carries the input bias through the projection GEMM), the dropout masks and the
+        time-major mask."""
         c = self.config
         x = np.asarray(x)
         if x.ndim != 3:
             raise ValueError(f"{self.type} '{self.name}' expects (batch, time, features), got shape {x.shape}")
         dt = x.dtype if x.dtype in (np.float32, np.float64) else np.dtype(np.float32)
         B, T, F = x.shape
-        xe = np.empty((T, B, F + (1 if c.use_bias else 0) + extra), dt)
-        K.to_time_major(np.ascontiguousarray(x, dtype=dt), c.go_backwards, xe)
+        xe = np.empty((T, B, lead + F + (1 if c.use_bias else 0)), dt)
+        xe[:, :, lead:lead + F] = (x[:, ::-1] if c.go_backwards else x).transpose(1, 0, 2)
         if c.use_bias:
-            xe[:, :, F] = 1
+            xe[:, :, lead + F] = 1
         dmask = rmask = None
         if training and c.dropout > 0:
             dmask = ((rng.random((B, F)) >= c.dropout) / (1.0 - c.dropout)).astype(dt)
-            xe[:, :, :F] *= dmask[None]
+            xe[:, :, lead:lead + F] *= dmask[None]
         if training and c.recurrent_dropout > 0:
             rmask = ((rng.random((B, c.units)) >= c.recurrent_dropout) / (1.0 - c.recurrent_dropout)).astype(dt)
         m = None
@@ -311,22 +309,21 @@ class _RNNBase(Layer):
         input-side gate gradients."""
         from ..kernels import recurrent as K
 
-        xe, dmask = cache["xe"], cache["dmask"]
+        xe, dmask, x0 = cache["xe"], cache["dmask"], cache.get("lead", 0)
         T, B, Fx = xe.shape
         F = params["kernel"].shape[0]
-        Fe = F + (1 if self.config.use_bias else 0)
         dX2 = dXg.reshape(T * B, -1)
         W = np.asarray(params["kernel"], dtype=dX2.dtype)
-        dWb = xe.reshape(T * B, Fx).T @ dX2  # kernel, input-bias (and extra columns) gradients in one GEMM
-        db = dWb[F] if Fe > F else None
+        dWb = xe.reshape(T * B, Fx).T @ dX2  # kernel, input-bias (and lead columns) gradients in one GEMM
+        dW, db, lead = dWb[x0:x0 + F], (dWb[x0 + F] if self.config.use_bias else None), dWb[:x0]
         if not self.needs_input_grad:  # nothing upstream trains (the engine says so): skip dx
-            return dWb[:F], db, None, dX2, dWb[Fe:]
+            return dW, db, None, dX2, lead
         dxt = (dX2 @ W.T).reshape(T, B, F)
         if dmask is not None:
             dxt *= dmask[None]
         dx = np.empty((B, T, F), dX2.dtype)
         K.to_batch_major(dxt, self.config.go_backwards, dx)
-        return dWb[:F], db, dx, dX2, dWb[Fe:]
+        return dW, db, dx, dX2, lead
 
     @staticmethod
     def _hprev(cache, Hs):
@@ -473,13 +470,12 @@ class LSTM(_RNNBase):
 
         c = self.config
         u = c.units
-        dt, xe, dmask, rmask, m = self._inputs(x, training, rng, mask, extra=u)
-        T, B, Fx = xe.shape
-        Fe = Fx - u
-        WU = [np.asarray(params["kernel"], dtype=dt)]
+        dt, xe, dmask, rmask, m = self._inputs(x, training, rng, mask, lead=u)
+        T, B = xe.shape[:2]
+        WU = [np.asarray(params["recurrent_kernel"], dtype=dt), np.asarray(params["kernel"], dtype=dt)]
         if c.use_bias:
             WU.append(np.asarray(params["bias"], dtype=dt)[None])
-        WU = np.concatenate(WU + [np.asarray(params["recurrent_kernel"], dtype=dt)], axis=0)
+        WU = np.concatenate(WU, axis=0)
         h0, c0 = self._initial_states(B, dt)
         G = np.empty((T, B, 4 * u), dt)
         Hs = np.empty((T + 1, B, u), dt)
@@ -488,10 +484,11 @@ class LSTM(_RNNBase):
         Y = np.empty((T, B, u), dt) if m is not None else np.empty((1, 1, 1), dt)
         mm, rm = self._dummies(dt, m, rmask)
         ract, act = self._codes()
-        K.lstm_forward(xe, WU, Fe, h0, c0, mm, m is not None, rm, rmask is not None, ract, act,
+        K.lstm_forward(xe, WU, h0, c0, mm, m is not None, rm, rmask is not None, ract, act,
                        self.zero_output_for_mask, dt == np.float32, G, Hs, Cs, TC, Y)
         y = self._finish(dt, Hs, Y if m is not None else None, m, [Hs[T], Cs[T]])
-        cache = {"xe": xe, "dmask": dmask, "rmask": rmask, "m": m, "Hs": Hs, "Cs": Cs, "G": G, "TC": TC, "dt": dt}
+        cache = {"xe": xe, "lead": u, "dmask": dmask, "rmask": rmask, "m": m, "Hs": Hs, "Cs": Cs, "G": G, "TC": TC,
+                 "dt": dt}
         return y, cache
 
     def backward(self, params, dy, cache):
@@ -507,7 +504,7 @@ class LSTM(_RNNBase):
         ract, act = self._codes()
         K.lstm_backward(dY, dh, dc, carry0, G, cache["Cs"], cache["TC"], UT, mm, m is not None, rm, rmask is not None,
                         ract, act, self.zero_output_for_mask, dG)
-        dW, db, dx, _, dU = self._input_grads(params, cache, dG)  # the h_{t-1} columns give dU
+        dW, db, dx, _, dU = self._input_grads(params, cache, dG)  # the leading h_{t-1} columns give dU
         grads = {"kernel": dW, "recurrent_kernel": dU}
         if self.config.use_bias:
             grads["bias"] = db
