@@ -2,11 +2,19 @@
 
 Layout: every sequence buffer is time-major and in *processing order* (already reversed for
 ``go_backwards``), so ``buf[t]`` is a contiguous ``(B, k*u)`` block that BLAS reads directly.
-The input projection ``x @ kernel + bias`` of all steps is one GEMM done by the caller; these
-kernels only run the recurrence: one ``np.dot`` (BLAS through scipy) per step and a fused
-elementwise gate update, parallel over the batch. The backward kernels write the gate gradients
-of every step into one ``(T, B, k*u)`` buffer so the caller gets ``dkernel``, ``drecurrent_kernel``
-and ``dx`` with one GEMM each after the loop.
+SimpleRNN and GRU get the input projection ``[x, 1] @ [kernel; bias]`` of all steps from one GEMM
+done by the caller; LSTM runs one GEMM per step over ``[h_{t-1}, x_t, 1]`` (the kernel writes
+h_{t-1} into that buffer), so that all its weight gradients come from one GEMM after BPTT.
+Per step: one ``np.dot`` (BLAS through scipy's cython-blas) and fused elementwise gate loops.
+The backward kernels write the gate gradients of every step into one ``(T, B, k*u)`` buffer so the
+caller gets ``dkernel``, ``drecurrent_kernel``, the bias and ``dx`` with one GEMM each afterwards.
+
+Speed notes: ``error_model="numpy"`` (no ZeroDivisionError branch) and loops that index with loop
+counters only (4D views instead of per-row slices or signed offsets, whose wraparound checks block
+LLVM) are what makes the gate loops vectorise; loops that touch many arrays are split in small
+ones to stay under LLVM's runtime alias-check limit. The batch loops are written with ``prange``
+but compiled serially (``_PARALLEL``): parallel compilation roughly triples the JIT time of
+these kernels, and the multi-core work is the BLAS calls.
 
 Masks (Keras 3): at a masked step the states are carried unchanged and the output repeats the
 previous output (zeros before the first valid step, or always zeros with ``zero_masked``).
@@ -120,7 +128,7 @@ def _act_range(code, v, lo, hi, fast):
             w[k] = z if z >= 0 else _LEAKY * z
 
 
-@njit(inline="always", **_OPTS)
+@njit(**_OPTS)
 def _act1(code, x, fast):
     """One activation value (for loops that index several arrays; the branch on ``code`` is loop-invariant)."""
     if code == TANH:
@@ -165,7 +173,7 @@ def _gate_act(code, src, dst, t, b, k, fast):
             dst[t, b, k, j] = _act1(code, src[b, k, j], fast)
 
 
-@njit(inline="always", **_OPTS)
+@njit(**_OPTS)
 def _dact(code, y):
     """Derivative of activation ``code`` expressed through its output ``y``."""
     if code == TANH:
@@ -652,20 +660,6 @@ def gru_backward_before(dY, dh_last, carry0, G, Hs, UzrT, UhT, mask, use_mask, r
 
 
 # ---------------------------------------------------------------------------------------- helpers
-
-@njit(parallel=_PARALLEL, **_OPTS)
-def to_time_major(x, reverse, out):
-    """(B,T,F) -> (T,B,F) in processing order."""
-    B, T, F = x.shape
-    for ti in prange(T):
-        t = np.int64(ti)
-        src = T - 1 - t if reverse else t
-        for b in range(B):
-            o = out[t, b]
-            xr = x[b, src]
-            for f in range(F):
-                o[f] = xr[f]
-
 
 @njit(parallel=_PARALLEL, **_OPTS)
 def to_batch_major(x, reverse, out):
