@@ -37,6 +37,8 @@ class Embedding(Layer):
                                                                  "on the first layer it sets the input shape)")
         dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Keras 1 only: fraction of vocabulary rows dropped "
                                                                 "(whole words) in training")
+        seed: int | None = Field(None, description="per-layer seed for the row dropout; the model seed is used "
+                                                   "when unset")
 
         keras1_renames: ClassVar[dict[str, str]] = {"init": "embeddings_initializer",
                                                     "W_regularizer": "embeddings_regularizer",

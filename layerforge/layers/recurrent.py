@@ -77,6 +77,8 @@ class RNNConfig(LayerConfig):
     recurrent_dropout: float = Field(0.0, ge=0.0, lt=1.0,
                                      description="fraction of the recurrent state dropped before the recurrent "
                                                  "kernel in training; one mask per sequence (Keras 1: dropout_U)")
+    seed: int | None = Field(None, description="per-layer seed for the dropout masks; the model seed is used "
+                                               "when unset")
     return_sequences: bool = Field(False, description="output the whole sequence (B, T, units) instead of the "
                                                       "last output (B, units)")
     return_state: bool = Field(False, description="also output the final state(s): [output, h] (LSTM: "
