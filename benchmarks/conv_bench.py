@@ -1,6 +1,7 @@
 """Convolution training throughput, layerforge vs PyTorch CPU (when `import torch` works).
 
-    python benchmarks/conv_bench.py [--rounds 15] [--steps 4] [--threads N] [--no-torch] [--no-layers]
+    python benchmarks/conv_bench.py [--rounds 15] [--steps 4] [--threads N] [--env KEY=VALUE ...]
+                                    [--no-torch] [--no-layers]
 
 Model (the Keras mnist_cnn shape), batch 64, float32, training mode, synthetic data:
   input (28, 28, 1) -> Conv2D(32, 3x3, relu) -> MaxPooling2D(2) -> Conv2D(64, 3x3, relu) -> MaxPooling2D(2)
@@ -13,21 +14,27 @@ else layer by layer with ``layerforge.testing.build_layer`` (the same kernels ei
 usual NCHW modules with ``torch.set_num_threads`` equal to Numba's thread count.
 
 The machine may be shared: the two sides are timed in alternating rounds (``--steps`` steps each) so load
-changes hit both, and both the median and the best round are printed. A per-layer table times each
-convolution layer's forward and forward+backward alone on both sides.
+changes hit both, and both the median and the best round are printed, with the CPU time per batch (all
+threads; spin-waiting thread pools show up there). A per-layer table times each convolution layer's forward and
+forward+backward alone on both sides.
+
+``--threads N`` (default: all cores) is applied to Numba, PyTorch and OpenBLAS (OPENBLAS_NUM_THREADS, set before
+numpy loads). ``--env KEY=VALUE`` sets further environment variables first, e.g. ``--env OMP_WAIT_POLICY=passive``
+(GNU OpenMP worker threads then sleep instead of spinning between parallel regions; it applies to Numba's omp
+threading layer and to PyTorch alike).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+np = None  # imported in main() once the thread settings are in the environment
 
 BATCH = 64
 INPUT = (28, 28, 1)
@@ -133,18 +140,24 @@ def torch_step(with_pooling, x, g):
 
 # ---------------------------------------------------------------------------------------- timing
 
-def alternate(fns: dict, rounds: int, steps: int) -> dict:
-    """Time every fn in alternating rounds; returns name -> list of seconds per call (one per round)."""
+def alternate(fns: dict, rounds: int, steps: int, cpu: dict | None = None) -> dict:
+    """Time every fn in alternating rounds; returns name -> list of seconds per call (one per round).
+    ``cpu`` (when given) receives name -> list of CPU seconds per call (process time, all threads)."""
     for fn in fns.values():  # warm up (compilation, buffer pools, allocator)
         for _ in range(2):
             fn()
     out = {name: [] for name in fns}
+    if cpu is not None:
+        cpu.update({name: [] for name in fns})
     for _ in range(rounds):
         for name, fn in fns.items():
+            c0 = time.process_time()
             t0 = time.perf_counter()
             for _ in range(steps):
                 fn()
             out[name].append((time.perf_counter() - t0) / steps)
+            if cpu is not None:
+                cpu[name].append((time.process_time() - c0) / steps)
     return out
 
 
@@ -198,15 +211,24 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--steps", type=int, default=4, help="steps per timed round")
-    ap.add_argument("--threads", type=int, default=None, help="threads for both sides (default: Numba's count)")
+    ap.add_argument("--threads", type=int, default=None, help="threads for every side (default: all cores)")
+    ap.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                    help="environment variable set before numpy, Numba and PyTorch load (repeatable)")
     ap.add_argument("--no-torch", action="store_true")
     ap.add_argument("--no-layers", action="store_true", help="skip the per-layer table")
     args = ap.parse_args(argv)
 
+    threads = args.threads or os.cpu_count() or 1
+    os.environ["OPENBLAS_NUM_THREADS"] = str(threads)
+    for item in args.env:
+        key, _, value = item.partition("=")
+        os.environ[key] = value
+    global np
     import numba
+    import numpy
 
-    if args.threads:
-        numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
+    np = numpy
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
     threads = numba.get_num_threads()
     have_torch = False
     if not args.no_torch:
@@ -219,7 +241,8 @@ def main(argv=None):
             print("PyTorch not importable: layerforge figures only")
     pooling = have_pooling()
     print(f"threads: {threads}; numba {numba.__version__}; numpy {np.__version__}"
-          + (f"; torch {torch.__version__}" if have_torch else ""))
+          + (f"; torch {torch.__version__}" if have_torch else "")
+          + (f"; env {' '.join(args.env)}" if args.env else ""))
     if not pooling:
         print("MaxPooling2D has no backward yet: the model runs without the pooling layers")
 
@@ -231,14 +254,16 @@ def main(argv=None):
     fns = {"layerforge": lf_step}
     if have_torch:
         fns["pytorch"] = torch_step(pooling, x, g)
-    times = alternate(fns, args.rounds, args.steps)
+    cpu: dict = {}
+    times = alternate(fns, args.rounds, args.steps, cpu)
 
     print(f"\nmnist_cnn shape{'' if pooling else ' (no pooling)'}, batch {BATCH}, forward+backward per batch "
-          f"[{how}], {args.rounds} rounds x {args.steps} steps")
+          f"[{how}], {args.rounds} rounds x {args.steps} steps (Numba threading layer {numba.threading_layer()})")
     for name, ts in times.items():
         med, best = statistics.median(ts), min(ts)
         print(f"  {name:<11} median {med * 1e3:8.2f} ms/batch {BATCH / med:9.0f} samples/s   "
-              f"best {best * 1e3:8.2f} ms/batch {BATCH / best:9.0f} samples/s")
+              f"best {best * 1e3:8.2f} ms/batch {BATCH / best:9.0f} samples/s   "
+              f"cpu {statistics.median(cpu[name]) * 1e3:8.2f} ms/batch")
     if have_torch:
         ratio_med = statistics.median(times["pytorch"]) / statistics.median(times["layerforge"])
         ratio_best = min(times["pytorch"]) / min(times["layerforge"])

@@ -113,12 +113,15 @@ CONV_CASES = [
 ]
 
 
-@pytest.fixture(params=["direct", "im2col"])
+@pytest.fixture(params=["direct", "im2col", "im2col-chunked"])
 def conv_path(request, monkeypatch):
-    """Run a test once with the direct kernels and once with im2col + GEMM (whatever the window size)."""
+    """Run a test with the direct kernels, with im2col + GEMM on the whole batch and with im2col + GEMM one
+    sample at a time (whatever the window size)."""
     from layerforge.kernels import conv as K
 
     monkeypatch.setattr(K, "DIRECT_MAX_WINDOW", 10**6 if request.param == "direct" else 0)
+    if request.param == "im2col-chunked":
+        monkeypatch.setattr(K, "CHUNK_BYTES", 1)
     return request.param
 
 
@@ -146,8 +149,13 @@ def test_conv_forward_matches_loop_reference(type_name, extra, shape, conv_path)
       "activation": "tanh"}, (7, 3)),
     ({"type": "Conv3D", "filters": 2, "kernel_size": 2, "padding": "same", "data_format": "channels_first",
       "use_bias": False}, (2, 3, 2, 3)),
+    ({"type": "Conv2D", "filters": 4, "kernel_size": 2, "groups": 2, "activation": "relu",
+      "bias_initializer": {"type": "constant", "value": 0.2}}, (4, 3, 4)),
+    ({"type": "Conv2DTranspose", "filters": 2, "kernel_size": 3, "strides": 2, "padding": "same",
+      "output_padding": 1, "activation": "relu", "bias_initializer": {"type": "constant", "value": 0.3}},
+     (2, 3, 2)),
 ])
-def test_gradients_on_both_paths(cfg, shape, conv_path):
+def test_gradients_on_every_path(cfg, shape, conv_path):
     built = build_layer(cfg, shape, seed=5)
     x = np.random.default_rng(11).standard_normal((2, *shape))
     check_layer_gradients(built, x)
@@ -197,7 +205,7 @@ TRANSPOSE_CASES = [
 
 @pytest.mark.parametrize("type_name,extra,shape,out", TRANSPOSE_CASES,
                          ids=[f"{t}-{i}" for i, (t, *_) in enumerate(TRANSPOSE_CASES)])
-def test_transpose_forward_matches_scatter_reference(type_name, extra, shape, out):
+def test_transpose_forward_matches_scatter_reference(type_name, extra, shape, out, conv_path):
     built = _build({"type": type_name, **extra}, shape)
     c = built.layer.config
     first = c.data_format == "channels_first"
@@ -211,7 +219,7 @@ def test_transpose_forward_matches_scatter_reference(type_name, extra, shape, ou
     np.testing.assert_allclose(y, want, rtol=1e-10, atol=1e-10)
 
 
-def test_conv_input_gradient_is_the_transposed_convolution():
+def test_conv_input_gradient_is_the_transposed_convolution(conv_path):
     """Conv2D backward-data and Conv2DTranspose forward are the same operator (shared kernels)."""
     conv = _build({"type": "Conv2D", "filters": 3, "kernel_size": 3, "strides": 2, "padding": "same"}, (7, 6, 2))
     deconv = _build({"type": "Conv2DTranspose", "filters": 2, "kernel_size": 3, "strides": 2, "padding": "same",
@@ -275,7 +283,7 @@ def test_float32_relu_path_and_backward_after_inference_forward(conv_path):
     np.testing.assert_allclose(g_a["bias"], (dy * (y2 > 0)).sum(axis=(0, 1, 2)), rtol=1e-4, atol=1e-5)
 
 
-def test_interleaved_forwards_keep_their_own_buffers():
+def test_interleaved_forwards_keep_their_own_buffers(conv_path):
     built = _build({"type": "Conv2D", "filters": 2, "kernel_size": 2}, (4, 4, 2))
     x1, x2 = RNG.standard_normal((2, 2, 4, 4, 2))
     dy = RNG.standard_normal((2, 3, 3, 2))

@@ -432,42 +432,51 @@ class BufferPool:
             stack.append(array)
 
 
-def conv_columns(x5, geo, groups: int, pool: BufferPool) -> np.ndarray:
-    """im2col of x5 (B, D, H, W, C) into a pooled (G, B*od*oh*ow, taps*C/G) buffer."""
-    B, C = x5.shape[0], x5.shape[-1]
-    n = B * geo.out[0] * geo.out[1] * geo.out[2]
-    taps = geo.k[0] * geo.k[1] * geo.k[2]
-    cols = pool.take((groups, n, taps * (C // groups)), x5.dtype)
-    im2col(x5, cols, geo.out, geo.k, geo.s, geo.d, geo.pad)
-    return cols
+# The GEMM path works through the batch in chunks of whole samples whose columns take about CHUNK_BYTES, so
+# each chunk's columns are multiplied while still in cache. In training the columns of the whole batch are kept
+# for the backward pass when they take at most KEEP_BYTES; larger ones are rebuilt chunk by chunk in backward
+# (cheaper than streaming a big buffer through memory twice).
+CHUNK_BYTES = 4 << 20
+KEEP_BYTES = 16 << 20
 
 
-def gemm_forward(cols, w2d, groups: int) -> np.ndarray:
-    """(G, N, Kc) x kernel (Kc, f) with groups along f -> (N, f)."""
+def sample_chunks(batch: int, rows_per_sample: int, row_bytes: int) -> list[tuple[int, int]]:
+    per = max(1, CHUNK_BYTES // max(1, rows_per_sample * row_bytes))
+    return [(s, min(batch, s + per)) for s in range(0, batch, per)]
+
+
+def gemm_forward(cols, w2d, groups: int, out=None) -> np.ndarray:
+    """(G, N, Kc) x kernel (Kc, f) with groups along f -> (N, f), written into ``out`` when given."""
     n = cols.shape[1]
     f = w2d.shape[1]
-    if groups == 1:
+    if out is None:
         out = np.empty((n, f), dtype=cols.dtype)
+    if groups == 1:
         np.matmul(cols[0], w2d, out=out)
         return out
     fg = f // groups
     wg = w2d.reshape(w2d.shape[0], groups, fg).transpose(1, 0, 2)  # (G, Kc, fg)
-    return np.matmul(cols, wg).transpose(1, 0, 2).reshape(n, f)
+    out.reshape(n, groups, fg)[...] = np.matmul(cols, wg).transpose(1, 0, 2)
+    return out
 
 
-def gemm_kernel_grad(cols, dz2d, groups: int) -> np.ndarray:
-    """dW2d (Kc, f) = cols^T @ dz, group by group."""
+def gemm_kernel_grad(cols, dz2d, groups: int, out=None) -> np.ndarray:
+    """dW2d (Kc, f) = cols^T @ dz, group by group (into ``out`` when given)."""
     if groups == 1:
-        return cols[0].T @ dz2d
+        return np.matmul(cols[0].T, dz2d, out=out)
     n, f = dz2d.shape
     fg = f // groups
     dzg = dz2d.reshape(n, groups, fg).transpose(1, 0, 2)  # (G, N, fg)
     dwg = np.matmul(cols.transpose(0, 2, 1), dzg)  # (G, Kc, fg)
-    return dwg.transpose(1, 0, 2).reshape(cols.shape[2], f)
+    res = dwg.transpose(1, 0, 2).reshape(cols.shape[2], f)
+    if out is None:
+        return res
+    out[...] = res
+    return out
 
 
 def gemm_columns_grad(dz2d, w2d, groups: int, out) -> np.ndarray:
-    """dcols (G, N, Kc) = dz @ W^T written into ``out`` (the cols buffer, no longer needed)."""
+    """dcols (G, N, Kc) = dz @ W^T written into ``out`` (a columns buffer that is no longer needed)."""
     if groups == 1:
         np.matmul(dz2d, w2d.T, out=out[0])
         return out
@@ -479,10 +488,98 @@ def gemm_columns_grad(dz2d, w2d, groups: int, out) -> np.ndarray:
     return out
 
 
-def columns_to_image(cols, in_shape5, geo, dtype) -> np.ndarray:
-    dx = np.empty(in_shape5, dtype=dtype)
-    col2im(cols, dx, geo.out, geo.k, geo.s, geo.d, geo.pad)
-    return dx
+def gemm_conv_forward(x5, w2d, geo, groups: int, pool: BufferPool, keep: bool):
+    """Convolution by im2col + GEMM, chunk by chunk: returns (z2d (B*rows, f), columns or None).
+
+    With ``keep`` (training) the whole batch's columns are returned for the backward pass when they fit in
+    KEEP_BYTES (chunks are then slices of one buffer)."""
+    B = x5.shape[0]
+    rows = geo.out[0] * geo.out[1] * geo.out[2]
+    kc = w2d.shape[0]  # taps * C/groups: the kernel holds one group's input channels
+    z2d = np.empty((B * rows, w2d.shape[1]), dtype=x5.dtype)
+    chunks = sample_chunks(B, rows, groups * kc * x5.itemsize)
+    full = None
+    if keep and B * rows * groups * kc * x5.itemsize <= KEEP_BYTES:
+        full = pool.take((groups, B * rows, kc), x5.dtype)
+        if groups > 1:
+            chunks = [(0, B)]  # a slice across groups would not be contiguous
+    for s0, s1 in chunks:
+        r0, r1 = s0 * rows, s1 * rows
+        cols = full[:, r0:r1] if full is not None else pool.take((groups, r1 - r0, kc), x5.dtype)
+        im2col(x5[s0:s1], cols, geo.out, geo.k, geo.s, geo.d, geo.pad)
+        gemm_forward(cols, w2d, groups, out=z2d[r0:r1])
+        if full is None:
+            pool.give(cols)
+    return z2d, full
+
+
+def gemm_conv_backward(x5, dz2d, w2d, geo, groups: int, pool: BufferPool, cols, need_dx: bool, dw_out=None):
+    """Kernel gradient (Kc, f) and input gradient (or None) of ``gemm_conv_forward``, chunk by chunk;
+    ``cols`` are the forward's columns when it kept them, else they are rebuilt per chunk."""
+    B = x5.shape[0]
+    rows = geo.out[0] * geo.out[1] * geo.out[2]
+    kc = w2d.shape[0]
+    dx5 = np.empty(x5.shape, dtype=dz2d.dtype) if need_dx else None
+    if cols is not None:
+        chunks = [(0, B)] if groups > 1 else sample_chunks(B, rows, groups * kc * x5.itemsize)
+    else:
+        chunks = sample_chunks(B, rows, groups * kc * x5.itemsize)
+    dw = None
+    for s0, s1 in chunks:
+        r0, r1 = s0 * rows, s1 * rows
+        if cols is not None:
+            c = cols[:, r0:r1]
+        else:
+            c = pool.take((groups, r1 - r0, kc), x5.dtype)
+            im2col(x5[s0:s1], c, geo.out, geo.k, geo.s, geo.d, geo.pad)
+        dz = dz2d[r0:r1]
+        if dw is None:
+            dw = gemm_kernel_grad(c, dz, groups, out=dw_out)
+        else:
+            dw += gemm_kernel_grad(c, dz, groups)
+        if need_dx:
+            gemm_columns_grad(dz, w2d, groups, out=c)
+            col2im(c, dx5[s0:s1], geo.out, geo.k, geo.s, geo.d, geo.pad)
+        if cols is None:
+            pool.give(c)
+    pool.give(cols)
+    return dw, dx5
+
+
+def gemm_input_grad(dz2d, w2d, geo, groups: int, in_shape5, pool: BufferPool) -> np.ndarray:
+    """dx (in_shape5) = col2im(dz @ W^T), chunk by chunk: the input gradient of a convolution and the forward
+    pass of a transposed convolution."""
+    B = in_shape5[0]
+    rows = geo.out[0] * geo.out[1] * geo.out[2]
+    kc = w2d.shape[0]  # taps * C/groups: the kernel holds one group's input channels
+    dx5 = np.empty(in_shape5, dtype=dz2d.dtype)
+    for s0, s1 in sample_chunks(B, rows, groups * kc * dz2d.itemsize):
+        c = pool.take((groups, (s1 - s0) * rows, kc), dz2d.dtype)
+        gemm_columns_grad(dz2d[s0 * rows:s1 * rows], w2d, groups, out=c)
+        col2im(c, dx5[s0:s1], geo.out, geo.k, geo.s, geo.d, geo.pad)
+        pool.give(c)
+    return dx5
+
+
+def transpose_backward(dz5, x2d, w2d, geo, pool: BufferPool, need_dx: bool, dw_out=None):
+    """Gradients of a transposed convolution (forward = ``gemm_input_grad``): its input gradient is the
+    convolution of dz, dx2d = im2col(dz) @ W, and the kernel gradient is im2col(dz)^T @ x2d (taps*f, C_in)."""
+    B = dz5.shape[0]
+    rows = geo.out[0] * geo.out[1] * geo.out[2]
+    dx2d = np.empty(x2d.shape, dtype=dz5.dtype) if need_dx else None
+    dw = None
+    for s0, s1 in sample_chunks(B, rows, w2d.shape[0] * dz5.itemsize):
+        c = pool.take((1, (s1 - s0) * rows, w2d.shape[0]), dz5.dtype)
+        im2col(dz5[s0:s1], c, geo.out, geo.k, geo.s, geo.d, geo.pad)
+        r0, r1 = s0 * rows, s1 * rows
+        if need_dx:
+            np.matmul(c[0], w2d, out=dx2d[r0:r1])
+        if dw is None:
+            dw = np.matmul(c[0].T, x2d[r0:r1], out=dw_out)
+        else:
+            dw += c[0].T @ x2d[r0:r1]
+        pool.give(c)
+    return dw, dx2d
 
 
 def add_bias_activation(z2d, bias, activation: str):

@@ -229,8 +229,6 @@ class _ConvBase(Layer):
     family = "convolution"
     rank: ClassVar[int] = 2
     kind: ClassVar[str] = "conv"
-    # An engine may set this to False on a layer fed only by model inputs: backward then skips dx (None).
-    needs_input_grad: bool = True
 
     def __init__(self, config, name=None):
         super().__init__(config, name)
@@ -334,6 +332,23 @@ class _ConvBase(Layer):
     def _bias(self, params, dtype):
         return params["bias"].astype(dtype, copy=False) if self.config.use_bias else None
 
+    def _grad_buffer(self, name, shape, dtype):
+        """The engine's preallocated gradient array for ``name`` (``grad_out``) when it fits, else None."""
+        buf = (getattr(self, "grad_out", None) or {}).get(name)
+        if buf is not None and buf.shape == tuple(shape) and buf.dtype == dtype and buf.flags.c_contiguous:
+            return buf
+        return None
+
+    def _bias_grad(self, params, db):
+        if not self.config.use_bias:
+            return {}
+        bias = params["bias"]
+        buf = self._grad_buffer("bias", bias.shape, bias.dtype)
+        if buf is not None:
+            buf[...] = db
+            return {"bias": buf}
+        return {"bias": db.astype(bias.dtype, copy=False)}
+
 
 class _Conv(_ConvBase):
     """Plain (optionally grouped) convolution: im2col + GEMM."""
@@ -363,13 +378,8 @@ class _Conv(_ConvBase):
             w3 = np.ascontiguousarray(kernel.reshape(taps, x5.shape[-1], c.filters), dtype=x.dtype)
             y2d, z_keep = K.direct_conv(x5, w3, bias, geo, c.activation)
         else:
-            w2d = kernel.reshape(-1, c.filters).astype(x.dtype, copy=False)
-            pool = self._buffers()
-            cols = K.conv_columns(x5, geo, c.groups, pool)
-            z2d = K.gemm_forward(cols, w2d, c.groups)
-            if not training:
-                pool.give(cols)
-                cols = None
+            w2d = np.ascontiguousarray(kernel.reshape(-1, c.filters), dtype=x.dtype)
+            z2d, cols = K.gemm_conv_forward(x5, w2d, geo, c.groups, self._buffers(), keep=training)
             y2d, z_keep = K.add_bias_activation(z2d, bias, c.activation)
         y = y2d.reshape((xl.shape[0], *geo.out[3 - self.rank:], c.filters))
         return self._from_last(y), _Cache(x5=x5, cols=cols, y2d=y2d, z2d=z_keep, geo=geo, in_shape=xl.shape)
@@ -382,28 +392,28 @@ class _Conv(_ConvBase):
         x5 = cache.x5
         kernel = params["kernel"]
         dy2d = self._to_last(dy).reshape(-1, c.filters)
-        w2d = kernel.reshape(-1, c.filters).astype(dy2d.dtype, copy=False)
+        w2d = np.ascontiguousarray(kernel.reshape(-1, c.filters), dtype=dy2d.dtype)
         taps = geo.k[0] * geo.k[1] * geo.k[2]
         pool = self._buffers()
-        cols = cache.cols
-        cache.cols = None
+        cols, cache.cols = cache.cols, None  # a second backward on this cache rebuilds the columns
+        need_dx = self.needs_input_grad
+        gk = self._grad_buffer("kernel", kernel.shape, kernel.dtype)
         if K.use_direct(taps, x5.shape[-1], c.groups):
             dz2d, dw, db = K.direct_conv_grads(x5, dy2d, cache.y2d, cache.z2d, geo, c.activation,
                                                (taps, x5.shape[-1]))
-            cols = pool.take((1, dz2d.shape[0], w2d.shape[0]), dz2d.dtype) if self.needs_input_grad else None
+            dx5 = K.gemm_input_grad(dz2d, w2d, geo, 1, x5.shape, pool) if need_dx else None
+            if gk is not None:
+                gk.reshape(dw.shape)[...] = dw
+                dw = gk
         else:
             dz2d, db = K.activation_bias_backward(dy2d, cache.z2d, cache.y2d, c.activation, c.use_bias)
-            if cols is None:  # forward ran in inference mode (or backward runs twice): rebuild the columns
-                cols = K.conv_columns(x5, geo, c.groups, pool)
-            dw = K.gemm_kernel_grad(cols, dz2d, c.groups)
-        grads = {"kernel": dw.reshape(kernel.shape).astype(kernel.dtype, copy=False)}
-        if c.use_bias:
-            grads["bias"] = db.astype(params["bias"].dtype, copy=False)
-        dx = None
-        if self.needs_input_grad:
-            dcols = K.gemm_columns_grad(dz2d, w2d, c.groups, out=cols)
-            dx = self._from_last(K.columns_to_image(dcols, x5.shape, geo, dz2d.dtype).reshape(cache.in_shape))
-        pool.give(cols)
+            dw_out = gk.reshape(w2d.shape) if gk is not None and gk.dtype == dz2d.dtype else None
+            dw, dx5 = K.gemm_conv_backward(x5, np.ascontiguousarray(dz2d), w2d, geo, c.groups, pool, cols,
+                                           need_dx, dw_out)
+            if dw_out is not None:
+                dw = gk
+        grads = {"kernel": dw.reshape(kernel.shape).astype(kernel.dtype, copy=False), **self._bias_grad(params, db)}
+        dx = self._from_last(dx5.reshape(cache.in_shape)) if need_dx else None
         return dx, grads
 
 
@@ -482,12 +492,8 @@ class _ConvTranspose(_ConvBase):
         B, chans = xl.shape[0], xl.shape[-1]
         geo = self._geometry(xl.shape[1:-1])
         x2d = xl.reshape(-1, chans)
-        w2d = params["kernel"].reshape(-1, chans).astype(x.dtype, copy=False)  # (taps * f, C_in)
-        pool = self._buffers()
-        dcols = pool.take((1, x2d.shape[0], w2d.shape[0]), x.dtype)
-        np.matmul(x2d, w2d.T, out=dcols[0])
-        y5 = K.columns_to_image(dcols, (B, *geo.inp, c.filters), geo, x.dtype)
-        pool.give(dcols)
+        w2d = np.ascontiguousarray(params["kernel"].reshape(-1, chans), dtype=x.dtype)  # (taps * f, C_in)
+        y5 = K.gemm_input_grad(x2d, w2d, geo, 1, (B, *geo.inp, c.filters), self._buffers())
         y2d, z_keep = K.add_bias_activation(y5.reshape(-1, c.filters), self._bias(params, x.dtype), c.activation)
         y = y2d.reshape((B, *geo.inp[3 - self.rank:], c.filters))
         return self._from_last(y), _Cache(x5=x2d, y2d=y2d, z2d=z_keep, geo=geo, in_shape=xl.shape)
@@ -499,17 +505,16 @@ class _ConvTranspose(_ConvBase):
         geo = cache.geo
         dy2d = self._to_last(dy).reshape(-1, c.filters)
         dz2d, db = K.activation_bias_backward(dy2d, cache.z2d, cache.y2d, c.activation, c.use_bias)
-        dz5 = dz2d.reshape((cache.in_shape[0], *geo.inp, c.filters))
-        pool = self._buffers()
-        cols = K.conv_columns(dz5, geo, 1, pool)  # (1, N_in, taps * f)
+        dz5 = np.ascontiguousarray(dz2d).reshape((cache.in_shape[0], *geo.inp, c.filters))
         kernel = params["kernel"]
-        w2d = kernel.reshape(-1, kernel.shape[-1]).astype(dz2d.dtype, copy=False)
-        dx2d = cols[0] @ w2d
-        grads = {"kernel": (cols[0].T @ cache.x5).reshape(kernel.shape).astype(kernel.dtype, copy=False)}
-        pool.give(cols)
-        if c.use_bias:
-            grads["bias"] = db.astype(params["bias"].dtype, copy=False)
-        return self._from_last(dx2d.reshape(cache.in_shape)), grads
+        w2d = np.ascontiguousarray(kernel.reshape(-1, kernel.shape[-1]), dtype=dz2d.dtype)
+        gk = self._grad_buffer("kernel", kernel.shape, kernel.dtype)
+        dw_out = gk.reshape(w2d.shape) if gk is not None and gk.dtype == dz2d.dtype else None
+        dw, dx2d = K.transpose_backward(dz5, cache.x5, w2d, geo, self._buffers(), self.needs_input_grad, dw_out)
+        grads = {"kernel": (gk if dw_out is not None else dw.reshape(kernel.shape).astype(kernel.dtype, copy=False)),
+                 **self._bias_grad(params, db)}
+        dx = self._from_last(dx2d.reshape(cache.in_shape)) if self.needs_input_grad else None
+        return dx, grads
 
 
 class _Depthwise(_ConvBase):
