@@ -93,8 +93,10 @@ class ModelSpec:
 
 def layer_public_dict(cfg) -> dict:
     out = cfg.public_dict()
-    if "layer" in out and hasattr(cfg, "layer") and hasattr(cfg.layer, "public_dict"):
-        out["layer"] = layer_public_dict(cfg.layer)
+    for key in ("layer", "backward_layer"):
+        inner = getattr(cfg, key, None)
+        if key in out and hasattr(inner, "public_dict"):
+            out[key] = layer_public_dict(inner)
     return out
 
 
@@ -223,12 +225,12 @@ def parse_layer(raw: Any, path: tuple, source: SourceMap, problems: list[Problem
         if "input_shape" not in data:
             data["input_shape"] = [length, dim] if config_cls.accepts_input_dim == "sequence" else [dim]
     # nested wrapper layer: validated with its own Config, errors located inside it
-    nested = None
-    if "layer" in fields and isinstance(data.get("layer"), dict):
-        nested = parse_layer(data["layer"], path + ("layer",), source, problems)
-        if nested is None:
-            return None
-        data["layer"] = nested
+    for key in ("layer", "backward_layer"):  # wrapped layers, validated with their own Config
+        if key in fields and isinstance(data.get(key), dict):
+            nested = parse_layer(data[key], path + (key,), source, problems)
+            if nested is None:
+                return None
+            data[key] = nested
     try:
         data = config_cls.upgrade(data)
     except ValueError as exc:

@@ -49,6 +49,8 @@ def _variance_scaling(rng, shape, fans, scale, mode, distribution):
 def initialize(spec, shape: tuple[int, ...], rng: np.random.Generator, dtype=np.float32,
                fan: tuple[int, int] | None = None) -> np.ndarray:
     """A new array of ``shape`` drawn from the initializer ``spec``."""
+    if callable(spec):  # made by a layer, e.g. LSTM unit_forget_bias: (shape, rng, dtype, fan) -> array
+        return np.ascontiguousarray(spec(tuple(int(s) for s in shape), rng, dtype, fan), dtype=dtype)
     if isinstance(spec, str):
         name, args = spec, {}
     else:
