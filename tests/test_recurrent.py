@@ -195,17 +195,6 @@ def test_unit_forget_bias_initializer():
     assert np.all(off.params["bias"] == 0)
 
 
-def _callable_initializers_supported():
-    from layerforge.engine.initializers import initialize
-
-    try:
-        return float(initialize(lambda shape, rng, dtype, fan: np.ones(shape), (2,), None, np.float64)[0]) == 1.0
-    except Exception:
-        return False
-
-
-@pytest.mark.xfail(not _callable_initializers_supported(), strict=True,
-                   reason="engine/initializers.py does not yet call callable initializers (change requested)")
 def test_unit_forget_bias_through_build():
     b = build_layer({"type": "LSTM", "units": 3}, (4, 2))
     np.testing.assert_array_equal(b.params["bias"][3:6], 1)
