@@ -20,7 +20,7 @@ from layerforge.summary import summary_data
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 CONFIGS = sorted(CONFIG_DIR.glob("*.yaml"))
-SCHEMA_LINE = "# yaml-language-server: $schema=../layerforge.schema.json"
+SCHEMA_LINE = "# yaml-language-server: $schema=layerforge.schema.json"
 
 
 def raw_config(path: Path) -> dict:
@@ -252,3 +252,14 @@ def test_config_matches_json_schema(path, json_schema):
     errors = [f"{list(e.absolute_path)}: {e.message}"
               for e in jsonschema.Draft202012Validator(json_schema).iter_errors(raw_config(path))]
     assert not errors, errors
+
+
+def test_shipped_schema_is_current():
+    """configs/layerforge.schema.json (what the configs' header points editors at) equals `layerforge schema`."""
+    import json
+
+    from layerforge.schema import config_schema
+
+    shipped = json.loads((CONFIG_DIR / "layerforge.schema.json").read_text())
+    assert shipped == json.loads(json.dumps(config_schema())), \
+        "regenerate it: layerforge schema -o configs/layerforge.schema.json"
