@@ -422,7 +422,7 @@ def _render(results: list[dict], meta: dict) -> None:
         table.add_column(col, justify="left" if col == "model" else "right", no_wrap=True)
     for r in results:
         if "skipped" in r:
-            table.add_row(r["model"], f"[yellow]skipped[/]: {r['skipped'][:90]}", *[""] * 8)
+            table.add_row(r["model"], "[yellow]skipped[/]", *[""] * 8)
             continue
         lf, th = r["layerforge"], r.get("torch")
         table.add_row(
@@ -433,6 +433,9 @@ def _render(results: list[dict], meta: dict) -> None:
             *(f"{lf[k]:.0f} / {th[k]:.0f}" if th else f"{lf[k]:.0f}"
               for k in ("train_peak_rss_mb", "infer_peak_rss_mb")))
     console.print(table)
+    for r in results:
+        if "skipped" in r:
+            console.print(f"[yellow]{r['model']} skipped[/]: {r['skipped']}")
     for r in results:
         if "gemm" in r:
             g = r["gemm"]

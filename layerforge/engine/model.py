@@ -229,33 +229,49 @@ class CompiledModel:
                     add(ref, d)
         return grads
 
+    def _regularized(self) -> list:
+        """(node, spec) of every trainable weight with a regularizer (fixed once built)."""
+        cached = self.__dict__.get("_regularized_list")
+        if cached is None:
+            cached = [(n.name, s) for n in self.nodes if n.layer.config.trainable
+                      for s in self.specs[n.name] if s.trainable and s.regularizer]
+            self._regularized_list = cached
+        return cached
+
+    def _constrained(self) -> list:
+        """(node, spec) of every trainable weight with a constraint (fixed once built)."""
+        cached = self.__dict__.get("_constrained_list")
+        if cached is None:
+            cached = [(n.name, s) for n in self.nodes for s in self.specs[n.name] if s.trainable and s.constraint]
+            self._constrained_list = cached
+        return cached
+
     def regularization_loss(self) -> float:
+        regularized = self._regularized()
+        if not regularized:
+            return 0.0
         from .regularizers import penalty
 
         total = 0.0
-        for n in self.nodes:
-            if not n.layer.config.trainable:
-                continue
-            for s in self.specs[n.name]:
-                if s.trainable and s.regularizer:
-                    total += penalty(s.regularizer, self.params[n.name][s.name])
+        for name, s in regularized:
+            total += penalty(s.regularizer, self.params[name][s.name])
         return total
 
     def add_regularization_grads(self, grads: dict) -> None:
+        regularized = self._regularized()
+        if not regularized:
+            return
         from .regularizers import penalty_grad
 
-        for n in self.nodes:
-            if not n.layer.config.trainable:
-                continue
-            for s in self.specs[n.name]:
-                if s.trainable and s.regularizer:
-                    grads[n.name][s.name] = grads[n.name][s.name] + penalty_grad(
-                        s.regularizer, self.params[n.name][s.name]).astype(self.dtype, copy=False)
+        for name, s in regularized:
+            grads[name][s.name] = grads[name][s.name] + penalty_grad(
+                s.regularizer, self.params[name][s.name]).astype(self.dtype, copy=False)
 
     def apply_constraints(self) -> None:
+        constrained = self._constrained()
+        if not constrained:
+            return
         from .constraints import apply_constraint
 
-        for n in self.nodes:
-            for s in self.specs[n.name]:
-                if s.trainable and s.constraint:
-                    apply_constraint(s.constraint, self.params[n.name][s.name])
+        for name, s in constrained:
+            apply_constraint(s.constraint, self.params[name][s.name])
