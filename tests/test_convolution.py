@@ -154,6 +154,10 @@ def test_conv_forward_matches_loop_reference(type_name, extra, shape, conv_path)
     ({"type": "Conv2DTranspose", "filters": 2, "kernel_size": 3, "strides": 2, "padding": "same",
       "output_padding": 1, "activation": "relu", "bias_initializer": {"type": "constant", "value": 0.3}},
      (2, 3, 2)),
+    ({"type": "SeparableConv2D", "filters": 2, "kernel_size": 2, "depth_multiplier": 2, "padding": "same",
+      "activation": "relu", "bias_initializer": {"type": "constant", "value": 0.3}}, (3, 3, 2)),
+    ({"type": "DepthwiseConv1D", "kernel_size": 3, "depth_multiplier": 2, "strides": 2, "padding": "same",
+      "activation": "tanh"}, (5, 2)),
 ])
 def test_gradients_on_every_path(cfg, shape, conv_path):
     built = build_layer(cfg, shape, seed=5)

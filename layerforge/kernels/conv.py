@@ -1,27 +1,36 @@
-"""Convolution kernels: im2col / col2im (gather form) and direct depthwise kernels, plus the
-BLAS-backed drivers the convolution layers call.
+"""Convolution kernels and their drivers: im2col / col2im + BLAS GEMMs, direct kernels for small windows,
+depthwise kernels.
 
-Everything works on channels_last arrays with THREE spatial axes ``(B, D, H, W, C)``: a 2D
-convolution is a 3D one with a unit depth axis and a 1D one has unit depth and height, so one
-set of kernels serves Conv1D/2D/3D, their transposes and the depthwise/separable layers.
+Everything works on channels_last arrays with THREE spatial axes ``(B, D, H, W, C)``: a 2D convolution is a 3D
+one with a unit depth axis and a 1D one has unit depth and height, so one set of kernels serves Conv1D/2D/3D,
+their transposes and the depthwise/separable layers.
 
-Geometry (per spatial axis, always as 3-tuples ``(d, h, w)``): kernel size ``k``, stride ``s``,
-dilation ``d`` and ``pad`` = zero padding before the first input element. Output position ``o``
-and tap ``t`` read input position ``o*s + t*d - pad``; positions outside the input read zero.
+Geometry (per spatial axis, always 3-tuples ``(d, h, w)``): kernel size ``k``, stride ``s``, dilation ``d`` and
+``pad`` = zero padding before the first input element. Output position ``o`` and tap ``t`` read input position
+``o*s + t*d - pad``; positions outside the input read zero. Column layout: ``cols[g, row, (kd, kh, kw, c)]`` with
+``row = ((b*od + z)*oh + y)*ow + x`` and ``c`` the channel inside group ``g``, so the Keras kernel
+``(kd, kh, kw, C/groups, f)`` reshaped to 2D is exactly the right-hand side of the GEMM.
 
-Column layout: ``cols[g, row, (kd, kh, kw, c)]`` with ``row = ((b*od + z)*oh + y)*ow + x`` and
-``c`` the channel inside group ``g`` -- i.e. the Keras kernel ``(kd, kh, kw, C/groups, f)``
-reshaped to 2D is exactly the right-hand side of the GEMM.
+Parallelism: the batch is split into one contiguous block of samples per thread (``split_batch``) and each
+thread runs the whole pipeline of its block -- im2col, GEMM, bias + activation, col2im -- with Numba kernels
+compiled ``nogil`` and BLAS held to one thread meanwhile, so a layer's pass synchronises its threads once.
+(Measured on the 2-core target: OpenBLAS's own threads gave no speed-up on these GEMM shapes, and handing work
+back and forth between the Numba and OpenBLAS thread pools cost more than the work whenever the machine was
+shared.) Inside a block, samples go through in chunks whose columns stay in cache (``CHUNK_BYTES``).
 """
 
 from __future__ import annotations
 
-import numpy as np
-from numba import njit, prange, uint64
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
-# ----------------------------------------------------------------------------- numba kernels
-# Hot copy loops index flat arrays with unsigned offsets: a signed index makes Numba emit the
-# negative-index wraparound, which stops LLVM from vectorising the loop (4x slower copies).
+import numpy as np
+from numba import njit, uint64
+
+# ============================================================================ Numba kernels (serial, nogil)
+# Hot copy loops index flat arrays with unsigned offsets: a signed index makes Numba emit the negative-index
+# wraparound, which stops LLVM from vectorising the loop (4x slower copies).
 
 
 @njit(inline="always")
@@ -48,13 +57,24 @@ def _zero(dst, d0, n):
         dst[d + t] = z
 
 
+@njit(inline="always")
+def _valid_range(n_out, stride, offset, n_in):
+    """[lo, hi) of the outputs o with 0 <= o*stride + offset < n_in."""
+    lo = 0
+    while lo < n_out and lo * stride + offset < 0:
+        lo += 1
+    hi = n_out
+    while hi > lo and (hi - 1) * stride + offset >= n_in:
+        hi -= 1
+    return lo, hi
 
-@njit(cache=True, parallel=True)
+
+@njit(cache=True, nogil=True)
 def im2col(x, cols, out_shape, ksize, strides, dilation, pad):
-    """cols[g, row, tap*Cg + c] = x[b, in(z), in(y), in(x), g*Cg + c] (zero outside); x C-contiguous.
+    """cols[g, row, tap*Cg + c] = x[b, in(z), in(y), in(x), g*Cg + c] (zero outside); x and cols C-contiguous.
 
-    When a window row lies inside the input and there is one group with unit dilation along W, its
-    ``kw * C`` values are contiguous in both arrays and copied as one run."""
+    When a window row lies inside the input and there is one group with unit dilation along W, its ``kw * C``
+    values are contiguous in both arrays and copied as one run."""
     B, D, H, W, C = x.shape
     od, oh, ow = out_shape
     kd, kh, kw = ksize
@@ -66,7 +86,7 @@ def im2col(x, cols, out_shape, ksize, strides, dilation, pad):
     xf = x.reshape(-1)
     cf = cols.reshape(-1)
     run = kw * C if (G == 1 and dw == 1) else 0
-    for r in prange(B * od * oh):
+    for r in range(B * od * oh):
         b = r // (od * oh)
         rem = r - b * od * oh
         z = rem // oh
@@ -97,12 +117,10 @@ def im2col(x, cols, out_shape, ksize, strides, dilation, pad):
                                 _zero(cf, dst, cg)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True)
 def col2im(cols, dx, out_shape, ksize, strides, dilation, pad):
-    """Adjoint of ``im2col``: dx[b, p, c] = sum of every column entry that read input p.
-
-    Scatter form, one sample per parallel iteration (samples never share input pixels), with the same
-    contiguous ``kw * C`` runs as ``im2col``."""
+    """Adjoint of ``im2col``: dx[b, p, c] = sum of every column entry that read input p (scatter form, with
+    the same contiguous ``kw * C`` runs as ``im2col``); dx is overwritten."""
     B, D, H, W, C = dx.shape
     od, oh, ow = out_shape
     kd, kh, kw = ksize
@@ -114,9 +132,8 @@ def col2im(cols, dx, out_shape, ksize, strides, dilation, pad):
     df = dx.reshape(-1)
     cf = cols.reshape(-1)
     run = kw * C if (G == 1 and dw == 1) else 0
-    per_sample = D * H * W * C
-    for b in prange(B):
-        _zero(df, b * per_sample, per_sample)
+    _zero(df, 0, df.size)
+    for b in range(B):
         for z in range(od):
             for yy in range(oh):
                 for xx in range(ow):
@@ -144,25 +161,12 @@ def col2im(cols, dx, out_shape, ksize, strides, dilation, pad):
                                     _add(df, (line + ix) * C + g * cg, cf, (g * N + row) * KC + (tap0 + l) * cg, cg)
 
 
-@njit(inline="always")
-def _valid_range(n_out, stride, offset, n_in):
-    """[lo, hi) of the outputs o with 0 <= o*stride + offset < n_in."""
-    lo = 0
-    while lo < n_out and lo * stride + offset < 0:
-        lo += 1
-    hi = n_out
-    while hi > lo and (hi - 1) * stride + offset >= n_in:
-        hi -= 1
-    return lo, hi
-
-
-@njit(cache=True, parallel=True, fastmath={"contract"})
+@njit(cache=True, nogil=True, fastmath={"contract"})
 def direct_forward(x, w, bias, y, out_shape, ksize, strides, dilation, pad, relu):
-    """Direct convolution for few input values per window (taps * C small), bias and relu fused.
-
+    """Direct convolution for few input values per window (taps * C small), bias and relu fused:
     y[b, z, yy, xx, :] = act(bias + sum_{tap, c} x[b, in(z), in(yy), in(xx), c] * w[tap, c, :]), w (taps, C, F).
-    One output row (b, z, yy) per parallel iteration, accumulated tap by tap into a small (ow, F) buffer so the
-    innermost loop runs over F without a loop-carried dependency."""
+    Each output row is accumulated tap by tap in a small (ow, F) buffer so the innermost loop runs over F
+    without a loop-carried dependency."""
     B, D, H, W, C = x.shape
     od, oh, ow = out_shape
     kd, kh, kw = ksize
@@ -171,12 +175,12 @@ def direct_forward(x, w, bias, y, out_shape, ksize, strides, dilation, pad, relu
     pd, ph, pw = pad
     F = w.shape[2]
     zero = x.dtype.type(0)
-    for r in prange(B * od * oh):
+    acc = np.empty((ow, F), dtype=y.dtype)
+    for r in range(B * od * oh):
         b = r // (od * oh)
         rem = r - b * od * oh
         z = rem // oh
         yy = rem - z * oh
-        acc = np.empty((ow, F), dtype=y.dtype)
         for xx in range(ow):
             for q in range(F):
                 acc[xx, q] = bias[q]
@@ -205,64 +209,54 @@ def direct_forward(x, w, bias, y, out_shape, ksize, strides, dilation, pad, relu
                 y[b, z, yy, xx, q] = v
 
 
-@njit(cache=True, parallel=True, fastmath={"contract"})
-def direct_backward_kernel(x, g, y, dz, dw_part, db_part, out_shape, ksize, strides, dilation, pad, relu):
-    """Kernel and bias gradients of ``direct_forward`` as partial sums per chunk of output rows (summed by
-    the caller); g and dz are (B*od*oh*ow, F). With ``relu``, dz = g * (y > 0) is formed on the fly and
-    written out; otherwise g already is dz."""
+@njit(cache=True, nogil=True, fastmath={"contract"})
+def direct_backward(x, g, y, dz, dw, db, out_shape, ksize, strides, dilation, pad, relu):
+    """Kernel and bias gradients of ``direct_forward``, ADDED to dw (taps, C, F) and db (F); g and dz are
+    (B*od*oh*ow, F). With ``relu``, dz = g * (y > 0) is formed on the fly and written out; otherwise g is dz."""
     B, D, H, W, C = x.shape
     od, oh, ow = out_shape
     kd, kh, kw = ksize
     sd, sh, sw = strides
-    dd, dh, dw = dilation
+    dd, dh, dw_ = dilation
     pd, ph, pw = pad
     F = g.shape[1]
-    P = dw_part.shape[0]
-    taps = kd * kh * kw
-    nrows = B * od * oh
-    chunk = (nrows + P - 1) // P
     zero = x.dtype.type(0)
-    for p in prange(P):
-        acc = np.zeros((taps, C, F), dtype=dw_part.dtype)
-        bacc = np.zeros(F, dtype=db_part.dtype)
-        gr = np.empty((ow, F), dtype=g.dtype)
-        for r in range(p * chunk, min(nrows, (p + 1) * chunk)):
-            b = r // (od * oh)
-            rem = r - b * od * oh
-            z = rem // oh
-            yy = rem - z * oh
-            base = r * ow
-            for xx in range(ow):
-                for q in range(F):
-                    v = g[base + xx, q]
-                    if relu:
-                        if y[base + xx, q] <= zero:
-                            v = zero
-                        dz[base + xx, q] = v
-                    gr[xx, q] = v
-                    bacc[q] += v
-            for i in range(kd):
-                iz = z * sd + i * dd - pd
-                if iz < 0 or iz >= D:
+    gr = np.empty((ow, F), dtype=g.dtype)
+    for r in range(B * od * oh):
+        b = r // (od * oh)
+        rem = r - b * od * oh
+        z = rem // oh
+        yy = rem - z * oh
+        base = r * ow
+        for xx in range(ow):
+            for q in range(F):
+                v = g[base + xx, q]
+                if relu:
+                    if y[base + xx, q] <= zero:
+                        v = zero
+                    dz[base + xx, q] = v
+                gr[xx, q] = v
+                db[q] += v
+        for i in range(kd):
+            iz = z * sd + i * dd - pd
+            if iz < 0 or iz >= D:
+                continue
+            for j in range(kh):
+                iy = yy * sh + j * dh - ph
+                if iy < 0 or iy >= H:
                     continue
-                for j in range(kh):
-                    iy = yy * sh + j * dh - ph
-                    if iy < 0 or iy >= H:
-                        continue
-                    for l in range(kw):
-                        t = (i * kh + j) * kw + l
-                        off = l * dw - pw
-                        lo, hi = _valid_range(ow, sw, off, W)
-                        for c in range(C):
-                            for xx in range(lo, hi):
-                                v = x[b, iz, iy, xx * sw + off, c]
-                                for q in range(F):
-                                    acc[t, c, q] += v * gr[xx, q]
-        dw_part[p, :] = acc.reshape(-1)
-        db_part[p, :] = bacc
+                for l in range(kw):
+                    t = (i * kh + j) * kw + l
+                    off = l * dw_ - pw
+                    lo, hi = _valid_range(ow, sw, off, W)
+                    for c in range(C):
+                        for xx in range(lo, hi):
+                            v = x[b, iz, iy, xx * sw + off, c]
+                            for q in range(F):
+                                dw[t, c, q] += v * gr[xx, q]
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True)
 def depthwise_forward(x, w, y, out_shape, ksize, strides, dilation, pad):
     """y[b, o, c*dm + m] = sum_taps x[b, in(o, tap), c] * w[tap, c, m]; w is (kd, kh, kw, C, dm)."""
     B, D, H, W, C = x.shape
@@ -272,90 +266,43 @@ def depthwise_forward(x, w, y, out_shape, ksize, strides, dilation, pad):
     dd, dh, dw = dilation
     pd, ph, pw = pad
     dm = w.shape[4]
-    for r in prange(B * od * oh):
-        b = r // (od * oh)
-        rem = r - b * od * oh
-        z = rem // oh
-        yy = rem - z * oh
-        for xx in range(ow):
-            for q in range(C * dm):
-                y[b, z, yy, xx, q] = 0
-            for i in range(kd):
-                iz = z * sd + i * dd - pd
-                if iz < 0 or iz >= D:
-                    continue
-                for j in range(kh):
-                    iy = yy * sh + j * dh - ph
-                    if iy < 0 or iy >= H:
-                        continue
-                    for l in range(kw):
-                        ix = xx * sw + l * dw - pw
-                        if ix < 0 or ix >= W:
+    for b in range(B):
+        for z in range(od):
+            for yy in range(oh):
+                for xx in range(ow):
+                    for q in range(C * dm):
+                        y[b, z, yy, xx, q] = 0
+                    for i in range(kd):
+                        iz = z * sd + i * dd - pd
+                        if iz < 0 or iz >= D:
                             continue
-                        for c in range(C):
-                            v = x[b, iz, iy, ix, c]
-                            for m in range(dm):
-                                y[b, z, yy, xx, c * dm + m] += v * w[i, j, l, c, m]
+                        for j in range(kh):
+                            iy = yy * sh + j * dh - ph
+                            if iy < 0 or iy >= H:
+                                continue
+                            for l in range(kw):
+                                ix = xx * sw + l * dw - pw
+                                if ix < 0 or ix >= W:
+                                    continue
+                                for c in range(C):
+                                    v = x[b, iz, iy, ix, c]
+                                    for m in range(dm):
+                                        y[b, z, yy, xx, c * dm + m] += v * w[i, j, l, c, m]
 
 
-@njit(cache=True, parallel=True)
-def depthwise_backward_input(dy, w, dx, out_shape, ksize, strides, dilation, pad):
-    """dx of ``depthwise_forward`` (gather over the taps that read each input pixel)."""
-    B, D, H, W, C = dx.shape
-    od, oh, ow = out_shape
-    kd, kh, kw = ksize
-    sd, sh, sw = strides
-    dd, dh, dw = dilation
-    pd, ph, pw = pad
-    dm = w.shape[4]
-    for r in prange(B * D * H):
-        b = r // (D * H)
-        rem = r - b * D * H
-        iz = rem // H
-        iy = rem - iz * H
-        for ix in range(W):
-            for c in range(C):
-                dx[b, iz, iy, ix, c] = 0
-            for i in range(kd):
-                tz = iz + pd - i * dd
-                if tz < 0 or tz % sd != 0:
-                    continue
-                z = tz // sd
-                if z >= od:
-                    continue
-                for j in range(kh):
-                    ty = iy + ph - j * dh
-                    if ty < 0 or ty % sh != 0:
-                        continue
-                    yy = ty // sh
-                    if yy >= oh:
-                        continue
-                    for l in range(kw):
-                        tx = ix + pw - l * dw
-                        if tx < 0 or tx % sw != 0:
-                            continue
-                        xx = tx // sw
-                        if xx >= ow:
-                            continue
-                        for c in range(C):
-                            acc = dx[b, iz, iy, ix, c]
-                            for m in range(dm):
-                                acc += dy[b, z, yy, xx, c * dm + m] * w[i, j, l, c, m]
-                            dx[b, iz, iy, ix, c] = acc
-
-
-@njit(cache=True, parallel=True)
-def depthwise_backward_kernel(x, dy, dw_part, out_shape, ksize, strides, dilation, pad):
-    """Per-sample partial kernel gradients dw_part[b, i, j, l, c, m] (summed by the caller)."""
+@njit(cache=True, nogil=True)
+def depthwise_backward(x, dy, w, dx, dwk, need_dx, out_shape, ksize, strides, dilation, pad):
+    """Gradients of ``depthwise_forward``: dx overwritten (when ``need_dx``), kernel gradient ADDED to dwk."""
     B, D, H, W, C = x.shape
     od, oh, ow = out_shape
     kd, kh, kw = ksize
     sd, sh, sw = strides
     dd, dh, dw = dilation
     pd, ph, pw = pad
-    dm = dw_part.shape[5]
-    for b in prange(B):
-        dw_part[b] = 0
+    dm = w.shape[4]
+    if need_dx:
+        dx[:] = 0
+    for b in range(B):
         for z in range(od):
             for yy in range(oh):
                 for xx in range(ow):
@@ -373,16 +320,21 @@ def depthwise_backward_kernel(x, dy, dw_part, out_shape, ksize, strides, dilatio
                                     continue
                                 for c in range(C):
                                     v = x[b, iz, iy, ix, c]
+                                    acc = x.dtype.type(0)
                                     for m in range(dm):
-                                        dw_part[b, i, j, l, c, m] += v * dy[b, z, yy, xx, c * dm + m]
+                                        gm = dy[b, z, yy, xx, c * dm + m]
+                                        dwk[i, j, l, c, m] += v * gm
+                                        acc += gm * w[i, j, l, c, m]
+                                    if need_dx:
+                                        dx[b, iz, iy, ix, c] += acc
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True)
 def bias_relu(z, bias, relu):
     """In place on a 2D (N, f) array: z += bias, then max(z, 0) when ``relu``."""
     n, f = z.shape
     zero = z.dtype.type(0)
-    for r in prange(n):
+    for r in range(n):
         for q in range(f):
             v = z[r, q] + bias[q]
             if relu and v < zero:
@@ -390,89 +342,164 @@ def bias_relu(z, bias, relu):
             z[r, q] = v
 
 
-@njit(cache=True, parallel=True)
-def relu_backward_bias(dy, y, dz, db_part):
-    """dz = dy * (y > 0) on (N, f) arrays, and per-chunk partial bias gradients db_part (P, f)."""
+@njit(cache=True, nogil=True)
+def relu_backward_bias(dy, y, dz, db):
+    """dz = dy * (y > 0) on (N, f) arrays; the column sums of dz are ADDED to db."""
     n, f = dy.shape
-    parts = db_part.shape[0]
-    chunk = (n + parts - 1) // parts
     zero = dy.dtype.type(0)
-    for p in prange(parts):
-        acc = np.zeros(f, dtype=db_part.dtype)
-        for r in range(p * chunk, min(n, (p + 1) * chunk)):
-            for q in range(f):
-                v = dy[r, q] if y[r, q] > zero else zero
-                dz[r, q] = v
-                acc[q] += v
-        db_part[p, :] = acc
+    for r in range(n):
+        for q in range(f):
+            v = dy[r, q] if y[r, q] > zero else zero
+            dz[r, q] = v
+            db[q] += v
 
 
-# ----------------------------------------------------------------------------- drivers (Python + BLAS)
+# ============================================================================ threads, buffers, chunks
+
+_lock = threading.Lock()
+_executor: ThreadPoolExecutor | None = None
+_blas = None  # threadpoolctl controller of the loaded BLAS libraries (False: not available)
+
+
+def _threads() -> int:
+    import numba
+
+    return int(numba.get_num_threads())
+
+
+def _forget_workers() -> None:  # a forked child has none of the parent's threads
+    global _executor
+    _executor = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_workers)
+
+
+def _workers(n: int) -> ThreadPoolExecutor:
+    global _executor
+    with _lock:
+        if _executor is None or _executor._max_workers < n:
+            _executor = ThreadPoolExecutor(max_workers=n, thread_name_prefix="layerforge-conv")
+        return _executor
+
+
+class _OneThreadBlas:
+    """Holds the BLAS libraries to one thread inside the block (each worker runs its own GEMMs)."""
+
+    def __enter__(self):
+        global _blas
+        if _blas is None:
+            try:
+                from threadpoolctl import ThreadpoolController
+
+                _blas = ThreadpoolController().select(user_api="blas").lib_controllers or False
+            except Exception:  # noqa: BLE001 - threadpoolctl missing or unusable: leave BLAS alone
+                _blas = False
+        self.saved = []
+        for lib in _blas or ():
+            n = lib.num_threads
+            if n != 1:
+                lib.set_num_threads(1)
+                self.saved.append((lib, n))
+        return self
+
+    def __exit__(self, *exc):
+        for lib, n in self.saved:
+            lib.set_num_threads(n)
+        return False
+
+
+def split_batch(batch: int, work) -> list:
+    """Run ``work(s0, s1)`` on one contiguous block of samples per thread (the calling thread takes the first);
+    returns the results in block order."""
+    n = min(_threads(), batch)
+    if n <= 1:
+        return [work(0, batch)]
+    bounds = [(batch * i // n, batch * (i + 1) // n) for i in range(n)]
+    pool = _workers(n - 1)
+    with _OneThreadBlas():
+        futures = [pool.submit(work, s0, s1) for s0, s1 in bounds[1:]]
+        try:
+            first = work(*bounds[0])
+        finally:
+            rest = [f.result() for f in futures]
+    return [first, *rest]
 
 
 class BufferPool:
-    """Reusable scratch arrays keyed by (shape, dtype): a layer takes one, gives it back when done."""
+    """Reusable scratch arrays keyed by (shape, dtype): take one, give it back when done (thread-safe)."""
 
     def __init__(self):
         self._free: dict = {}
 
     def take(self, shape, dtype) -> np.ndarray:
         key = (tuple(shape), np.dtype(dtype).str)
-        stack = self._free.get(key)
-        if stack:
-            return stack.pop()
-        return np.empty(shape, dtype=dtype)
+        try:
+            return self._free[key].pop()
+        except (KeyError, IndexError):
+            return np.empty(shape, dtype=dtype)
 
     def give(self, array) -> None:
         if array is None:
             return
-        key = (array.shape, array.dtype.str)
-        stack = self._free.setdefault(key, [])
-        if len(stack) < 2 and all(a is not array for a in stack):
+        stack = self._free.setdefault((array.shape, array.dtype.str), [])
+        if len(stack) < 4 and all(a is not array for a in stack):
             stack.append(array)
 
 
-# The GEMM path works through the batch in chunks of whole samples whose columns take about CHUNK_BYTES, so
-# each chunk's columns are multiplied while still in cache. In training the columns of the whole batch are kept
-# for the backward pass when they take at most KEEP_BYTES; larger ones are rebuilt chunk by chunk in backward
-# (cheaper than streaming a big buffer through memory twice).
-CHUNK_BYTES = 4 << 20
+# Inside a block, samples go through in chunks whose columns take about CHUNK_BYTES, so they are multiplied
+# while still in cache. In training the columns of the whole batch are kept for the backward pass when they
+# take at most KEEP_BYTES; larger ones are rebuilt chunk by chunk in backward (cheaper than streaming a big
+# buffer through memory twice).
+CHUNK_BYTES = 2 << 20
 KEEP_BYTES = 16 << 20
+# Direct kernels beat im2col + GEMM when a window holds few values (first layers on 1-3 channels): the GEMM's
+# inner dimension would be tiny and building the columns costs more than the arithmetic.
+DIRECT_MAX_WINDOW = 25
 
 
-def sample_chunks(batch: int, rows_per_sample: int, row_bytes: int) -> list[tuple[int, int]]:
+def use_direct(taps: int, channels: int, groups: int) -> bool:
+    return groups == 1 and taps * channels <= DIRECT_MAX_WINDOW
+
+
+def sample_chunks(s0: int, s1: int, rows_per_sample: int, row_bytes: int) -> list[tuple[int, int]]:
     per = max(1, CHUNK_BYTES // max(1, rows_per_sample * row_bytes))
-    return [(s, min(batch, s + per)) for s in range(0, batch, per)]
+    return [(s, min(s1, s + per)) for s in range(s0, s1, per)]
 
 
-def gemm_forward(cols, w2d, groups: int, out=None) -> np.ndarray:
-    """(G, N, Kc) x kernel (Kc, f) with groups along f -> (N, f), written into ``out`` when given."""
-    n = cols.shape[1]
-    f = w2d.shape[1]
-    if out is None:
-        out = np.empty((n, f), dtype=cols.dtype)
+def _rows(geo_shape) -> int:
+    return geo_shape[0] * geo_shape[1] * geo_shape[2]
+
+
+def _sum(parts):
+    total = parts[0]
+    for p in parts[1:]:
+        total = total + p
+    return total
+
+
+# ============================================================================ GEMM helpers
+
+def gemm_forward(cols, w2d, groups: int, out) -> np.ndarray:
+    """(G, N, Kc) x kernel (Kc, f) with groups along f -> out (N, f)."""
     if groups == 1:
-        np.matmul(cols[0], w2d, out=out)
-        return out
+        return np.matmul(cols[0], w2d, out=out)
+    n, f = out.shape
     fg = f // groups
     wg = w2d.reshape(w2d.shape[0], groups, fg).transpose(1, 0, 2)  # (G, Kc, fg)
     out.reshape(n, groups, fg)[...] = np.matmul(cols, wg).transpose(1, 0, 2)
     return out
 
 
-def gemm_kernel_grad(cols, dz2d, groups: int, out=None) -> np.ndarray:
-    """dW2d (Kc, f) = cols^T @ dz, group by group (into ``out`` when given)."""
+def gemm_kernel_grad(cols, dz2d, groups: int) -> np.ndarray:
+    """dW2d (Kc, f) = cols^T @ dz, group by group."""
     if groups == 1:
-        return np.matmul(cols[0].T, dz2d, out=out)
+        return cols[0].T @ dz2d
     n, f = dz2d.shape
     fg = f // groups
     dzg = dz2d.reshape(n, groups, fg).transpose(1, 0, 2)  # (G, N, fg)
-    dwg = np.matmul(cols.transpose(0, 2, 1), dzg)  # (G, Kc, fg)
-    res = dwg.transpose(1, 0, 2).reshape(cols.shape[2], f)
-    if out is None:
-        return res
-    out[...] = res
-    return out
+    return np.matmul(cols.transpose(0, 2, 1), dzg).transpose(1, 0, 2).reshape(cols.shape[2], f)
 
 
 def gemm_columns_grad(dz2d, w2d, groups: int, out) -> np.ndarray:
@@ -488,111 +515,36 @@ def gemm_columns_grad(dz2d, w2d, groups: int, out) -> np.ndarray:
     return out
 
 
-def gemm_conv_forward(x5, w2d, geo, groups: int, pool: BufferPool, keep: bool):
-    """Convolution by im2col + GEMM, chunk by chunk: returns (z2d (B*rows, f), columns or None).
-
-    With ``keep`` (training) the whole batch's columns are returned for the backward pass when they fit in
-    KEEP_BYTES (chunks are then slices of one buffer)."""
-    B = x5.shape[0]
-    rows = geo.out[0] * geo.out[1] * geo.out[2]
-    kc = w2d.shape[0]  # taps * C/groups: the kernel holds one group's input channels
-    z2d = np.empty((B * rows, w2d.shape[1]), dtype=x5.dtype)
-    chunks = sample_chunks(B, rows, groups * kc * x5.itemsize)
-    full = None
-    if keep and B * rows * groups * kc * x5.itemsize <= KEEP_BYTES:
-        full = pool.take((groups, B * rows, kc), x5.dtype)
-        if groups > 1:
-            chunks = [(0, B)]  # a slice across groups would not be contiguous
-    for s0, s1 in chunks:
-        r0, r1 = s0 * rows, s1 * rows
-        cols = full[:, r0:r1] if full is not None else pool.take((groups, r1 - r0, kc), x5.dtype)
-        im2col(x5[s0:s1], cols, geo.out, geo.k, geo.s, geo.d, geo.pad)
-        gemm_forward(cols, w2d, groups, out=z2d[r0:r1])
-        if full is None:
-            pool.give(cols)
-    return z2d, full
-
-
-def gemm_conv_backward(x5, dz2d, w2d, geo, groups: int, pool: BufferPool, cols, need_dx: bool, dw_out=None):
-    """Kernel gradient (Kc, f) and input gradient (or None) of ``gemm_conv_forward``, chunk by chunk;
-    ``cols`` are the forward's columns when it kept them, else they are rebuilt per chunk."""
-    B = x5.shape[0]
-    rows = geo.out[0] * geo.out[1] * geo.out[2]
+def _col2im_chunks(dz2d, w2d, geo, groups, dx5, s0, s1, pool):
+    """dx5[s0:s1] = col2im(dz @ W^T) for samples s0..s1, chunk by chunk (dz2d holds those samples' rows from
+    row 0)."""
+    rows = _rows(geo.out)
     kc = w2d.shape[0]
-    dx5 = np.empty(x5.shape, dtype=dz2d.dtype) if need_dx else None
-    if cols is not None:
-        chunks = [(0, B)] if groups > 1 else sample_chunks(B, rows, groups * kc * x5.itemsize)
-    else:
-        chunks = sample_chunks(B, rows, groups * kc * x5.itemsize)
-    dw = None
-    for s0, s1 in chunks:
-        r0, r1 = s0 * rows, s1 * rows
-        if cols is not None:
-            c = cols[:, r0:r1]
-        else:
-            c = pool.take((groups, r1 - r0, kc), x5.dtype)
-            im2col(x5[s0:s1], c, geo.out, geo.k, geo.s, geo.d, geo.pad)
-        dz = dz2d[r0:r1]
-        if dw is None:
-            dw = gemm_kernel_grad(c, dz, groups, out=dw_out)
-        else:
-            dw += gemm_kernel_grad(c, dz, groups)
-        if need_dx:
-            gemm_columns_grad(dz, w2d, groups, out=c)
-            col2im(c, dx5[s0:s1], geo.out, geo.k, geo.s, geo.d, geo.pad)
-        if cols is None:
-            pool.give(c)
-    pool.give(cols)
-    return dw, dx5
+    for c0, c1 in sample_chunks(s0, s1, rows, groups * kc * dz2d.itemsize):
+        cols = pool.take((groups, (c1 - c0) * rows, kc), dz2d.dtype)
+        gemm_columns_grad(dz2d[(c0 - s0) * rows:(c1 - s0) * rows], w2d, groups, out=cols)
+        col2im(cols, dx5[c0:c1], geo.out, geo.k, geo.s, geo.d, geo.pad)
+        pool.give(cols)
 
 
-def gemm_input_grad(dz2d, w2d, geo, groups: int, in_shape5, pool: BufferPool) -> np.ndarray:
-    """dx (in_shape5) = col2im(dz @ W^T), chunk by chunk: the input gradient of a convolution and the forward
-    pass of a transposed convolution."""
-    B = in_shape5[0]
-    rows = geo.out[0] * geo.out[1] * geo.out[2]
-    kc = w2d.shape[0]  # taps * C/groups: the kernel holds one group's input channels
-    dx5 = np.empty(in_shape5, dtype=dz2d.dtype)
-    for s0, s1 in sample_chunks(B, rows, groups * kc * dz2d.itemsize):
-        c = pool.take((groups, (s1 - s0) * rows, kc), dz2d.dtype)
-        gemm_columns_grad(dz2d[s0 * rows:s1 * rows], w2d, groups, out=c)
-        col2im(c, dx5[s0:s1], geo.out, geo.k, geo.s, geo.d, geo.pad)
-        pool.give(c)
-    return dx5
+# ============================================================================ bias + activation
+
+def _fused(activation: str) -> bool:
+    return activation in ("relu", "linear")
 
 
-def transpose_backward(dz5, x2d, w2d, geo, pool: BufferPool, need_dx: bool, dw_out=None):
-    """Gradients of a transposed convolution (forward = ``gemm_input_grad``): its input gradient is the
-    convolution of dz, dx2d = im2col(dz) @ W, and the kernel gradient is im2col(dz)^T @ x2d (taps*f, C_in)."""
-    B = dz5.shape[0]
-    rows = geo.out[0] * geo.out[1] * geo.out[2]
-    dx2d = np.empty(x2d.shape, dtype=dz5.dtype) if need_dx else None
-    dw = None
-    for s0, s1 in sample_chunks(B, rows, w2d.shape[0] * dz5.itemsize):
-        c = pool.take((1, (s1 - s0) * rows, w2d.shape[0]), dz5.dtype)
-        im2col(dz5[s0:s1], c, geo.out, geo.k, geo.s, geo.d, geo.pad)
-        r0, r1 = s0 * rows, s1 * rows
-        if need_dx:
-            np.matmul(c[0], w2d, out=dx2d[r0:r1])
-        if dw is None:
-            dw = np.matmul(c[0].T, x2d[r0:r1], out=dw_out)
-        else:
-            dw += c[0].T @ x2d[r0:r1]
-        pool.give(c)
-    return dw, dx2d
+def _bias_act_block(z2d, bias, activation):
+    """In place on a block of rows when the activation is fused (relu / linear)."""
+    if bias is not None or activation == "relu":
+        b = bias if bias is not None else np.zeros(z2d.shape[1], dtype=z2d.dtype)
+        bias_relu(z2d, b, activation == "relu")
 
 
-def add_bias_activation(z2d, bias, activation: str):
-    """Bias then activation on a fresh (N, f) GEMM result; returns (y2d, z2d or None).
-
-    relu and linear run in place in one parallel pass; other activations keep z when their
-    derivative needs it."""
+def _finish_activation(z2d, bias, activation):
+    """(y2d, z2d kept for backward or None) once the pre-activation is complete (unfused activations)."""
     from ..engine.activations import NEEDS_ONLY_OUTPUT, activate
 
-    if activation in ("relu", "linear"):
-        if bias is not None or activation == "relu":
-            b = bias if bias is not None else np.zeros(z2d.shape[1], dtype=z2d.dtype)
-            bias_relu(z2d, b.astype(z2d.dtype, copy=False), activation == "relu")
+    if _fused(activation):
         return z2d, None
     if bias is not None:
         z2d += bias
@@ -600,64 +552,222 @@ def add_bias_activation(z2d, bias, activation: str):
     return y2d, (None if activation in NEEDS_ONLY_OUTPUT else z2d)
 
 
-def _parts(rows: int) -> int:
-    """How many partial sums a parallel reduction over ``rows`` uses (a few per thread)."""
-    import numba
-
-    return max(1, min(rows // 64, 4 * numba.get_num_threads()))
-
-
-def activation_bias_backward(dy2d, z2d, y2d, activation: str, use_bias: bool):
-    """dL/dz and the bias gradient (or None)."""
+def activation_backward(dy2d, y2d, z2d, activation: str, use_bias: bool, batch: int):
+    """dL/dz (B*rows, f) and the bias gradient (or None); relu runs per block of samples in parallel."""
     if activation == "relu":
+        rows = dy2d.shape[0] // batch
         dz = np.empty_like(dy2d)
-        db = np.empty((_parts(dy2d.shape[0]), dy2d.shape[1]), dtype=dy2d.dtype)
-        relu_backward_bias(dy2d, y2d, dz, db)
-        return dz, (db.sum(axis=0) if use_bias else None)
-    from ..engine.activations import activate_backward
 
-    dz = activate_backward(activation, z2d, y2d, dy2d)
-    return dz, (dz.sum(axis=0) if use_bias else None)
+        def work(s0, s1):
+            db = np.zeros(dy2d.shape[1], dtype=dy2d.dtype)
+            r0, r1 = s0 * rows, s1 * rows
+            relu_backward_bias(dy2d[r0:r1], y2d[r0:r1], dz[r0:r1], db)
+            return db
 
-
-# Direct kernels beat im2col + GEMM when a window holds few values (first layers on 1-3 channels):
-# the GEMM's inner dimension would be tiny and building the columns costs more than the arithmetic.
-DIRECT_MAX_WINDOW = 25
-
-
-def use_direct(taps: int, channels: int, groups: int) -> bool:
-    return groups == 1 and taps * channels <= DIRECT_MAX_WINDOW
-
-
-def direct_conv(x5, w3, bias, geo, activation: str):
-    """Fused direct convolution + bias (+ relu); returns (y2d, z2d kept for the backward or None)."""
-    from ..engine.activations import NEEDS_ONLY_OUTPUT, activate
-
-    B, F = x5.shape[0], w3.shape[2]
-    y = np.empty((B, *geo.out, F), dtype=x5.dtype)
-    b = bias if bias is not None else np.zeros(F, dtype=x5.dtype)
-    direct_forward(x5, w3, b, y, geo.out, geo.k, geo.s, geo.d, geo.pad, activation == "relu")
-    z2d = y.reshape(-1, F)
-    if activation in ("relu", "linear"):
-        return z2d, None
-    y2d = activate(activation, z2d)
-    return y2d, (None if activation in NEEDS_ONLY_OUTPUT else z2d)
-
-
-def direct_conv_grads(x5, dy2d, y2d, z2d, geo, activation: str, w_shape):
-    """(dz2d, dW in w_shape, db) for ``direct_conv``."""
-    relu = activation == "relu"
-    if relu:
-        g, dz = dy2d, np.empty_like(dy2d)
+        db = _sum(split_batch(batch, work))
+        return dz, (db if use_bias else None)
+    if activation == "linear":
+        dz = dy2d
     else:
         from ..engine.activations import activate_backward
 
-        g = np.ascontiguousarray(activate_backward(activation, z2d, y2d, dy2d))
-        dz = g
-    F = g.shape[1]
-    parts = _parts(x5.shape[0] * geo.out[0] * geo.out[1])
-    dw_part = np.empty((parts, w_shape[0] * w_shape[1] * F), dtype=g.dtype)
-    db_part = np.empty((parts, F), dtype=g.dtype)
-    direct_backward_kernel(x5, g, y2d if relu else g, dz, dw_part, db_part, geo.out, geo.k, geo.s, geo.d,
-                           geo.pad, relu)
-    return dz, dw_part.sum(axis=0).reshape(*w_shape, F), db_part.sum(axis=0)
+        dz = np.ascontiguousarray(activate_backward(activation, z2d, y2d, dy2d))
+    return dz, (dz.sum(axis=0) if use_bias else None)
+
+
+# ============================================================================ drivers
+
+def gemm_conv_forward(x5, w2d, bias, geo, groups: int, activation: str, pool: BufferPool, keep: bool):
+    """Convolution by im2col + GEMM: returns (y2d (B*rows, f), z2d kept or None, columns kept or None).
+    With ``keep`` (training) the whole batch's columns are kept for the backward pass when they fit KEEP_BYTES."""
+    B = x5.shape[0]
+    rows = _rows(geo.out)
+    kc, f = w2d.shape  # kc = taps * C/groups: the kernel holds one group's input channels
+    z2d = np.empty((B * rows, f), dtype=x5.dtype)
+    full = None
+    if keep and groups == 1 and B * rows * kc * x5.itemsize <= KEEP_BYTES:
+        full = pool.take((1, B * rows, kc), x5.dtype)
+    fused = _fused(activation)
+
+    def work(s0, s1):
+        for c0, c1 in sample_chunks(s0, s1, rows, groups * kc * x5.itemsize):
+            r0, r1 = c0 * rows, c1 * rows
+            cols = full[:, r0:r1] if full is not None else pool.take((groups, r1 - r0, kc), x5.dtype)
+            im2col(x5[c0:c1], cols, geo.out, geo.k, geo.s, geo.d, geo.pad)
+            gemm_forward(cols, w2d, groups, out=z2d[r0:r1])
+            if fused:
+                _bias_act_block(z2d[r0:r1], bias, activation)
+            if full is None:
+                pool.give(cols)
+
+    split_batch(B, work)
+    y2d, z_keep = _finish_activation(z2d, bias, activation)
+    return y2d, z_keep, full
+
+
+def gemm_conv_backward(x5, dz2d, w2d, geo, groups: int, pool: BufferPool, full, need_dx: bool):
+    """Kernel gradient (Kc, f) and input gradient (or None) of ``gemm_conv_forward`` given dL/dz; ``full`` are the
+    forward's columns when it kept them, else each chunk's columns are rebuilt."""
+    B = x5.shape[0]
+    rows = _rows(geo.out)
+    kc = w2d.shape[0]
+    dx5 = np.empty(x5.shape, dtype=dz2d.dtype) if need_dx else None
+
+    def work(s0, s1):
+        dw = None
+        for c0, c1 in sample_chunks(s0, s1, rows, groups * kc * x5.itemsize):
+            r0, r1 = c0 * rows, c1 * rows
+            if full is not None:
+                cols = full[:, r0:r1]
+            else:
+                cols = pool.take((groups, r1 - r0, kc), x5.dtype)
+                im2col(x5[c0:c1], cols, geo.out, geo.k, geo.s, geo.d, geo.pad)
+            dz = dz2d[r0:r1]
+            part = gemm_kernel_grad(cols, dz, groups)
+            dw = part if dw is None else dw + part
+            if need_dx:
+                gemm_columns_grad(dz, w2d, groups, out=cols)
+                col2im(cols, dx5[c0:c1], geo.out, geo.k, geo.s, geo.d, geo.pad)
+            if full is None:
+                pool.give(cols)
+        return dw
+
+    dw = _sum(split_batch(B, work))
+    pool.give(full)
+    return dw, dx5
+
+
+def direct_conv(x5, w3, bias, geo, activation: str):
+    """Fused direct convolution + bias (+ relu); returns (y2d, z2d kept for the backward pass or None)."""
+    B, F = x5.shape[0], w3.shape[2]
+    y = np.empty((B, *geo.out, F), dtype=x5.dtype)
+    b = bias if bias is not None else np.zeros(F, dtype=x5.dtype)
+    relu = activation == "relu"
+    split_batch(B, lambda s0, s1: direct_forward(x5[s0:s1], w3, b, y[s0:s1], geo.out, geo.k, geo.s, geo.d,
+                                                 geo.pad, relu))
+    return _finish_activation(y.reshape(-1, F), None, activation)
+
+
+def direct_conv_backward(x5, dy2d, y2d, z2d, w2d, geo, activation: str, need_dx: bool, pool: BufferPool):
+    """(dW (taps, C, F), db (F), dx5 or None) for ``direct_conv``; dx goes through col2im of dz @ W^T."""
+    B, C = x5.shape[0], x5.shape[-1]
+    F = dy2d.shape[1]
+    rows = _rows(geo.out)
+    taps = geo.k[0] * geo.k[1] * geo.k[2]
+    relu = activation == "relu"
+    g_all = dy2d
+    if not _fused(activation):
+        from ..engine.activations import activate_backward
+
+        g_all = np.ascontiguousarray(activate_backward(activation, z2d, y2d, dy2d))
+    dx5 = np.empty(x5.shape, dtype=dy2d.dtype) if need_dx else None
+
+    def work(s0, s1):
+        r0, r1 = s0 * rows, s1 * rows
+        dw = np.zeros((taps, C, F), dtype=dy2d.dtype)
+        db = np.zeros(F, dtype=dy2d.dtype)
+        g = g_all[r0:r1]
+        dz = pool.take((r1 - r0, F), dy2d.dtype) if relu else g
+        direct_backward(x5[s0:s1], g, y2d[r0:r1] if relu else g, dz, dw, db, geo.out, geo.k, geo.s, geo.d,
+                        geo.pad, relu)
+        if need_dx:
+            _col2im_chunks(dz, w2d, geo, 1, dx5, s0, s1, pool)
+        if relu:
+            pool.give(dz)
+        return dw, db
+
+    parts = split_batch(B, work)
+    return _sum([p[0] for p in parts]), _sum([p[1] for p in parts]), dx5
+
+
+def transpose_forward(x2d, w2d, bias, geo, out_shape5, activation: str, pool: BufferPool):
+    """Transposed convolution (= the input gradient of a convolution): y = col2im(x @ W^T) with W (taps*f, C_in);
+    returns (y2d, z2d kept or None)."""
+    B, F = out_shape5[0], out_shape5[-1]
+    rows_in = _rows(geo.out)  # the layer's input is the output side of the convolution it transposes
+    rows_out = _rows(geo.inp)
+    y5 = np.empty(out_shape5, dtype=x2d.dtype)
+    y2d = y5.reshape(-1, F)
+    fused = _fused(activation)
+
+    def work(s0, s1):
+        _col2im_chunks(x2d[s0 * rows_in:s1 * rows_in], w2d, geo, 1, y5, s0, s1, pool)
+        if fused:
+            _bias_act_block(y2d[s0 * rows_out:s1 * rows_out], bias, activation)
+
+    split_batch(B, work)
+    return _finish_activation(y2d, bias, activation)
+
+
+def transpose_backward(dz2d, x2d, w2d, geo, pool: BufferPool, need_dx: bool, batch: int):
+    """Gradients of ``transpose_forward`` given dL/dz: dx2d = im2col(dz) @ W (the convolution of dz) and the kernel
+    gradient im2col(dz)^T @ x2d (taps*f, C_in)."""
+    rows_in = _rows(geo.out)
+    kc = w2d.shape[0]
+    dz5 = dz2d.reshape((batch, *geo.inp, dz2d.shape[1]))
+    dx2d = np.empty(x2d.shape, dtype=dz2d.dtype) if need_dx else None
+
+    def work(s0, s1):
+        dw = None
+        for c0, c1 in sample_chunks(s0, s1, rows_in, kc * dz2d.itemsize):
+            r0, r1 = c0 * rows_in, c1 * rows_in
+            cols = pool.take((1, r1 - r0, kc), dz2d.dtype)
+            im2col(dz5[c0:c1], cols, geo.out, geo.k, geo.s, geo.d, geo.pad)
+            if need_dx:
+                np.matmul(cols[0], w2d, out=dx2d[r0:r1])
+            part = cols[0].T @ x2d[r0:r1]
+            dw = part if dw is None else dw + part
+            pool.give(cols)
+        return dw
+
+    return _sum(split_batch(batch, work)), dx2d
+
+
+def depthwise_conv(x5, w5, pw2d, bias, geo, activation: str):
+    """Depthwise convolution, then (separable) the pointwise GEMM, bias and activation.
+    Returns (y2d, z2d kept or None, mid (B, *out, C*dm) kept for the pointwise gradient or None)."""
+    B, C = x5.shape[0], x5.shape[-1]
+    dm = w5.shape[4]
+    rows = _rows(geo.out)
+    mid = np.empty((B, *geo.out, C * dm), dtype=x5.dtype)
+    mid2d = mid.reshape(-1, C * dm)
+    z2d = mid2d if pw2d is None else np.empty((B * rows, pw2d.shape[1]), dtype=x5.dtype)
+    fused = _fused(activation)
+
+    def work(s0, s1):
+        depthwise_forward(x5[s0:s1], w5, mid[s0:s1], geo.out, geo.k, geo.s, geo.d, geo.pad)
+        r0, r1 = s0 * rows, s1 * rows
+        if pw2d is not None:
+            np.matmul(mid2d[r0:r1], pw2d, out=z2d[r0:r1])
+        if fused:
+            _bias_act_block(z2d[r0:r1], bias, activation)
+
+    split_batch(B, work)
+    y2d, z_keep = _finish_activation(z2d, bias, activation)
+    return y2d, z_keep, (mid if pw2d is not None else None)
+
+
+def depthwise_conv_backward(dz2d, x5, w5, pw2d, mid, geo, need_dx: bool):
+    """(dW depthwise (kd, kh, kw, C, dm), dW pointwise (C*dm, f) or None, dx5 or None) given dL/dz."""
+    B, C = x5.shape[0], x5.shape[-1]
+    dm = w5.shape[4]
+    rows = _rows(geo.out)
+    dx5 = np.empty(x5.shape, dtype=dz2d.dtype) if need_dx else np.empty((0, 0, 0, 0, 0), dtype=dz2d.dtype)
+
+    def work(s0, s1):
+        r0, r1 = s0 * rows, s1 * rows
+        dz = dz2d[r0:r1]
+        dpw = None
+        if pw2d is not None:
+            dpw = mid.reshape(-1, C * dm)[r0:r1].T @ dz
+            dmid = dz @ pw2d.T
+        else:
+            dmid = np.ascontiguousarray(dz)
+        dwk = np.zeros(w5.shape, dtype=dz2d.dtype)
+        depthwise_backward(x5[s0:s1], dmid.reshape((s1 - s0, *geo.out, C * dm)), w5,
+                           dx5[s0:s1] if need_dx else dx5, dwk, need_dx, geo.out, geo.k, geo.s, geo.d, geo.pad)
+        return dwk, dpw
+
+    parts = split_batch(B, work)
+    dpw = _sum([p[1] for p in parts]) if pw2d is not None else None
+    return _sum([p[0] for p in parts]), dpw, (dx5 if need_dx else None)

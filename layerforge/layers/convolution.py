@@ -339,6 +339,15 @@ class _ConvBase(Layer):
             return buf
         return None
 
+    def _kernel_grad(self, params, name, dw):
+        """{name: gradient} in the weight's shape and dtype, written into the engine's buffer when it has one."""
+        w = params[name]
+        buf = self._grad_buffer(name, w.shape, w.dtype)
+        if buf is not None:
+            buf[...] = dw.reshape(w.shape)
+            return {name: buf}
+        return {name: dw.reshape(w.shape).astype(w.dtype, copy=False)}
+
     def _bias_grad(self, params, db):
         if not self.config.use_bias:
             return {}
@@ -379,8 +388,8 @@ class _Conv(_ConvBase):
             y2d, z_keep = K.direct_conv(x5, w3, bias, geo, c.activation)
         else:
             w2d = np.ascontiguousarray(kernel.reshape(-1, c.filters), dtype=x.dtype)
-            z2d, cols = K.gemm_conv_forward(x5, w2d, geo, c.groups, self._buffers(), keep=training)
-            y2d, z_keep = K.add_bias_activation(z2d, bias, c.activation)
+            y2d, z_keep, cols = K.gemm_conv_forward(x5, w2d, bias, geo, c.groups, c.activation, self._buffers(),
+                                                    keep=training)
         y = y2d.reshape((xl.shape[0], *geo.out[3 - self.rank:], c.filters))
         return self._from_last(y), _Cache(x5=x5, cols=cols, y2d=y2d, z2d=z_keep, geo=geo, in_shape=xl.shape)
 
@@ -396,24 +405,14 @@ class _Conv(_ConvBase):
         taps = geo.k[0] * geo.k[1] * geo.k[2]
         pool = self._buffers()
         cols, cache.cols = cache.cols, None  # a second backward on this cache rebuilds the columns
-        need_dx = self.needs_input_grad
-        gk = self._grad_buffer("kernel", kernel.shape, kernel.dtype)
         if K.use_direct(taps, x5.shape[-1], c.groups):
-            dz2d, dw, db = K.direct_conv_grads(x5, dy2d, cache.y2d, cache.z2d, geo, c.activation,
-                                               (taps, x5.shape[-1]))
-            dx5 = K.gemm_input_grad(dz2d, w2d, geo, 1, x5.shape, pool) if need_dx else None
-            if gk is not None:
-                gk.reshape(dw.shape)[...] = dw
-                dw = gk
+            dw, db, dx5 = K.direct_conv_backward(x5, dy2d, cache.y2d, cache.z2d, w2d, geo, c.activation,
+                                                 self.needs_input_grad, pool)
         else:
-            dz2d, db = K.activation_bias_backward(dy2d, cache.z2d, cache.y2d, c.activation, c.use_bias)
-            dw_out = gk.reshape(w2d.shape) if gk is not None and gk.dtype == dz2d.dtype else None
-            dw, dx5 = K.gemm_conv_backward(x5, np.ascontiguousarray(dz2d), w2d, geo, c.groups, pool, cols,
-                                           need_dx, dw_out)
-            if dw_out is not None:
-                dw = gk
-        grads = {"kernel": dw.reshape(kernel.shape).astype(kernel.dtype, copy=False), **self._bias_grad(params, db)}
-        dx = self._from_last(dx5.reshape(cache.in_shape)) if need_dx else None
+            dz2d, db = K.activation_backward(dy2d, cache.y2d, cache.z2d, c.activation, c.use_bias, x5.shape[0])
+            dw, dx5 = K.gemm_conv_backward(x5, dz2d, w2d, geo, c.groups, pool, cols, self.needs_input_grad)
+        grads = {**self._kernel_grad(params, "kernel", dw), **self._bias_grad(params, db)}
+        dx = self._from_last(dx5.reshape(cache.in_shape)) if self.needs_input_grad else None
         return dx, grads
 
 
@@ -493,8 +492,8 @@ class _ConvTranspose(_ConvBase):
         geo = self._geometry(xl.shape[1:-1])
         x2d = xl.reshape(-1, chans)
         w2d = np.ascontiguousarray(params["kernel"].reshape(-1, chans), dtype=x.dtype)  # (taps * f, C_in)
-        y5 = K.gemm_input_grad(x2d, w2d, geo, 1, (B, *geo.inp, c.filters), self._buffers())
-        y2d, z_keep = K.add_bias_activation(y5.reshape(-1, c.filters), self._bias(params, x.dtype), c.activation)
+        y2d, z_keep = K.transpose_forward(x2d, w2d, self._bias(params, x.dtype), geo, (B, *geo.inp, c.filters),
+                                          c.activation, self._buffers())
         y = y2d.reshape((B, *geo.inp[3 - self.rank:], c.filters))
         return self._from_last(y), _Cache(x5=x2d, y2d=y2d, z2d=z_keep, geo=geo, in_shape=xl.shape)
 
@@ -502,17 +501,13 @@ class _ConvTranspose(_ConvBase):
         from ..kernels import conv as K
 
         c = self.config
-        geo = cache.geo
+        B = cache.in_shape[0]
         dy2d = self._to_last(dy).reshape(-1, c.filters)
-        dz2d, db = K.activation_bias_backward(dy2d, cache.z2d, cache.y2d, c.activation, c.use_bias)
-        dz5 = np.ascontiguousarray(dz2d).reshape((cache.in_shape[0], *geo.inp, c.filters))
+        dz2d, db = K.activation_backward(dy2d, cache.y2d, cache.z2d, c.activation, c.use_bias, B)
         kernel = params["kernel"]
         w2d = np.ascontiguousarray(kernel.reshape(-1, kernel.shape[-1]), dtype=dz2d.dtype)
-        gk = self._grad_buffer("kernel", kernel.shape, kernel.dtype)
-        dw_out = gk.reshape(w2d.shape) if gk is not None and gk.dtype == dz2d.dtype else None
-        dw, dx2d = K.transpose_backward(dz5, cache.x5, w2d, geo, self._buffers(), self.needs_input_grad, dw_out)
-        grads = {"kernel": (gk if dw_out is not None else dw.reshape(kernel.shape).astype(kernel.dtype, copy=False)),
-                 **self._bias_grad(params, db)}
+        dw, dx2d = K.transpose_backward(dz2d, cache.x5, w2d, cache.geo, self._buffers(), self.needs_input_grad, B)
+        grads = {**self._kernel_grad(params, "kernel", dw), **self._bias_grad(params, db)}
         dx = self._from_last(dx2d.reshape(cache.in_shape)) if self.needs_input_grad else None
         return dx, grads
 
@@ -561,16 +556,11 @@ class _Depthwise(_ConvBase):
         geo = self._geometry(xl.shape[1:-1])
         x5 = xl.reshape((B, *geo.inp, chans))
         dm = c.depth_multiplier
-        w5 = params[self._dw_name].reshape((*geo.k, chans, dm)).astype(x.dtype, copy=False)
-        mid = np.empty((B, *geo.out, chans * dm), dtype=x.dtype)
-        K.depthwise_forward(x5, w5, mid, geo.out, geo.k, geo.s, geo.d, geo.pad)
-        mid2d = mid.reshape(-1, chans * dm)
+        w5 = np.ascontiguousarray(params[self._dw_name].reshape((*geo.k, chans, dm)), dtype=x.dtype)
+        pw = None
         if self.kind == "separable":
-            pw = params["pointwise_kernel"].reshape(chans * dm, c.filters).astype(x.dtype, copy=False)
-            z2d = mid2d @ pw
-        else:
-            z2d = mid2d if (c.activation == "linear" and not c.use_bias) else mid2d.copy()
-        y2d, z_keep = K.add_bias_activation(z2d, self._bias(params, x.dtype), c.activation)
+            pw = np.ascontiguousarray(params["pointwise_kernel"].reshape(chans * dm, c.filters), dtype=x.dtype)
+        y2d, z_keep, mid = K.depthwise_conv(x5, w5, pw, self._bias(params, x.dtype), geo, c.activation)
         y = y2d.reshape((B, *geo.out[3 - self.rank:], y2d.shape[1]))
         return self._from_last(y), _Cache(x5=x5, mid=mid, y2d=y2d, z2d=z_keep, geo=geo, in_shape=xl.shape)
 
@@ -578,31 +568,21 @@ class _Depthwise(_ConvBase):
         from ..kernels import conv as K
 
         c = self.config
-        geo = cache.geo
-        x5, mid = cache.x5, cache.mid
+        x5 = cache.x5
         chans, dm = x5.shape[-1], c.depth_multiplier
         dy2d = self._to_last(dy).reshape(-1, cache.y2d.shape[1])
-        dz2d, db = K.activation_bias_backward(dy2d, cache.z2d, cache.y2d, c.activation, c.use_bias)
-        grads = {}
+        dz2d, db = K.activation_backward(dy2d, cache.y2d, cache.z2d, c.activation, c.use_bias, x5.shape[0])
+        w5 = np.ascontiguousarray(params[self._dw_name].reshape((*cache.geo.k, chans, dm)), dtype=dz2d.dtype)
+        pw = None
         if self.kind == "separable":
-            pw_param = params["pointwise_kernel"]
-            pw = pw_param.reshape(chans * dm, c.filters).astype(dz2d.dtype, copy=False)
-            grads["pointwise_kernel"] = (mid.reshape(-1, chans * dm).T @ dz2d).reshape(pw_param.shape).astype(
-                pw_param.dtype, copy=False)
-            dmid2d = dz2d @ pw.T
-        else:
-            dmid2d = dz2d
-        dmid = np.ascontiguousarray(dmid2d).reshape(mid.shape)
-        w_param = params[self._dw_name]
-        w5 = w_param.reshape((*geo.k, chans, dm)).astype(dz2d.dtype, copy=False)
-        dx5 = np.empty(x5.shape, dtype=dz2d.dtype)
-        K.depthwise_backward_input(dmid, w5, dx5, geo.out, geo.k, geo.s, geo.d, geo.pad)
-        part = np.empty((x5.shape[0], *geo.k, chans, dm), dtype=dz2d.dtype)
-        K.depthwise_backward_kernel(x5, dmid, part, geo.out, geo.k, geo.s, geo.d, geo.pad)
-        grads[self._dw_name] = part.sum(axis=0).reshape(w_param.shape).astype(w_param.dtype, copy=False)
-        if c.use_bias:
-            grads["bias"] = db.astype(params["bias"].dtype, copy=False)
-        return self._from_last(dx5.reshape(cache.in_shape)), grads
+            pw = np.ascontiguousarray(params["pointwise_kernel"].reshape(chans * dm, c.filters), dtype=dz2d.dtype)
+        dwk, dpw, dx5 = K.depthwise_conv_backward(dz2d, x5, w5, pw, cache.mid, cache.geo, self.needs_input_grad)
+        grads = self._kernel_grad(params, self._dw_name, dwk)
+        if pw is not None:
+            grads.update(self._kernel_grad(params, "pointwise_kernel", dpw))
+        grads.update(self._bias_grad(params, db))
+        dx = self._from_last(dx5.reshape(cache.in_shape)) if self.needs_input_grad else None
+        return dx, grads
 
 
 class _Separable(_Depthwise):
