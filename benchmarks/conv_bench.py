@@ -188,9 +188,10 @@ def worker(side: str, cases: list[str], threads: int, rounds: int, steps: int) -
     import numpy as np
 
     if side == "layerforge":
-        import numba
+        import layerforge.kernels  # noqa: F401 - the package's Numba defaults (threading layer, cache) first
+        from layerforge.engine.threads import set_threads
 
-        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+        set_threads(threads)
         fns = layerforge_fns(cases, np)
     else:
         fns = torch_fns(cases, np, threads)

@@ -3,8 +3,11 @@ with the Keras 1 names (Convolution1D/2D/3D, AtrousConvolution1D/2D, SeparableCo
 Deconvolution2D/Deconv2D) as aliases.
 
 All of them share one N-d implementation: the maths lives in ``layerforge.kernels.conv``
-(im2col/col2im + BLAS GEMMs, direct depthwise kernels) and always runs channels_last with three
-spatial axes (1D and 2D layers add unit axes), so this module only does shapes and bookkeeping.
+(im2col/col2im + BLAS GEMMs, direct kernels for small windows, depthwise kernels, one block of samples
+per thread) and always runs channels_last with three spatial axes (1D and 2D layers add unit axes;
+channels_first is transposed at entry and exit), so this module only does shapes and bookkeeping.
+A transposed convolution is the adjoint of a convolution and reuses the same kernels (its forward is
+the convolution's input gradient, its backward the convolution's forward).
 """
 
 from __future__ import annotations
@@ -360,7 +363,7 @@ class _ConvBase(Layer):
 
 
 class _Conv(_ConvBase):
-    """Plain (optionally grouped) convolution: im2col + GEMM."""
+    """Plain (optionally grouped) convolution: direct kernels when a window holds few values, else im2col + GEMM."""
 
     def param_specs(self, input_shape):
         c = self.config
