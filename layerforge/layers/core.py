@@ -82,7 +82,7 @@ class Dense(Layer):
         if c.activation in _FUSED_ACTIVATIONS and z.dtype == kernel.dtype and z.flags.c_contiguous:
             from ..kernels import elementwise as E
 
-            bias = params["bias"] if c.use_bias else z[0]
+            bias = params["bias"] if c.use_bias else kernel[0]  # any 1-D array of the dtype: unread
             E.bias_act(z, bias, c.use_bias, E.FUSED[c.activation], z.dtype.type(1))
             y = z.reshape(out_shape)
             return y, (x, None, y)
@@ -111,8 +111,8 @@ class Dense(Layer):
                 db = _buffer(out.get("bias"), (c.units,), y2.dtype)
                 if db is None:
                     db = np.empty(c.units, dtype=y2.dtype)
-            E.act_backward_bias(dy2, y2, E.FUSED[c.activation], dz2, db if c.use_bias else dz2[0], c.use_bias,
-                                y2.dtype.type(1))
+            E.act_backward_bias(dy2, y2, E.FUSED[c.activation], dz2, db if c.use_bias else kernel[0], c.use_bias,
+                                y2.dtype.type(1))  # without a bias the db argument is not written
         else:
             dz2 = activate_backward(c.activation, z, y, dy).reshape(-1, c.units)
         grads = {}
