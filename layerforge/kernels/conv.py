@@ -452,7 +452,7 @@ class BufferPool:
 # while still in cache. In training the columns of the whole batch are kept for the backward pass when they
 # take at most KEEP_BYTES; larger ones are rebuilt chunk by chunk in backward (cheaper than streaming a big
 # buffer through memory twice).
-CHUNK_BYTES = 2 << 20
+CHUNK_BYTES = 1 << 20
 KEEP_BYTES = 16 << 20
 # Direct kernels beat im2col + GEMM when a window holds few values (first layers on 1-3 channels): the GEMM's
 # inner dimension would be tiny and building the columns costs more than the arithmetic.
