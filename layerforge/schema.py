@@ -58,6 +58,9 @@ def config_schema() -> dict:
     }
     top["properties"]["layers"] = {"type": "array", "items": {"$ref": "#/$defs/Layer"}, "minItems": 1,
                                    "description": "the layers, in order"}
+    training = defs.get("TrainingConfig", {}).get("properties")
+    if training is not None:  # accepted by TrainingConfig's Keras 1 converter
+        training["nb_epoch"] = {"type": "integer", "minimum": 1, "description": "Keras 1 name of `epochs`"}
     top["$schema"] = SCHEMA_URI
     top["title"] = "layerforge model config"
     top["$defs"] = defs

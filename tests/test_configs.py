@@ -240,11 +240,7 @@ def json_schema():
     return config_schema()
 
 
-@pytest.mark.parametrize("path", [
-    pytest.param(p, marks=pytest.mark.xfail(
-        reason="schema.py bug: the JSON Schema requires the modern names (units, filters, kernel_size, rate) and "
-               "does not declare nb_row/nb_col, so a Keras 1 config that `validate` accepts is flagged"))
-    if p.name == "keras1_names.yaml" else p for p in CONFIGS], ids=lambda p: p.name)
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_config_matches_json_schema(path, json_schema):
     """What the `# yaml-language-server: $schema=...` header promises: the editor finds no error."""
     jsonschema = pytest.importorskip("jsonschema")

@@ -194,22 +194,30 @@ def _make_config(name: str, rank: int, kind: str, *, causal: bool = False, group
     weights = {"conv": ["kernel"], "transpose": ["kernel"], "separable": ["depthwise", "pointwise"],
                "depthwise": ["depthwise"]}[kind]
     k1_names = {"kernel": " (Keras 1: init)", "depthwise": " (Keras 1: init)", "pointwise": " (Keras 1: init)"}
+    label = {"kernel": "kernel", "depthwise": "depthwise kernel", "pointwise": "pointwise kernel"}
     for w in weights:
-        f[f"{w}_initializer"] = (InitializerSpec, Field("glorot_uniform", description=f"{w} kernel initializer"
+        f[f"{w}_initializer"] = (InitializerSpec, Field("glorot_uniform", description=f"{label[w]} initializer"
                                                                                         + k1_names[w]))
     f["bias_initializer"] = (InitializerSpec, Field("zeros", description="bias initializer"))
     for w in weights:
         extra = " (Keras 1: W_regularizer)" if w == "kernel" else ""
-        f[f"{w}_regularizer"] = (RegularizerSpec, Field(None, description=f"penalty on the {w} kernel{extra}"))
+        f[f"{w}_regularizer"] = (RegularizerSpec, Field(None, description=f"penalty on the {label[w]}{extra}"))
     f["bias_regularizer"] = (RegularizerSpec, Field(None, description="penalty on the bias (Keras 1: b_regularizer)"))
     f["activity_regularizer"] = (RegularizerSpec, Field(None, description="penalty on the output"))
     for w in weights:
         extra = " (Keras 1: W_constraint)" if w == "kernel" else ""
-        f[f"{w}_constraint"] = (ConstraintSpec, Field(None, description=f"constraint on the {w} kernel{extra}"))
+        f[f"{w}_constraint"] = (ConstraintSpec, Field(None, description=f"constraint on the {label[w]}{extra}"))
     f["bias_constraint"] = (ConstraintSpec, Field(None, description="constraint on the bias (Keras 1: b_constraint)"))
     cls = create_model(f"{name}Config", __base__=_ConvConfig, __module__=__name__, **f)
     cls.rank = rank
     cls.kind = kind
+    # the Keras 1 names upgrade() folds into kernel_size / both initializers, and the global renames
+    # that no Keras 1 convolution of this rank took
+    cls.keras1_structural = {1: {}, 2: {"nb_row": "kernel_size", "nb_col": "kernel_size"},
+                             3: {f"kernel_dim{i}": "kernel_size" for i in (1, 2, 3)}}[rank] | (
+        {"init": "depthwise_initializer"} if kind in ("separable", "depthwise") else {})
+    cls.keras1_exclude = frozenset({"stride", "subsample"} if rank == 1 else
+                                   {"stride", "subsample_length", "filter_length"})
     if input_dim:
         cls.accepts_input_dim = "sequence"
     return cls
