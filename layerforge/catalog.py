@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .errors import ConfigError, Problem, did_you_mean
-from .layers import REGISTRY, TYPE_NAMES, load_all
+from .layers import REGISTRY, TYPE_NAMES, ensure_type, known_type_names, load_all
 from .layers.base import KERAS1_RENAMES, LayerConfig
 from .layers.documented import ALL_DOCUMENTED
 
@@ -72,9 +72,8 @@ def _type_text(schema: dict) -> str:
 
 
 def layer_info(type_name: str) -> dict:
-    load_all()
-    if type_name not in TYPE_NAMES:
-        near = did_you_mean(type_name, list(TYPE_NAMES))
+    if not ensure_type(type_name):
+        near = did_you_mean(type_name, known_type_names())
         raise ConfigError(problems=[Problem(message=f"unknown layer type '{type_name}'",
                                             hint=f"did you mean {near}?" if near else "run `layerforge layers`")])
     canonical, preset = TYPE_NAMES[type_name]

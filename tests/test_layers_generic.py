@@ -23,6 +23,15 @@ def test_every_documented_layer_is_a_type():
     assert not missing, f"documented but not a valid type: {missing}"
 
 
+def test_type_index_matches_the_registry():
+    """layers/_index.py (used to import only the families a config needs) names every type and alias."""
+    from layerforge.layers._index import TYPE_MODULES
+
+    registered = {name: cls.__module__.rsplit(".", 1)[1] for cls in REGISTRY.values()
+                  for name in (cls.type, *cls.aliases)}
+    assert TYPE_MODULES == registered
+
+
 def test_every_layer_has_two_examples():
     few = [t for t, cls in REGISTRY.items() if len(cls.examples) < 2]
     assert not few, f"layers with fewer than two examples: {few}"

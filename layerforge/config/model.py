@@ -167,10 +167,9 @@ def _clean_loc(data: Any, loc: tuple, *, missing: bool) -> tuple:
 
 def parse_layer(raw: Any, path: tuple, source: SourceMap, problems: list[Problem]):
     """Validate one layer mapping into its typed Config; append problems instead of raising."""
-    from ..layers import REGISTRY, TYPE_NAMES, load_all
+    from ..layers import REGISTRY, TYPE_NAMES, ensure_type, known_type_names
     from ..layers.base import KERAS1_RENAMES
 
-    load_all()
     if not isinstance(raw, dict):
         problems.append(source.problem(path, "a layer is a mapping like {type: Dense, units: 10}",
                                        found=_describe(raw)))
@@ -187,8 +186,8 @@ def parse_layer(raw: Any, path: tuple, source: SourceMap, problems: list[Problem
         problems.append(source.problem(path + ("type",), f"'{type_name}' cannot be used as a layer",
                                        hint=ABSTRACT_TYPES[type_name]))
         return None
-    if type_name not in TYPE_NAMES:
-        near = did_you_mean(type_name, list(TYPE_NAMES))
+    if not ensure_type(type_name):
+        near = did_you_mean(type_name, known_type_names())
         problems.append(source.problem(
             path + ("type",), f"unknown layer type '{type_name}'",
             hint=(f"did you mean {near}?" if near else "`layerforge layers` lists every type")))

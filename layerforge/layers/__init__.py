@@ -24,16 +24,36 @@ def load_all() -> None:
         importlib.import_module(f"{__name__}.{family}")
 
 
+def ensure_type(type_name: str) -> bool:
+    """Import the family module that defines ``type_name`` (only that one); False if no family does."""
+    if type_name in TYPE_NAMES:
+        return True
+    from ._index import TYPE_MODULES
+
+    family = TYPE_MODULES.get(type_name)
+    if family is None:
+        return False
+    importlib.import_module(f"{__name__}.{family}")
+    return type_name in TYPE_NAMES
+
+
+def known_type_names() -> list[str]:
+    """Every accepted type name, without importing the families."""
+    from ._index import TYPE_MODULES
+
+    return sorted(set(TYPE_MODULES) | set(TYPE_NAMES))
+
+
 def get_layer_class(type_name: str) -> type[Layer]:
-    load_all()
+    ensure_type(type_name)
     return REGISTRY[TYPE_NAMES[type_name][0]]
 
 
 def make_layer(config: LayerConfig, name: str | None = None) -> Layer:
     """Instantiate the layer class for a validated config."""
-    load_all()
+    ensure_type(config.type)
     return REGISTRY[config.type](config, name)
 
 
 __all__ = ["REGISTRY", "TYPE_NAMES", "Example", "Layer", "LayerConfig", "ParamSpec", "register", "load_all",
-           "get_layer_class", "make_layer", "FAMILIES"]
+           "ensure_type", "known_type_names", "get_layer_class", "make_layer", "FAMILIES"]

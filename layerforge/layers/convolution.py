@@ -16,9 +16,9 @@ import math
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal
 
-import numpy as np
 from pydantic import BeforeValidator, Field, create_model, model_validator
 
+from ._numpy import np
 from .base import Example, Layer, LayerConfig, ParamSpec, register
 from .fields import ActivationName, ConstraintSpec, DataFormat, InitializerSpec, RegularizerSpec, int_tuple
 

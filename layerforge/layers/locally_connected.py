@@ -13,9 +13,9 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any, ClassVar
 
-import numpy as np
 from pydantic import BeforeValidator, Field, WithJsonSchema
 
+from ._numpy import np
 from .base import Example, Layer, LayerConfig, ParamSpec, register
 from .fields import ActivationName, ConstraintSpec, DataFormat, InitializerSpec, RegularizerSpec, int_tuple
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any, Literal
 
-import numpy as np
 from pydantic import BeforeValidator, Field, field_validator
 
 from ..errors import did_you_mean
+from ._numpy import np
 from .base import Example, Layer, LayerConfig, register
 
 MODES = ("sum", "mul", "ave", "max", "min", "subtract", "concat", "dot", "cos")

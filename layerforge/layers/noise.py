@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 from pydantic import Field
 
+from ._numpy import np
 from .base import Example, Layer, LayerConfig, register
 
 

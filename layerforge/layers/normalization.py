@@ -5,9 +5,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
 from pydantic import Field, field_validator
 
+from ._numpy import np
 from .base import Example, Layer, LayerConfig, ParamSpec, register
 from .fields import ConstraintSpec, InitializerSpec, RegularizerSpec
 

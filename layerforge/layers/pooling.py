@@ -12,9 +12,9 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any, ClassVar
 
-import numpy as np
 from pydantic import BeforeValidator, Field, WithJsonSchema
 
+from ._numpy import np
 from .base import Example, Layer, LayerConfig, register
 from .fields import DataFormat, int_tuple
 

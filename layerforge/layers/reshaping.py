@@ -12,9 +12,9 @@ import itertools
 import math
 from typing import Annotated, Any, ClassVar
 
-import numpy as np
 from pydantic import BeforeValidator, Field, PlainSerializer, WithJsonSchema
 
+from ._numpy import np
 from .base import Example, Layer, LayerConfig, register
 from .fields import DataFormat, int_tuple
 from .pooling import from_channels_last, to_channels_last
