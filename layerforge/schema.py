@@ -17,8 +17,12 @@ def _layer_schema(cls) -> dict:
     for new, olds in keras1_names(cls).items():
         for old in olds:
             props.setdefault(old, {"description": f"Keras 1 name of `{new}`"})
-    if "layer" in props:
-        props["layer"] = {"$ref": "#/$defs/Layer", "description": props["layer"].get("description", "wrapped layer")}
+    for key in ("layer", "backward_layer"):
+        if key in props:
+            props[key] = {"$ref": "#/$defs/Layer", "description": props[key].get("description", "wrapped layer")}
+    if cls.type == "Sequential":
+        props["layers"] = {"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/Layer"},
+                           "description": props["layers"].get("description", "the inner layers")}
     for key in ("input_dim", "input_length"):
         if cls.Config.accepts_input_dim and key not in props:
             props[key] = {"type": ["integer", "null"], "description": "Keras 1 input size shorthand"}

@@ -192,3 +192,18 @@ def test_optimizer_keras1_lr_and_schedule(tmp_path):
                                                   decay_steps: 100, decay_rate: 0.9}}
     """, "s.yaml")
     assert load_config(p2).config.training.optimizer["learning_rate"]["type"] == "exponential_decay"
+
+
+def test_nested_stack_errors_are_located(tmp_path):
+    p = write(tmp_path, """
+        input_shape: [5, 3]
+        layers:
+          - type: TimeDistributed
+            layer:
+              type: Sequential
+              layers:
+                - {type: Dense, units: 8, activation: relu}
+                - {type: Dense, units: 2, activaton: relu}
+    """)
+    (prob,) = problems_of(p, graph=False)
+    assert prob.path == "layers[0].layer.layers[1].activaton" and prob.line == 9 and "activation" in prob.hint

@@ -97,6 +97,8 @@ def layer_public_dict(cfg) -> dict:
         inner = getattr(cfg, key, None)
         if key in out and hasattr(inner, "public_dict"):
             out[key] = layer_public_dict(inner)
+    if isinstance(getattr(cfg, "layers", None), list):
+        out["layers"] = [layer_public_dict(item) for item in cfg.layers]
     return out
 
 
@@ -230,6 +232,11 @@ def parse_layer(raw: Any, path: tuple, source: SourceMap, problems: list[Problem
             if nested is None:
                 return None
             data[key] = nested
+    if "layers" in fields and isinstance(data.get("layers"), list):  # a Sequential's stack
+        stack = [parse_layer(item, path + ("layers", i), source, problems) for i, item in enumerate(data["layers"])]
+        if any(item is None for item in stack):
+            return None
+        data["layers"] = stack
     try:
         data = config_cls.upgrade(data)
     except ValueError as exc:

@@ -2,6 +2,7 @@
 families it uses. tests/test_layers_generic.py checks this table against the registry."""
 
 TYPE_MODULES: dict[str, str] = {
+    "Sequential": "container",
     "ELU": "advanced_activations",
     "LeakyReLU": "advanced_activations",
     "PReLU": "advanced_activations",
