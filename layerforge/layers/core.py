@@ -9,7 +9,8 @@ from pydantic import Field, field_validator
 
 from ._numpy import np
 from .base import Example, Layer, LayerConfig, ParamSpec, register
-from .fields import ActivationName, ConstraintSpec, DataFormat, InitializerSpec, RegularizerSpec
+from .fields import ActivationName, DataFormat, InitializerSpec
+from .weighted import KernelBiasConfig
 
 
 def _known_last_dim(layer: Layer, shape, what: str = "last axis") -> int:
@@ -26,17 +27,9 @@ class Dense(Layer):
     family = "core"
     supports_masking = True  # Keras 3: Dense passes masks through
 
-    class Config(LayerConfig):
+    class Config(KernelBiasConfig):
         units: int = Field(gt=0, description="output size (Keras 1: output_dim)")
         activation: ActivationName = Field("linear", description="activation applied to the output")
-        use_bias: bool = Field(True, description="add a bias vector (Keras 1: bias)")
-        kernel_initializer: InitializerSpec = Field("glorot_uniform", description="kernel initializer (Keras 1: init)")
-        bias_initializer: InitializerSpec = Field("zeros", description="bias initializer")
-        kernel_regularizer: RegularizerSpec = Field(None, description="penalty on the kernel (Keras 1: W_regularizer)")
-        bias_regularizer: RegularizerSpec = Field(None, description="penalty on the bias (Keras 1: b_regularizer)")
-        activity_regularizer: RegularizerSpec = Field(None, description="penalty on the output")
-        kernel_constraint: ConstraintSpec = Field(None, description="constraint on the kernel (Keras 1: W_constraint)")
-        bias_constraint: ConstraintSpec = Field(None, description="constraint on the bias (Keras 1: b_constraint)")
         accepts_input_dim = "vector"
 
     examples = [
@@ -559,19 +552,13 @@ class Highway(Layer):
     type = "Highway"
     family = "core"
 
-    class Config(LayerConfig):
+    class Config(KernelBiasConfig):
         activation: ActivationName = Field("linear", description="activation of the transform H")
         use_bias: bool = Field(True, description="add bias and carry_bias (Keras 1: bias)")
         kernel_initializer: InitializerSpec = Field(
             "glorot_uniform", description="initializer of kernel and carry_kernel (Keras 1: init)")
-        bias_initializer: InitializerSpec = Field("zeros", description="initializer of bias")
         carry_bias_initializer: InitializerSpec = Field("ones", description="initializer of carry_bias (Keras 1: "
                                                                             "always ones)")
-        kernel_regularizer: RegularizerSpec = Field(None, description="penalty on kernel (Keras 1: W_regularizer)")
-        bias_regularizer: RegularizerSpec = Field(None, description="penalty on bias (Keras 1: b_regularizer)")
-        activity_regularizer: RegularizerSpec = Field(None, description="penalty on the output")
-        kernel_constraint: ConstraintSpec = Field(None, description="constraint on kernel (Keras 1: W_constraint)")
-        bias_constraint: ConstraintSpec = Field(None, description="constraint on bias (Keras 1: b_constraint)")
         accepts_input_dim = "vector"
 
         @classmethod
@@ -648,17 +635,10 @@ class MaxoutDense(Layer):
     type = "MaxoutDense"
     family = "core"
 
-    class Config(LayerConfig):
+    class Config(KernelBiasConfig):
         units: int = Field(gt=0, description="output size (Keras 1: output_dim)")
         nb_feature: int = Field(4, gt=0, description="number of linear pieces the maximum is taken over")
         use_bias: bool = Field(True, description="add a bias per piece (Keras 1: bias)")
-        kernel_initializer: InitializerSpec = Field("glorot_uniform", description="kernel initializer (Keras 1: init)")
-        bias_initializer: InitializerSpec = Field("zeros", description="bias initializer")
-        kernel_regularizer: RegularizerSpec = Field(None, description="penalty on the kernel (Keras 1: W_regularizer)")
-        bias_regularizer: RegularizerSpec = Field(None, description="penalty on the bias (Keras 1: b_regularizer)")
-        activity_regularizer: RegularizerSpec = Field(None, description="penalty on the output")
-        kernel_constraint: ConstraintSpec = Field(None, description="constraint on the kernel (Keras 1: W_constraint)")
-        bias_constraint: ConstraintSpec = Field(None, description="constraint on the bias (Keras 1: b_constraint)")
         accepts_input_dim = "vector"
 
     examples = [

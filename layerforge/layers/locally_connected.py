@@ -16,8 +16,9 @@ from typing import Annotated, Any, ClassVar
 from pydantic import BeforeValidator, Field, WithJsonSchema
 
 from ._numpy import np
-from .base import Example, Layer, LayerConfig, ParamSpec, register
-from .fields import ActivationName, ConstraintSpec, DataFormat, InitializerSpec, RegularizerSpec, int_tuple
+from .base import Example, Layer, ParamSpec, register
+from .fields import ActivationName, DataFormat, InitializerSpec, int_tuple
+from .weighted import KernelBiasConfig
 
 
 def _valid_only(value: Any) -> str:
@@ -31,7 +32,7 @@ def _valid_only(value: Any) -> str:
 ValidPadding = Annotated[str, BeforeValidator(_valid_only), WithJsonSchema({"enum": ["valid"]})]
 
 
-class _LocalConfig(LayerConfig):
+class _LocalConfig(KernelBiasConfig):
     filters: int = Field(gt=0, description="number of output channels (Keras 1: nb_filter)")
     padding: ValidPadding = Field("valid", description="only 'valid' (Keras 1: border_mode)")
     activation: ActivationName = Field("linear", description="activation applied to the output")
@@ -39,12 +40,6 @@ class _LocalConfig(LayerConfig):
     kernel_initializer: InitializerSpec = Field(
         "glorot_uniform", description="kernel initializer (Keras 1: init); fans are those of one position's "
                                       "(patch, filters) matrix")
-    bias_initializer: InitializerSpec = Field("zeros", description="bias initializer")
-    kernel_regularizer: RegularizerSpec = Field(None, description="penalty on the kernel (Keras 1: W_regularizer)")
-    bias_regularizer: RegularizerSpec = Field(None, description="penalty on the bias (Keras 1: b_regularizer)")
-    activity_regularizer: RegularizerSpec = Field(None, description="penalty on the output")
-    kernel_constraint: ConstraintSpec = Field(None, description="constraint on the kernel (Keras 1: W_constraint)")
-    bias_constraint: ConstraintSpec = Field(None, description="constraint on the bias (Keras 1: b_constraint)")
 
 
 class _LocallyConnected(Layer):
