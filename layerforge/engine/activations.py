@@ -17,7 +17,8 @@ LEAKY_SLOPE = 0.2  # Keras 3 `leaky_relu` function default
 NEEDS_ONLY_OUTPUT = {"linear", "relu", "sigmoid", "tanh", "softmax", "exponential", "elu", "relu6", "log_softmax"}
 
 
-def _sigmoid(z):
+def sigmoid(z):
+    """Overflow-free logistic (separate branches for z >= 0 and z < 0); keeps the dtype."""
     out = np.empty_like(z)
     pos = z >= 0
     out[pos] = 1.0 / (1.0 + np.exp(-z[pos]))
@@ -26,7 +27,8 @@ def _sigmoid(z):
     return out
 
 
-def _softplus(z):
+def softplus(z):
+    """log(1 + exp(z)) without overflow."""
     return np.log1p(np.exp(-np.abs(z))) + np.maximum(z, 0)
 
 
@@ -52,7 +54,7 @@ def activate(name: str, z: np.ndarray) -> np.ndarray:
 
         return gelu(z)
     if name == "sigmoid":
-        return _sigmoid(z)
+        return sigmoid(z)
     if name == "hard_sigmoid":
         return np.clip(z / 6 + 0.5, 0, 1).astype(z.dtype, copy=False)
     if name == "hard_sigmoid_keras1":
@@ -65,17 +67,17 @@ def activate(name: str, z: np.ndarray) -> np.ndarray:
         m = z.max(axis=-1, keepdims=True)
         return z - m - np.log(np.exp(z - m).sum(axis=-1, keepdims=True))
     if name == "softplus":
-        return _softplus(z)
+        return softplus(z)
     if name == "softsign":
         return z / (1 + np.abs(z))
     if name in ("swish", "silu"):
-        return z * _sigmoid(z)
+        return z * sigmoid(z)
     if name == "exponential":
         return np.exp(z)
     if name == "leaky_relu":
         return np.where(z >= 0, z, LEAKY_SLOPE * z)
     if name == "mish":
-        return z * np.tanh(_softplus(z))
+        return z * np.tanh(softplus(z))
     if name == "hard_silu":
         return z * np.clip(z / 6 + 0.5, 0, 1)
     raise ValueError(f"unknown activation {name!r}")
@@ -110,21 +112,21 @@ def activate_backward(name: str, z: np.ndarray | None, y: np.ndarray, dy: np.nda
     if name == "log_softmax":
         return dy - np.exp(y) * dy.sum(axis=-1, keepdims=True)
     if name == "softplus":
-        return dy * _sigmoid(z)
+        return dy * sigmoid(z)
     if name == "softsign":
         d = 1 + np.abs(z)
         return dy / (d * d)
     if name in ("swish", "silu"):
-        s = _sigmoid(z)
+        s = sigmoid(z)
         return dy * (s + z * s * (1 - s))
     if name == "exponential":
         return dy * y
     if name == "leaky_relu":
         return np.where(z >= 0, dy, LEAKY_SLOPE * dy)
     if name == "mish":
-        sp = _softplus(z)
+        sp = softplus(z)
         t = np.tanh(sp)
-        return dy * (t + z * (1 - t * t) * _sigmoid(z))
+        return dy * (t + z * (1 - t * t) * sigmoid(z))
     if name == "hard_silu":
         return dy * (np.clip(z / 6 + 0.5, 0, 1) + z * ((z > -3) & (z < 3)) / 6)
     raise ValueError(f"unknown activation {name!r}")

@@ -24,24 +24,13 @@ import math
 
 import numpy as np
 
+from .activations import sigmoid, softplus
+
 EPSILON = 1e-7  # keras.backend.epsilon()
 _LOG2 = math.log(2.0)
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _sigmoid(z):
-    out = np.empty_like(z)
-    pos = z >= 0
-    out[pos] = 1.0 / (1.0 + np.exp(-z[pos]))
-    ez = np.exp(z[~pos])
-    out[~pos] = ez / (1.0 + ez)
-    return out
-
-
-def _softplus(z):
-    return np.log1p(np.exp(-np.abs(z))) + np.maximum(z, 0)
 
 
 def _log_softmax(z):
@@ -64,8 +53,9 @@ def _as_pred(y_pred) -> np.ndarray:
     return y_pred
 
 
-def _align(y_true, y_pred: np.ndarray) -> np.ndarray:
-    """Cast ``y_true`` to y_pred's dtype and squeeze/expand a trailing 1 so the shapes match (Keras)."""
+def align_target_shape(y_true, y_pred: np.ndarray) -> np.ndarray:
+    """``y_true`` as an array shaped like ``y_pred``: a trailing 1 squeezed or expanded (Keras); its dtype
+    is kept. Losses and metrics share it."""
     y_true = np.asarray(y_true)
     if y_true.ndim == y_pred.ndim - 1 and y_pred.shape[-1] == 1:
         y_true = y_true[..., None]
@@ -74,7 +64,12 @@ def _align(y_true, y_pred: np.ndarray) -> np.ndarray:
     if y_true.shape != y_pred.shape:
         raise ValueError(f"targets of shape {tuple(y_true.shape)} do not match predictions of shape "
                          f"{tuple(y_pred.shape)}")
-    return y_true.astype(y_pred.dtype, copy=False)
+    return y_true
+
+
+def _align(y_true, y_pred: np.ndarray) -> np.ndarray:
+    """Cast ``y_true`` to y_pred's dtype and squeeze/expand a trailing 1 so the shapes match (Keras)."""
+    return align_target_shape(y_true, y_pred).astype(y_pred.dtype, copy=False)
 
 
 def _weights(weights, shape, dtype) -> np.ndarray:
@@ -253,7 +248,7 @@ class LogCosh(_MeanLoss):
 
     def _elem(self, t, p):
         e = p - t
-        return e + _softplus(-2.0 * e) - _LOG2
+        return e + softplus(-2.0 * e) - _LOG2
 
     def _delem(self, t, p):
         return np.tanh(p - t)
@@ -372,7 +367,7 @@ class BinaryCrossentropy(_MeanLoss):
     def _delem(self, t, p):
         t = self._smooth(t)
         if self.from_logits:
-            return _sigmoid(p) - t
+            return sigmoid(p) - t
         c = np.clip(p, EPSILON, 1.0 - EPSILON)
         return ((1.0 - t) / (1.0 - c) - t / c) * _in_range(p, EPSILON, 1.0 - EPSILON)
 

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .losses import EPSILON, Loss, loss_name_for_accuracy, make_loss
+from .losses import EPSILON, Loss, align_target_shape, loss_name_for_accuracy, make_loss
 
 # --------------------------------------------------------------------------- helpers
 
@@ -72,14 +72,7 @@ def _dense_targets(y_true, y_pred: np.ndarray) -> np.ndarray:
         np.put_along_axis(out, np.where(valid, labels, 0)[..., None].astype(np.intp),
                           valid[..., None].astype(np.float64), axis=-1)
         return out
-    if y_true.ndim == y_pred.ndim - 1 and y_pred.shape[-1] == 1:
-        y_true = y_true[..., None]
-    elif y_true.ndim == y_pred.ndim + 1 and y_true.shape[-1] == 1:
-        y_true = y_true[..., 0]
-    if y_true.shape != y_pred.shape:
-        raise ValueError(f"targets of shape {tuple(y_true.shape)} do not match predictions of shape "
-                         f"{tuple(y_pred.shape)}")
-    return y_true
+    return align_target_shape(y_true, y_pred)
 
 
 def _broadcast_weight(sample_weight, shape) -> np.ndarray:
