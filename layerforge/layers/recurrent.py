@@ -222,24 +222,106 @@ class _RNNBase(Layer):
         return [np.ascontiguousarray(s, dtype=dtype) for s in states]
 
     # ------------------------------------------------------------------ glue
-    def _inputs(self, x, training, rng, mask, lead: int = 0):
-        """Time-major inputs in processing order (after ``lead`` columns left for the kernel, and followed by a
-        column of ones that carries the input bias through the projection GEMM), the dropout masks and the
-        time-major mask."""
+    # A pass runs in blocks of samples, one per thread (``_blocks``): each block runs its whole pass (inputs laid
+    # out time-major, input projection, the kernel's time loop, the weight-gradient GEMMs) in its own thread with
+    # BLAS held to one thread (``kernels.recurrent.run_blocks``); the blocks' weight gradients are summed. Random
+    # draws (dropout masks) happen once for the whole batch before the split, so results do not depend on the
+    # thread count (up to the rounding of the summed gradients).
+
+    def forward(self, params, x, *, training=False, rng=None, mask=None):
+        run = self._begin(x, training, rng, mask)
+        self._forward_weights(params, run)
+        B, T, u, dt = run["B"], run["T"], self.config.units, run["dt"]
+        y = np.empty((B, T, u) if self.config.return_sequences else (B, u), dt)
+        finals = [np.empty((B, u), dt) for _ in self.state_names]
+        cache = {"run": run, "blocks": self._blocks(B, T, run["F"])}
+        self._run_forward(cache, y, finals)
+        if self.config.stateful:
+            for s, v in zip(self.state_names, finals, strict=True):
+                self.state[s] = v.copy()
+        if not training:  # no backward expected: the work buffers go back to the pool now (see _take)
+            self._release(cache)
+        return ([y] + finals if self.config.return_state else y), cache
+
+    def backward(self, params, dy, cache):
+        from ..kernels import recurrent as K
+
+        if cache.get("released"):  # its buffers were reused since (inference forward, or a second backward)
+            B, T, u, dt = cache["run"]["B"], cache["run"]["T"], self.config.units, cache["run"]["dt"]
+            self._run_forward(cache, np.empty((B, T, u) if self.config.return_sequences else (B, u), dt),
+                              [np.empty((B, u), dt) for _ in self.state_names])
+        run, blocks, caches = cache["run"], cache["blocks"], cache["caches"]
+        dt = run["dt"]
+        dys = [None if v is None else np.asarray(v) for v in (dy if isinstance(dy, list) else [dy])]
+        weights = self._backward_weights(params, dt)
+        dx = np.empty((run["B"], run["T"], run["F"]), dt) if self.needs_input_grad else None
+        targets = self._grad_targets(params, dt)
+
+        def work(k):
+            b0, b1 = blocks[k]
+            g = targets if k == 0 else self._scratch_grads(params, dt)
+            self._backward_block(run, weights, caches[k], k, b0, b1,
+                                 [None if v is None else v[b0:b1] for v in dys], g, dx)
+            return g
+
+        parts = K.run_blocks(work, len(blocks))
+        self._release(cache)
+        for part in parts[1:]:
+            for name, a in targets.items():
+                a += part[name]
+        return dx, targets
+
+    def _run_forward(self, cache, y, finals) -> None:
+        from ..kernels import recurrent as K
+
+        run, blocks = cache["run"], cache["blocks"]
+
+        def work(k):
+            b0, b1 = blocks[k]
+            return self._forward_block(run, k, b0, b1, y, finals)
+
+        cache["caches"] = K.run_blocks(work, len(blocks))
+        cache["released"] = False
+
+    # Work buffers (a few MB per pass) are kept between passes, per block: taken by forward/backward, given back
+    # when the backward pass is done (or at the end of an inference forward). Fresh buffers of that size cost page
+    # faults on every pass (measured: ~3 ms of a 17 ms LSTM training step) and serialise the threads.
+    def _take(self, k: int, name: str, shape, dt) -> np.ndarray:
+        pool = self.__dict__.setdefault("_pool", {})
+        a = pool.pop((k, name), None)
+        if a is None or a.shape != tuple(shape) or a.dtype != dt:
+            a = np.empty(shape, dt)
+        return a
+
+    def _release(self, cache) -> None:
+        pool = self.__dict__.setdefault("_pool", {})
+        for k, c in enumerate(cache.get("caches", ())):
+            for name, a in c.get("buffers", {}).items():
+                pool[(k, name)] = a
+        cache["released"] = True
+
+    def _blocks(self, B: int, T: int, F: int) -> list[tuple[int, int]]:
+        """Contiguous blocks of samples, one per thread when the batch is large enough to pay for it."""
+        from ..engine.threads import current_threads
+
+        k, u = self.n_gates, self.config.units
+        work = B * max(T, 1) * (F + u) * k * u  # multiply-adds of the GEMMs per pass
+        n = FORCE_BLOCKS or min(current_threads(), B // MIN_BLOCK_ROWS, work // MIN_BLOCK_WORK)
+        n = max(1, min(int(n), B))
+        return [(B * i // n, B * (i + 1) // n) for i in range(n)]
+
+    def _begin(self, x, training, rng, mask) -> dict:
+        """What every block of a pass shares: the input, dtype and sizes, the dropout masks (drawn once for the
+        batch), the time-major mask in processing order and the initial states."""
         c = self.config
         x = np.asarray(x)
         if x.ndim != 3:
             raise ValueError(f"{self.type} '{self.name}' expects (batch, time, features), got shape {x.shape}")
         dt = x.dtype if x.dtype in (np.float32, np.float64) else np.dtype(np.float32)
         B, T, F = x.shape
-        xe = np.empty((T, B, lead + F + (1 if c.use_bias else 0)), dt)
-        xe[:, :, lead:lead + F] = (x[:, ::-1] if c.go_backwards else x).transpose(1, 0, 2)
-        if c.use_bias:
-            xe[:, :, lead + F] = 1
         dmask = rmask = None
         if training and c.dropout > 0:
             dmask = ((rng.random((B, F)) >= c.dropout) / (1.0 - c.dropout)).astype(dt)
-            xe[:, :, lead:lead + F] *= dmask[None]
         if training and c.recurrent_dropout > 0:
             rmask = ((rng.random((B, c.units)) >= c.recurrent_dropout) / (1.0 - c.recurrent_dropout)).astype(dt)
         m = None
@@ -249,46 +331,47 @@ class _RNNBase(Layer):
                 raise ValueError(f"{self.type} '{self.name}': mask shape {m.shape} does not match the input "
                                  f"(batch, time) = {(B, T)}")
             m = np.ascontiguousarray((m[:, ::-1] if c.go_backwards else m).T)
-        self._dtype = dt
-        return dt, xe, dmask, rmask, m
+        return {"x": x, "dt": dt, "B": B, "T": T, "F": F, "dmask": dmask, "rmask": rmask, "m": m,
+                "states": self._initial_states(B, dt)}
 
-    @staticmethod
-    def _project(params, xe, in_bias, out):
-        """out (T, B, k*u) = [x, 1] @ [kernel; input bias] for every step at once (one GEMM)."""
-        T, B, Fe = xe.shape
-        W = np.asarray(params["kernel"], dtype=xe.dtype)
-        if in_bias is not None:
-            W = np.concatenate([W, np.asarray(in_bias, dtype=xe.dtype)[None]], axis=0)
-        np.matmul(xe.reshape(T * B, Fe), W, out=out.reshape(T * B, out.shape[2]))
+    def _block_inputs(self, run, k: int, b0: int, b1: int, hcols: int = 0):
+        """(xe, mask, rmask) of samples b0:b1. xe (T, Bk, F + hcols (+1)): time-major in processing order, columns
+        [x * dropout mask, ``hcols`` columns left for the kernel, 1 (carries the input bias through the GEMM)];
+        mask (T, Bk) and rmask (Bk, u) or None."""
+        c = self.config
+        T, F, dt = run["T"], run["F"], run["dt"]
+        xb = run["x"][b0:b1]
+        xe = self._take(k, "xe", (T, b1 - b0, F + hcols + (1 if c.use_bias else 0)), dt)
+        xe[:, :, :F] = (xb[:, ::-1] if c.go_backwards else xb).transpose(1, 0, 2)
+        if c.use_bias:
+            xe[:, :, F + hcols] = 1
+        if run["dmask"] is not None:
+            xe[:, :, :F] *= run["dmask"][None, b0:b1]
+        m = None if run["m"] is None else np.ascontiguousarray(run["m"][:, b0:b1])
+        rmask = None if run["rmask"] is None else run["rmask"][b0:b1]
+        return xe, m, rmask
 
-    def _finish(self, dt, Hs, Y, m, finals):
-        """Assemble the outputs from the (T, B, u) processing-order buffers."""
+    def _write_outputs(self, run, b0: int, b1: int, seq, block_finals, y, finals) -> None:
+        """Put a block's outputs (seq (T, Bk, u) in processing order) and final states into the batch arrays."""
         from ..kernels import recurrent as K
 
-        seq = Y if m is not None else Hs[1:]
-        T, B, u = seq.shape
+        T = run["T"]
         if self.config.return_sequences:
-            y = np.empty((B, T, u), dt)
-            K.to_batch_major(seq, False, y)
+            K.to_batch_major(seq, False, y[b0:b1])
+        elif T:
+            y[b0:b1] = seq[T - 1]
         else:
-            y = seq[T - 1].copy() if T else np.zeros((B, u), dt)
-        if self.config.stateful:
-            for s, v in zip(self.state_names, finals, strict=True):
-                self.state[s] = v.copy()
-        if self.config.return_state:
-            return [y] + [v.copy() for v in finals]
-        return y
+            y[b0:b1] = 0
+        for f, v in zip(finals, block_finals, strict=True):
+            f[b0:b1] = v
 
-    def _split_dy(self, dy, shape, masked: bool):
-        """(dY in processing order, [d final states], initial output carry) for the backward kernels.
+    def _split_dy(self, dys, T: int, B: int, u: int, masked: bool, dt):
+        """(dY in processing order, [d final states], initial output carry) of a block for the backward kernels.
 
         Without return_sequences only the last output has a gradient: dY is a (1, B, u) zero block and that
         gradient enters as the final state's gradient (no mask: the last output is h_T) or as the output
         carry (masks: the last output may repeat an earlier one)."""
-        T, B, u = shape
-        dys = dy if isinstance(dy, list) else [dy]
         d0 = dys[0]
-        dt = self._dtype
         dstates = []
         for k in range(len(self.state_names)):
             v = dys[1 + k] if self.config.return_state and len(dys) > 1 + k else None
@@ -306,36 +389,62 @@ class _RNNBase(Layer):
                     dstates[0] += d0
         return dY, dstates, carry0
 
-    def _input_grads(self, params, cache, dXg):
-        """(dkernel, d input bias or None, dx, dXg as (T*B, k*u), gradient of the extra columns) from the
-        input-side gate gradients."""
-        from ..kernels import recurrent as K
-
-        xe, dmask, x0 = cache["xe"], cache["dmask"], cache.get("lead", 0)
-        T, B, Fx = xe.shape
-        F = params["kernel"].shape[0]
-        dX2 = dXg.reshape(T * B, -1)
-        W = np.asarray(params["kernel"], dtype=dX2.dtype)
-        dWb = xe.reshape(T * B, Fx).T @ dX2  # kernel, input-bias (and lead columns) gradients in one GEMM
-        dW, db, lead = dWb[x0:x0 + F], (dWb[x0 + F] if self.config.use_bias else None), dWb[:x0]
-        if not self.needs_input_grad:  # nothing upstream trains (the engine says so): skip dx
-            return dW, db, None, dX2, lead
-        dxt = (dX2 @ W.T).reshape(T, B, F)
-        if dmask is not None:
-            dxt *= dmask[None]
-        dx = np.empty((B, T, F), dX2.dtype)
-        K.to_batch_major(dxt, self.config.go_backwards, dx)
-        return dW, db, dx, dX2, lead
+    def _grad_targets(self, params, dt) -> dict:
+        """The arrays the (first block's) weight gradients go to: the engine's gradient buffers (``grad_out``, set
+        by the engine around backward) where they fit, else new arrays."""
+        out = getattr(self, "grad_out", None) or {}
+        targets = {}
+        for name, p in params.items():
+            buf = out.get(name)
+            shape = np.shape(p)
+            if buf is not None and buf.shape == shape and buf.dtype == dt and buf.flags.c_contiguous:
+                targets[name] = buf
+            else:
+                targets[name] = np.empty(shape, dt)
+        return targets
 
     @staticmethod
-    def _hprev(cache, Hs):
+    def _scratch_grads(params, dt) -> dict:
+        """Gradient arrays of a further block: views into one buffer, back to back in the order of ``params``."""
+        sizes = [int(np.size(p)) for p in params.values()]
+        flat = np.empty(sum(sizes), dt)
+        out, off = {}, 0
+        for (name, p), n in zip(params.items(), sizes, strict=True):
+            out[name] = flat[off:off + n].reshape(np.shape(p))
+            off += n
+        return out
+
+    def _kernel_grads(self, xe, dX2, g) -> np.ndarray | None:
+        """Kernel gradient into g["kernel"] from one GEMM [x, 1]^T dX2; returns the input-bias gradient (the ones
+        column's row) or None without a bias."""
+        xe2 = xe.reshape(-1, xe.shape[2])
+        if not self.config.use_bias:
+            np.matmul(xe2.T, dX2, out=g["kernel"])
+            return None
+        dWb = xe2.T @ dX2
+        F = g["kernel"].shape[0]
+        g["kernel"][...] = dWb[:F]
+        return dWb[F]
+
+    def _input_grad(self, run, dX2, W, b0: int, b1: int, dx) -> None:
+        """dx[b0:b1] (batch-major, input order) from the input-side gate gradients dX2 (T*Bk, k*u)."""
+        from ..kernels import recurrent as K
+
+        if dx is None:  # nothing upstream trains (the engine says so): skip dx
+            return
+        T, F = run["T"], run["F"]
+        dxt = (dX2 @ W.T).reshape(T, b1 - b0, F)
+        if run["dmask"] is not None:
+            dxt *= run["dmask"][None, b0:b1]
+        K.to_batch_major(dxt, self.config.go_backwards, dx[b0:b1])
+
+    @staticmethod
+    def _hprev(Hs, rmask):
         """h_{t-1} of every step as the recurrent GEMM saw it, flattened to (T*B, u)."""
         T1, B, u = Hs.shape
-        h = Hs[:T1 - 1].reshape((T1 - 1) * B, u)
-        rmask = cache["rmask"]
         if rmask is not None:
-            h = (Hs[:T1 - 1] * rmask[None]).reshape((T1 - 1) * B, u)
-        return h
+            return (Hs[:T1 - 1] * rmask[None]).reshape((T1 - 1) * B, u)
+        return Hs[:T1 - 1].reshape((T1 - 1) * B, u)
 
     @staticmethod
     def _dummies(dt, m, rmask):
@@ -346,6 +455,43 @@ class _RNNBase(Layer):
     def _codes(self):
         c = self.config
         return ACTIVATION_CODES[getattr(c, "recurrent_activation", "sigmoid")], ACTIVATION_CODES[c.activation]
+
+    @staticmethod
+    def _with_bias_row(params, bias_row, dt):
+        """[kernel; input bias] (F(+1), k*u) for the input projection GEMM."""
+        W = np.asarray(params["kernel"], dtype=dt)
+        if bias_row is None:
+            return np.ascontiguousarray(W)
+        return np.concatenate([W, np.asarray(bias_row, dtype=dt)[None]], axis=0)
+
+
+def _stacked_rows(arrays, dt):
+    """One (rows, N) view over C-contiguous arrays of N columns (a 1-D array is one row) that sit back to back in
+    one buffer, as the engine packs the weights and their gradients; None when they do not."""
+    first = arrays[0]
+    n = first.shape[-1]
+    base = first
+    while isinstance(base.base, np.ndarray):
+        base = base.base
+    if not base.flags.c_contiguous:
+        return None
+    addr, rows = first.ctypes.data, 0
+    for a in arrays:
+        if a.dtype != dt or not a.flags.c_contiguous or a.shape[-1] != n or a.ctypes.data != addr:
+            return None
+        addr += a.nbytes
+        rows += a.size // n
+    offset = first.ctypes.data - base.ctypes.data
+    if offset < 0 or offset + rows * n * dt.itemsize > base.nbytes:
+        return None
+    return np.ndarray((rows, n), dtype=dt, buffer=base, offset=offset)
+
+
+# Blocks of samples (threads): at least MIN_BLOCK_ROWS samples and MIN_BLOCK_WORK multiply-adds of GEMM work per
+# block, so a block's work outweighs the hand-off to a thread (~50-100 us). FORCE_BLOCKS (tests) forces a count.
+MIN_BLOCK_ROWS = 4
+MIN_BLOCK_WORK = 4_000_000
+FORCE_BLOCKS: int | None = None
 
 
 # ---------------------------------------------------------------------------------------- SimpleRNN
@@ -376,41 +522,48 @@ class SimpleRNN(_RNNBase):
                 (4, 2), output_shape=(3,), params=15),
     ]
 
-    def forward(self, params, x, *, training=False, rng=None, mask=None):
+    def _forward_weights(self, params, run):
+        dt = run["dt"]
+        run["W_in"] = self._with_bias_row(params, params.get("bias"), dt)
+        run["U"] = np.ascontiguousarray(params["recurrent_kernel"], dtype=dt)
+
+    def _backward_weights(self, params, dt):
+        return {"UT": np.ascontiguousarray(np.asarray(params["recurrent_kernel"], dtype=dt).T),
+                "W": np.asarray(params["kernel"], dtype=dt)}
+
+    def _forward_block(self, run, k, b0, b1, y, finals):
         from ..kernels import recurrent as K
 
-        dt, xe, dmask, rmask, m = self._inputs(x, training, rng, mask)
-        T, B, u = xe.shape[0], xe.shape[1], self.config.units
-        Hs = np.empty((T + 1, B, u), dt)
-        self._project(params, xe, params.get("bias"), Hs[1:])
-        (h0,) = self._initial_states(B, dt)
-        Y = np.empty((T, B, u), dt) if m is not None else np.empty((1, 1, 1), dt)
+        dt, T, u, Bk = run["dt"], run["T"], self.config.units, b1 - b0
+        xe, m, rmask = self._block_inputs(run, k, b0, b1)
+        Hs = self._take(k, "Hs", (T + 1, Bk, u), dt)
+        np.matmul(xe.reshape(T * Bk, -1), run["W_in"], out=Hs[1:].reshape(T * Bk, u))
+        Y = self._take(k, "Y", (T, Bk, u), dt) if m is not None else np.empty((1, 1, 1), dt)
         mm, rm = self._dummies(dt, m, rmask)
-        U = np.ascontiguousarray(params["recurrent_kernel"], dtype=dt)
         _, act = self._codes()
-        K.simple_forward(U, h0, mm, m is not None, rm, rmask is not None, act, self.zero_output_for_mask,
-                         dt == np.float32, Hs, Y)
-        y = self._finish(dt, Hs, Y if m is not None else None, m, [Hs[T]])
-        return y, {"xe": xe, "dmask": dmask, "rmask": rmask, "m": m, "Hs": Hs, "dt": dt}
+        K.simple_forward(*K.gemm_for(dt), run["U"], run["states"][0][b0:b1], mm, m is not None, rm,
+                         rmask is not None, act, self.zero_output_for_mask, dt == np.float32, Hs, Y)
+        self._write_outputs(run, b0, b1, Y if m is not None else Hs[1:], [Hs[T]], y, finals)
+        return {"xe": xe, "m": m, "rmask": rmask, "Hs": Hs, "buffers": {"xe": xe, "Hs": Hs, "Y": Y}}
 
-    def backward(self, params, dy, cache):
+    def _backward_block(self, run, weights, cache, k, b0, b1, dys, g, dx):
         from ..kernels import recurrent as K
 
-        Hs, m, rmask, dt = cache["Hs"], cache["m"], cache["rmask"], cache["dt"]
-        self._dtype = dt
-        T, B, u = Hs.shape[0] - 1, Hs.shape[1], Hs.shape[2]
-        dY, (dh,), carry0 = self._split_dy(dy, (T, B, u), m is not None)
+        dt, T, u, Bk = run["dt"], run["T"], self.config.units, b1 - b0
+        Hs, m, rmask = cache["Hs"], cache["m"], cache["rmask"]
+        dY, (dh,), carry0 = self._split_dy(dys, T, Bk, u, m is not None, dt)
         mm, rm = self._dummies(dt, m, rmask)
-        UT = np.ascontiguousarray(np.asarray(params["recurrent_kernel"], dtype=dt).T)
-        dG = np.empty((T, B, u), dt)
+        dG = self._take(k, "dG", (T, Bk, u), dt)
+        cache["buffers"]["dG"] = dG
         _, act = self._codes()
-        K.simple_backward(dY, dh, carry0, Hs, UT, mm, m is not None, rm, rmask is not None, act,
-                          self.zero_output_for_mask, dG)
-        dW, db, dx, dG2, _ = self._input_grads(params, cache, dG)
-        grads = {"kernel": dW, "recurrent_kernel": self._hprev(cache, Hs).T @ dG2}
-        if self.config.use_bias:
-            grads["bias"] = db
-        return dx, grads
+        K.simple_backward(*K.gemm_for(dt), dY, dh, carry0, Hs, weights["UT"], mm, m is not None, rm,
+                          rmask is not None, act, self.zero_output_for_mask, dG)
+        dG2 = dG.reshape(T * Bk, u)
+        db = self._kernel_grads(cache["xe"], dG2, g)
+        if db is not None:
+            g["bias"][...] = db
+        np.matmul(self._hprev(Hs, rmask).T, dG2, out=g["recurrent_kernel"])
+        self._input_grad(run, dG2, weights["W"], b0, b1, dx)
 
 
 # ---------------------------------------------------------------------------------------- LSTM
@@ -467,50 +620,64 @@ class LSTM(_RNNBase):
         init = _InitWithForgetBias(c.bias_initializer, c.units) if c.unit_forget_bias else c.bias_initializer
         return ParamSpec("bias", (k * c.units,), init, regularizer=c.bias_regularizer, constraint=c.bias_constraint)
 
-    def forward(self, params, x, *, training=False, rng=None, mask=None):
+    # Speed: the per-step GEMM runs over [x_t, h_{t-1}, 1] against [kernel; recurrent_kernel; bias] (a view of the
+    # engine's packed weights when they sit back to back, as they do), and the weight gradients are one GEMM over
+    # all steps written straight into the engine's gradient buffer in that same layout.
+    def _forward_weights(self, params, run):
+        dt = run["dt"]
+        names = ["kernel", "recurrent_kernel"] + (["bias"] if self.config.use_bias else [])
+        arrays = [np.asarray(params[n], dtype=dt) for n in names]
+        WU = _stacked_rows(arrays, dt)
+        run["WU"] = WU if WU is not None else np.concatenate([a.reshape(-1, a.shape[-1]) for a in arrays], axis=0)
+
+    def _backward_weights(self, params, dt):
+        return {"UT": np.ascontiguousarray(np.asarray(params["recurrent_kernel"], dtype=dt).T),
+                "W": np.asarray(params["kernel"], dtype=dt)}
+
+    def _forward_block(self, run, k, b0, b1, y, finals):
         from ..kernels import recurrent as K
 
-        c = self.config
-        u = c.units
-        dt, xe, dmask, rmask, m = self._inputs(x, training, rng, mask, lead=u)
-        T, B = xe.shape[:2]
-        WU = [np.asarray(params["recurrent_kernel"], dtype=dt), np.asarray(params["kernel"], dtype=dt)]
-        if c.use_bias:
-            WU.append(np.asarray(params["bias"], dtype=dt)[None])
-        WU = np.concatenate(WU, axis=0)
-        h0, c0 = self._initial_states(B, dt)
-        G = np.empty((T, B, 4 * u), dt)
-        Hs = np.empty((T + 1, B, u), dt)
-        Cs = np.empty((T + 1, B, u), dt)
-        TC = np.empty((T, B, u), dt)
-        Y = np.empty((T, B, u), dt) if m is not None else np.empty((1, 1, 1), dt)
+        dt, T, F, u, Bk = run["dt"], run["T"], run["F"], self.config.units, b1 - b0
+        xe, m, rmask = self._block_inputs(run, k, b0, b1, hcols=u)
+        G = self._take(k, "G", (T, Bk, 4 * u), dt)
+        Hs = self._take(k, "Hs", (T + 1, Bk, u), dt)
+        Cs = self._take(k, "Cs", (T + 1, Bk, u), dt)
+        TC = self._take(k, "TC", (T, Bk, u), dt)
+        Y = self._take(k, "Y", (T, Bk, u), dt) if m is not None else np.empty((1, 1, 1), dt)
         mm, rm = self._dummies(dt, m, rmask)
         ract, act = self._codes()
-        K.lstm_forward(xe, WU, h0, c0, mm, m is not None, rm, rmask is not None, ract, act,
-                       self.zero_output_for_mask, dt == np.float32, G, Hs, Cs, TC, Y)
-        y = self._finish(dt, Hs, Y if m is not None else None, m, [Hs[T], Cs[T]])
-        cache = {"xe": xe, "lead": u, "dmask": dmask, "rmask": rmask, "m": m, "Hs": Hs, "Cs": Cs, "G": G, "TC": TC,
-                 "dt": dt}
-        return y, cache
+        h0, c0 = run["states"]
+        K.lstm_forward(*K.gemm_for(dt), xe, run["WU"], F, h0[b0:b1], c0[b0:b1], mm, m is not None, rm,
+                       rmask is not None, ract, act, self.zero_output_for_mask, dt == np.float32, G, Hs, Cs, TC, Y)
+        self._write_outputs(run, b0, b1, Y if m is not None else Hs[1:], [Hs[T], Cs[T]], y, finals)
+        return {"xe": xe, "m": m, "rmask": rmask, "Cs": Cs, "G": G, "TC": TC,
+                "buffers": {"xe": xe, "G": G, "Hs": Hs, "Cs": Cs, "TC": TC, "Y": Y}}
 
-    def backward(self, params, dy, cache):
+    def _backward_block(self, run, weights, cache, k, b0, b1, dys, g, dx):
         from ..kernels import recurrent as K
 
-        m, rmask, dt, G = cache["m"], cache["rmask"], cache["dt"], cache["G"]
-        self._dtype = dt
-        T, B, G4 = G.shape
-        dY, (dh, dc), carry0 = self._split_dy(dy, (T, B, G4 // 4), m is not None)
+        dt, T, F, u, Bk = run["dt"], run["T"], run["F"], self.config.units, b1 - b0
+        m, rmask, G = cache["m"], cache["rmask"], cache["G"]
+        dY, (dh, dc), carry0 = self._split_dy(dys, T, Bk, u, m is not None, dt)
         mm, rm = self._dummies(dt, m, rmask)
-        UT = np.ascontiguousarray(np.asarray(params["recurrent_kernel"], dtype=dt).T)
-        dG = np.empty((T, B, G4), dt)
+        dG = self._take(k, "dG", (T, Bk, 4 * u), dt)
+        cache["buffers"]["dG"] = dG
         ract, act = self._codes()
-        K.lstm_backward(dY, dh, dc, carry0, G, cache["Cs"], cache["TC"], UT, mm, m is not None, rm, rmask is not None,
-                        ract, act, self.zero_output_for_mask, dG)
-        dW, db, dx, _, dU = self._input_grads(params, cache, dG)  # the leading h_{t-1} columns give dU
-        grads = {"kernel": dW, "recurrent_kernel": dU}
-        if self.config.use_bias:
-            grads["bias"] = db
-        return dx, grads
+        K.lstm_backward(*K.gemm_for(dt), dY, dh, dc, carry0, G, cache["Cs"], cache["TC"], weights["UT"], mm,
+                        m is not None, rm, rmask is not None, ract, act, self.zero_output_for_mask, dG)
+        dG2 = dG.reshape(T * Bk, 4 * u)
+        xe2 = cache["xe"].reshape(T * Bk, -1)
+        names = ["kernel", "recurrent_kernel"] + (["bias"] if self.config.use_bias else [])
+        dWU = _stacked_rows([g[n] for n in names], dt)
+        if dWU is not None:  # the h_{t-1} columns of xe give the recurrent kernel's gradient, the ones the bias's
+            np.matmul(xe2.T, dG2, out=dWU)
+        else:
+            dWU = xe2.T @ dG2
+            g["kernel"][...] = dWU[:F]
+            g["recurrent_kernel"][...] = dWU[F:F + u]
+            if self.config.use_bias:
+                g["bias"][...] = dWU[F + u]
+        self._input_grad(run, dG2, weights["W"], b0, b1, dx)
 
 
 # ---------------------------------------------------------------------------------------- GRU
@@ -554,69 +721,89 @@ class GRU(_RNNBase):
         return ParamSpec("bias", shape, c.bias_initializer, regularizer=c.bias_regularizer,
                          constraint=c.bias_constraint)
 
-    def forward(self, params, x, *, training=False, rng=None, mask=None):
+    def _forward_weights(self, params, run):
+        c, dt = self.config, run["dt"]
+        u = c.units
+        bias = np.asarray(params["bias"], dtype=dt) if c.use_bias else None
+        run["W_in"] = self._with_bias_row(params, None if bias is None else (bias[0] if c.reset_after else bias), dt)
+        U = np.asarray(params["recurrent_kernel"], dtype=dt)
+        if c.reset_after:
+            run["U"] = np.ascontiguousarray(U)
+            run["brec"] = np.ascontiguousarray(bias[1]) if bias is not None else np.zeros(3 * u, dt)
+        else:
+            run["Uzr"] = np.ascontiguousarray(U[:, :2 * u])
+            run["Uh"] = np.ascontiguousarray(U[:, 2 * u:])
+
+    def _backward_weights(self, params, dt):
+        u = self.config.units
+        U = np.asarray(params["recurrent_kernel"], dtype=dt)
+        w = {"W": np.asarray(params["kernel"], dtype=dt)}
+        if self.config.reset_after:
+            w["UT"] = np.ascontiguousarray(U.T)
+        else:
+            w["UzrT"] = np.ascontiguousarray(U[:, :2 * u].T)
+            w["UhT"] = np.ascontiguousarray(U[:, 2 * u:].T)
+        return w
+
+    def _forward_block(self, run, k, b0, b1, y, finals):
         from ..kernels import recurrent as K
 
         c = self.config
-        dt, xe, dmask, rmask, m = self._inputs(x, training, rng, mask)
-        T, B, u = xe.shape[0], xe.shape[1], c.units
-        G3 = 3 * u
-        bias = np.asarray(params["bias"], dtype=dt) if c.use_bias else None
-        G = np.empty((T, B, G3), dt)
-        self._project(params, xe, None if bias is None else (bias[0] if c.reset_after else bias), G)
-        (h0,) = self._initial_states(B, dt)
-        Hs = np.empty((T + 1, B, u), dt)
-        RH = np.empty((T, B, u), dt)
-        Y = np.empty((T, B, u), dt) if m is not None else np.empty((1, 1, 1), dt)
+        dt, T, u, Bk = run["dt"], run["T"], c.units, b1 - b0
+        xe, m, rmask = self._block_inputs(run, k, b0, b1)
+        G = self._take(k, "G", (T, Bk, 3 * u), dt)
+        np.matmul(xe.reshape(T * Bk, -1), run["W_in"], out=G.reshape(T * Bk, 3 * u))
+        Hs = self._take(k, "Hs", (T + 1, Bk, u), dt)
+        RH = self._take(k, "RH", (T, Bk, u), dt)
+        Y = self._take(k, "Y", (T, Bk, u), dt) if m is not None else np.empty((1, 1, 1), dt)
         mm, rm = self._dummies(dt, m, rmask)
-        U = np.asarray(params["recurrent_kernel"], dtype=dt)
         ract, act = self._codes()
+        h0 = run["states"][0][b0:b1]
         fast = dt == np.float32
         if c.reset_after:
-            brec = bias[1].copy() if bias is not None else np.zeros(G3, dt)
-            K.gru_forward_after(np.ascontiguousarray(U), brec, h0, mm, m is not None, rm, rmask is not None,
+            K.gru_forward_after(*K.gemm_for(dt), run["U"], run["brec"], h0, mm, m is not None, rm, rmask is not None,
                                 ract, act, self.zero_output_for_mask, fast, G, RH, Hs, Y)
         else:
-            K.gru_forward_before(np.ascontiguousarray(U[:, :2 * u]), np.ascontiguousarray(U[:, 2 * u:]), h0,
-                                 mm, m is not None, rm, rmask is not None, ract, act, self.zero_output_for_mask, fast,
-                                 G, RH, Hs, Y)
-        y = self._finish(dt, Hs, Y if m is not None else None, m, [Hs[T]])
-        return y, {"xe": xe, "dmask": dmask, "rmask": rmask, "m": m, "Hs": Hs, "G": G, "RH": RH, "dt": dt}
+            K.gru_forward_before(*K.gemm_for(dt), run["Uzr"], run["Uh"], h0, mm, m is not None, rm, rmask is not None,
+                                 ract, act, self.zero_output_for_mask, fast, G, RH, Hs, Y)
+        self._write_outputs(run, b0, b1, Y if m is not None else Hs[1:], [Hs[T]], y, finals)
+        return {"xe": xe, "m": m, "rmask": rmask, "Hs": Hs, "G": G, "RH": RH,
+                "buffers": {"xe": xe, "G": G, "Hs": Hs, "RH": RH, "Y": Y}}
 
-    def backward(self, params, dy, cache):
+    def _backward_block(self, run, weights, cache, k, b0, b1, dys, g, dx):
         from ..kernels import recurrent as K
 
         c = self.config
-        Hs, m, rmask, dt, G, RH = cache["Hs"], cache["m"], cache["rmask"], cache["dt"], cache["G"], cache["RH"]
-        self._dtype = dt
-        T, B, G3 = G.shape
-        u = G3 // 3
-        dY, (dh,), carry0 = self._split_dy(dy, (T, B, u), m is not None)
+        dt, T, u, Bk = run["dt"], run["T"], c.units, b1 - b0
+        Hs, m, rmask, G, RH = cache["Hs"], cache["m"], cache["rmask"], cache["G"], cache["RH"]
+        dY, (dh,), carry0 = self._split_dy(dys, T, Bk, u, m is not None, dt)
         mm, rm = self._dummies(dt, m, rmask)
-        U = np.asarray(params["recurrent_kernel"], dtype=dt)
         ract, act = self._codes()
-        dX = np.empty((T, B, G3), dt)
+        dX = self._take(k, "dX", (T, Bk, 3 * u), dt)
+        cache["buffers"]["dX"] = dX
+        dX2 = dX.reshape(T * Bk, 3 * u)
+        hprev = self._hprev(Hs, rmask)
         if c.reset_after:
-            dR = np.empty((T, B, G3), dt)
-            K.gru_backward_after(dY, dh, carry0, G, RH, Hs, np.ascontiguousarray(U.T), mm, m is not None, rm,
+            dR = self._take(k, "dR", (T, Bk, 3 * u), dt)
+            cache["buffers"]["dR"] = dR
+            K.gru_backward_after(*K.gemm_for(dt), dY, dh, carry0, G, RH, Hs, weights["UT"], mm, m is not None, rm,
                                  rmask is not None, ract, act, self.zero_output_for_mask, dX, dR)
-            dW, db, dx, dX2, _ = self._input_grads(params, cache, dX)
-            dR2 = dR.reshape(T * B, G3)
-            grads = {"kernel": dW, "recurrent_kernel": self._hprev(cache, Hs).T @ dR2}
-            if c.use_bias:
-                grads["bias"] = np.stack([db, dR2.sum(axis=0)])
+            dR2 = dR.reshape(T * Bk, 3 * u)
+            db = self._kernel_grads(cache["xe"], dX2, g)
+            np.matmul(hprev.T, dR2, out=g["recurrent_kernel"])
+            if db is not None:
+                g["bias"][0] = db
+                np.sum(dR2, axis=0, out=g["bias"][1])
         else:
-            K.gru_backward_before(dY, dh, carry0, G, Hs, np.ascontiguousarray(U[:, :2 * u].T),
-                                  np.ascontiguousarray(U[:, 2 * u:].T), mm, m is not None, rm, rmask is not None,
-                                  ract, act, self.zero_output_for_mask, dX)
-            dW, db, dx, dX2, _ = self._input_grads(params, cache, dX)
-            dU = np.empty_like(U)
-            dU[:, :2 * u] = self._hprev(cache, Hs).T @ dX2[:, :2 * u]
-            dU[:, 2 * u:] = RH.reshape(T * B, u).T @ dX2[:, 2 * u:]
-            grads = {"kernel": dW, "recurrent_kernel": dU}
-            if c.use_bias:
-                grads["bias"] = db
-        return dx, grads
+            K.gru_backward_before(*K.gemm_for(dt), dY, dh, carry0, G, Hs, weights["UzrT"], weights["UhT"], mm,
+                                  m is not None, rm, rmask is not None, ract, act, self.zero_output_for_mask, dX)
+            db = self._kernel_grads(cache["xe"], dX2, g)
+            dU = g["recurrent_kernel"]
+            dU[:, :2 * u] = hprev.T @ dX2[:, :2 * u]
+            dU[:, 2 * u:] = RH.reshape(T * Bk, u).T @ dX2[:, 2 * u:]
+            if db is not None:
+                g["bias"][...] = db
+        self._input_grad(run, dX2, weights["W"], b0, b1, dx)
 
 
 RNN_TYPES = ("SimpleRNN", "GRU", "LSTM")
