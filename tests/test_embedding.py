@@ -86,3 +86,19 @@ def test_keras1_names_equal_modern_config():
 def test_input_length_mismatch_is_a_shape_error():
     with pytest.raises(ShapeError, match="input_length is 4"):
         build_layer({"type": "Embedding", "input_dim": 5, "output_dim": 2, "input_length": 4}, (6,))
+
+
+def test_backward_writes_into_engine_buffer():
+    b = build_layer({"type": "Embedding", "input_dim": 6, "output_dim": 2}, (3,), dtype=np.float32)
+    x = np.array([[1, 1, 4], [0, 4, 4]])
+    y, cache = b.layer.forward(b.params, x)
+    dy = np.random.default_rng(0).standard_normal(y.shape).astype(np.float32)
+    _, plain = b.layer.backward(b.params, dy, cache)
+    out = {"embeddings": np.full((6, 2), 7.0, np.float32)}  # stale values from the previous step
+    b.layer.grad_out = out
+    try:
+        _, grads = b.layer.backward(b.params, dy, cache)
+    finally:
+        b.layer.grad_out = None
+    assert grads["embeddings"] is out["embeddings"]
+    np.testing.assert_array_equal(out["embeddings"], plain["embeddings"])

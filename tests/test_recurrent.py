@@ -249,3 +249,171 @@ def test_masks_out_and_gradients_through_masked_steps():
     last = build_layer({"type": "GRU", "units": 2, "return_state": True}, (5, 3)).layer
     assert last.compute_mask(x, mask) == [None, None]
     check_layer_gradients(built, x, mask=mask)
+
+
+# ---------------------------------------------------------------------------------------- speed paths
+
+BLOCK_CASES = [
+    {"type": "SimpleRNN", "units": 4, "return_sequences": True, "go_backwards": True, "dropout": 0.2,
+     "recurrent_dropout": 0.3},
+    {"type": "LSTM", "units": 3, "return_sequences": True, "dropout": 0.2, "recurrent_dropout": 0.3},
+    {"type": "LSTM", "units": 5, "go_backwards": True, "return_state": True, "activation": "softsign"},
+    {"type": "GRU", "units": 3, "return_sequences": True, "recurrent_dropout": 0.3},
+    {"type": "GRU", "units": 4, "reset_after": False, "go_backwards": True, "return_state": True, "dropout": 0.25},
+]
+
+
+def _pass(built, x, mask, seed=5):
+    y, cache = built.layer.forward(built.params, x, training=True, rng=np.random.default_rng(seed), mask=mask)
+    ys = y if isinstance(y, list) else [y]
+    dys = [np.random.default_rng(1).standard_normal(v.shape) for v in ys]
+    dx, grads = built.layer.backward(built.params, dys if isinstance(y, list) else dys[0], cache)
+    return ys, dx, {k: v.copy() for k, v in grads.items()}
+
+
+@pytest.mark.parametrize("cfg", BLOCK_CASES, ids=[str(i) for i in range(len(BLOCK_CASES))])
+def test_blocks_of_samples_give_the_one_block_results(cfg, monkeypatch):
+    """The batch split over threads (one pass per block of samples, weight gradients summed) changes nothing."""
+    import layerforge.layers.recurrent as R
+
+    rng = np.random.default_rng(0)
+    built = build_layer(cfg, (6, 3), seed=2)
+    built.layer.needs_input_grad = True
+    x = rng.standard_normal((7, 6, 3))
+    mask = _mask(rng, 7, 6)
+    results = []
+    for n in (1, 2, 3):
+        monkeypatch.setattr(R, "FORCE_BLOCKS", n)
+        assert len(built.layer._blocks(7, 6, 3)) == n
+        results.append(_pass(built, x, mask))
+    (ys1, dx1, g1) = results[0]
+    for ys, dx, g in results[1:]:
+        for a, b in zip(ys, ys1, strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(dx, dx1, rtol=1e-12, atol=1e-12)
+        for k in g1:
+            np.testing.assert_allclose(g[k], g1[k], rtol=1e-12, atol=1e-12)
+    monkeypatch.setattr(R, "FORCE_BLOCKS", 2)
+    check_layer_gradients(built, x, mask=mask)
+
+
+def test_stateful_blocks_carry_each_sample_state(monkeypatch):
+    import layerforge.layers.recurrent as R
+
+    cfg = {"type": "LSTM", "units": 3, "stateful": True, "return_sequences": True}
+    rng = np.random.default_rng(1)
+    x1, x2 = rng.standard_normal((4, 3, 2)), rng.standard_normal((4, 3, 2))
+    outs = []
+    for n in (1, 2):
+        monkeypatch.setattr(R, "FORCE_BLOCKS", n)
+        built = build_layer(cfg, (3, 2), seed=4, batch_size=4)
+        built.layer.forward(built.params, x1)
+        outs.append(built.layer.forward(built.params, x2)[0])
+    np.testing.assert_allclose(outs[1], outs[0], rtol=1e-12, atol=1e-12)
+
+
+def test_default_blocks_follow_threads_and_work(monkeypatch):
+    import numba
+
+    built = build_layer({"type": "LSTM", "units": 64}, (20, 16))
+    monkeypatch.setattr(numba, "get_num_threads", lambda: 2)
+    assert built.layer._blocks(64, 20, 16) == [(0, 32), (32, 64)]
+    assert built.layer._blocks(3, 20, 16) == [(0, 3)]  # too few samples per thread
+    small = build_layer({"type": "SimpleRNN", "units": 2}, (3, 2)).layer
+    assert small._blocks(64, 3, 2) == [(0, 64)]  # too little work
+    monkeypatch.setattr(numba, "get_num_threads", lambda: 1)
+    assert built.layer._blocks(64, 20, 16) == [(0, 64)]
+
+
+@pytest.mark.parametrize("kind", ["LSTM", "GRU"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_every_blas_entry_point_gives_the_same_results(kind, dtype, monkeypatch):
+    """The per-step products call a BLAS ?gemm by address: scipy's Fortran one and every CBLAS one found agree."""
+    from layerforge.kernels import recurrent as K
+
+    rng = np.random.default_rng(2)
+    built = build_layer({"type": kind, "units": 5, "return_sequences": True}, (4, 3), dtype=dtype, seed=3)
+    x = rng.standard_normal((6, 4, 3)).astype(dtype)
+    candidates = K.gemm_candidates(dtype)
+    assert candidates[0][1] == K.GEMM_FORTRAN
+    results = []
+    for address, kind_code, _ in candidates:
+        monkeypatch.setattr(K, "gemm_for", lambda dt, a=address, c=kind_code: (a, c))
+        results.append(_pass(built, x, None))
+    tol = 1e-12 if dtype == np.float64 else 1e-5
+    for ys, _, g in results[1:]:
+        np.testing.assert_allclose(ys[0], results[0][0][0], rtol=tol, atol=tol)
+        for k in g:
+            np.testing.assert_allclose(g[k], results[0][2][k], rtol=tol, atol=tol)
+
+
+def _engine_like_buffers(params):
+    """Views into one flat buffer in parameter order, as the engine's gradient buffer."""
+    flat = np.full(sum(p.size for p in params.values()), 7.0, next(iter(params.values())).dtype)
+    out, off = {}, 0
+    for name, p in params.items():
+        out[name] = flat[off:off + p.size].reshape(p.shape)
+        off += p.size
+    return flat, out
+
+
+@pytest.mark.parametrize("cfg", [
+    {"type": "LSTM", "units": 4},
+    {"type": "LSTM", "units": 3, "use_bias": False, "return_sequences": True},
+    {"type": "GRU", "units": 3},
+    {"type": "GRU", "units": 3, "reset_after": False},
+    {"type": "SimpleRNN", "units": 3},
+], ids=lambda c: f"{c['type']}-{len(c)}")
+@pytest.mark.parametrize("blocks", [1, 2])
+def test_weight_gradients_written_into_engine_buffers(cfg, blocks, monkeypatch):
+    import layerforge.layers.recurrent as R
+
+    monkeypatch.setattr(R, "FORCE_BLOCKS", blocks)
+    built = build_layer(cfg, (5, 3), dtype=np.float32, seed=6)
+    layer = built.layer
+    flat_params, views = _engine_like_buffers(built.params)
+    for k in built.params:  # weights packed as the engine packs them (the LSTM reads them as one block)
+        views[k][...] = built.params[k]
+    params = views
+    x = np.random.default_rng(3).standard_normal((4, 5, 3)).astype(np.float32)
+    y, cache = layer.forward(params, x, training=True)
+    dy = np.random.default_rng(4).standard_normal(y.shape).astype(np.float32)
+    _, plain = layer.backward(params, dy, cache)
+    plain = {k: v.copy() for k, v in plain.items()}
+    flat, out = _engine_like_buffers(params)
+    y, cache = layer.forward(params, x, training=True)
+    layer.grad_out = out
+    try:
+        _, grads = layer.backward(params, dy, cache)
+    finally:
+        layer.grad_out = None
+    for k in params:
+        assert grads[k] is out[k]
+        np.testing.assert_allclose(out[k], plain[k], rtol=1e-5, atol=1e-6)
+    assert not np.any(flat == 7.0)
+
+
+def test_backward_after_inference_forward_or_twice():
+    """Work buffers go back to a pool after backward (and after an inference forward); a backward on such a cache
+    runs the forward again instead of reading reused buffers."""
+    built = build_layer({"type": "GRU", "units": 3, "return_sequences": True}, (4, 2), seed=1)
+    layer, params = built.layer, built.params
+    layer.needs_input_grad = True
+    rng = np.random.default_rng(0)
+    x1, x2 = rng.standard_normal((3, 4, 2)), rng.standard_normal((3, 4, 2))
+    dy = rng.standard_normal((3, 4, 3))
+    _, c1 = layer.forward(params, x1, training=True)
+    dx1, g1 = layer.backward(params, dy, c1)
+    dx1, g1 = dx1.copy(), {k: v.copy() for k, v in g1.items()}
+    _, c_inf = layer.forward(params, x1, training=False)
+    _, c2 = layer.forward(params, x2, training=True)  # takes the buffers the inference pass gave back
+    dx, g = layer.backward(params, dy, c_inf)
+    np.testing.assert_allclose(dx, dx1, rtol=1e-12)
+    _, c3 = layer.forward(params, x2, training=True)
+    dx, g = layer.backward(params, dy, c1)  # c1's buffers went back to the pool and were taken again
+    np.testing.assert_allclose(dx, dx1, rtol=1e-12)
+    for k in g1:
+        np.testing.assert_allclose(g[k], g1[k], rtol=1e-12)
+    dx2, _ = layer.backward(params, dy, c2)
+    _, c2b = layer.forward(params, x2, training=True)
+    np.testing.assert_allclose(dx2, layer.backward(params, dy, c2b)[0], rtol=1e-12)

@@ -117,3 +117,28 @@ def test_bidirectional_config_errors():
     with pytest.raises(ShapeError, match="differ"):
         build_layer({"type": "Bidirectional", "layer": {"type": "LSTM", "units": 2},
                      "backward_layer": {"type": "LSTM", "units": 3, "go_backwards": True}}, (3, 2))
+
+
+@pytest.mark.parametrize("cfg", [
+    {"type": "Bidirectional", "layer": {"type": "LSTM", "units": 2}},
+    {"type": "TimeDistributed", "layer": {"type": "GRU", "units": 2}},
+], ids=["bidirectional", "time_distributed"])
+def test_wrappers_pass_engine_gradient_buffers_to_the_inner_layers(cfg):
+    shape = (3, 4) if cfg["type"] == "Bidirectional" else (2, 3, 4)
+    b = build_layer(cfg, shape, dtype=np.float32, seed=2)
+    x = np.random.default_rng(1).standard_normal((2,) + shape).astype(np.float32)
+    y, cache = b.layer.forward(b.params, x, training=True)
+    dy = np.ones_like(y)
+    _, plain = b.layer.backward(b.params, dy, cache)
+    plain = {k: v.copy() for k, v in plain.items()}
+    y, cache = b.layer.forward(b.params, x, training=True)
+    out = {k: np.full(v.shape, 7.0, np.float32) for k, v in b.params.items()}
+    b.layer.grad_out = out
+    try:
+        _, grads = b.layer.backward(b.params, dy, cache)
+    finally:
+        b.layer.grad_out = None
+    assert set(grads) == set(out)
+    for k in out:
+        assert grads[k] is out[k]
+        np.testing.assert_allclose(out[k], plain[k], rtol=1e-5, atol=1e-6)

@@ -130,7 +130,12 @@ class Embedding(Layer):
         idx, scale, shape, dtype = cache
         flat = np.ascontiguousarray(idx.reshape(-1))
         rows = np.ascontiguousarray(np.asarray(dy, dtype=dtype).reshape(flat.size, shape[1]))
-        grad = np.zeros(shape, dtype)
+        # the engine's gradient buffer when it provides one (``grad_out``): no table-sized allocation per step
+        grad = (getattr(self, "grad_out", None) or {}).get("embeddings")
+        if grad is not None and grad.shape == tuple(shape) and grad.dtype == dtype and grad.flags.c_contiguous:
+            grad.fill(0)
+        else:
+            grad = np.zeros(shape, dtype)
         if scale is None:
             K.scatter_add_rows(flat, rows, grad)
         else:

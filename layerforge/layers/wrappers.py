@@ -122,7 +122,11 @@ class TimeDistributed(Layer):
         inner_cache, shape = cache
         B, T = shape[:2]
         dy = np.asarray(dy)
-        dx, grads = self.inner.backward(params, dy.reshape((B * T,) + dy.shape[2:]), inner_cache)
+        self.inner.grad_out = getattr(self, "grad_out", None)  # same weight names: the engine's buffers pass through
+        try:
+            dx, grads = self.inner.backward(params, dy.reshape((B * T,) + dy.shape[2:]), inner_cache)
+        finally:
+            self.inner.grad_out = None
         if dx is not None:
             dx = dx.reshape(shape)
         return dx, grads
@@ -351,10 +355,15 @@ class Bidirectional(Layer):
         dsb = dys[n_merged + n_states:n_merged + 2 * n_states]
         dx = None
         grads = {}
+        out = getattr(self, "grad_out", None) or {}
         for (key, layer), dyk, ds, c in zip(self._layers, (dyf, dyb), (dsf, dsb), caches, strict=True):
             layer.needs_input_grad = self.needs_input_grad
             g = [np.ascontiguousarray(dyk)] + list(ds) if n_states else np.ascontiguousarray(dyk)
-            dxk, gk = layer.backward(self._sub(params, key), g, c)
+            layer.grad_out = self._sub(out, key)  # the engine's gradient buffers of this direction's weights
+            try:
+                dxk, gk = layer.backward(self._sub(params, key), g, c)
+            finally:
+                layer.grad_out = None
             if dxk is not None:
                 dx = dxk if dx is None else dx + dxk
             grads.update({f"{key}/{k}": v for k, v in gk.items()})
