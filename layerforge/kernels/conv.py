@@ -69,6 +69,15 @@ def _valid_range(n_out, stride, offset, n_in):
     return lo, hi
 
 
+@njit(inline="always")
+def _unravel_row(r, od, oh):
+    """(sample, depth, row) of output line ``r = (b*od + z)*oh + yy``."""
+    b = r // (od * oh)
+    rem = r - b * od * oh
+    z = rem // oh
+    return b, z, rem - z * oh
+
+
 @njit(cache=True, nogil=True)
 def im2col(x, cols, out_shape, ksize, strides, dilation, pad):
     """cols[g, row, tap*Cg + c] = x[b, in(z), in(y), in(x), g*Cg + c] (zero outside); x and cols C-contiguous.
@@ -87,10 +96,7 @@ def im2col(x, cols, out_shape, ksize, strides, dilation, pad):
     cf = cols.reshape(-1)
     run = kw * C if (G == 1 and dw == 1) else 0
     for r in range(B * od * oh):
-        b = r // (od * oh)
-        rem = r - b * od * oh
-        z = rem // oh
-        yy = rem - z * oh
+        b, z, yy = _unravel_row(r, od, oh)
         for xx in range(ow):
             row = r * ow + xx
             ix0 = xx * sw - pw
@@ -177,10 +183,7 @@ def direct_forward(x, w, bias, y, out_shape, ksize, strides, dilation, pad, relu
     zero = x.dtype.type(0)
     acc = np.empty((ow, F), dtype=y.dtype)
     for r in range(B * od * oh):
-        b = r // (od * oh)
-        rem = r - b * od * oh
-        z = rem // oh
-        yy = rem - z * oh
+        b, z, yy = _unravel_row(r, od, oh)
         for xx in range(ow):
             for q in range(F):
                 acc[xx, q] = bias[q]
@@ -223,10 +226,7 @@ def direct_backward(x, g, y, dz, dw, db, out_shape, ksize, strides, dilation, pa
     zero = x.dtype.type(0)
     gr = np.empty((ow, F), dtype=g.dtype)
     for r in range(B * od * oh):
-        b = r // (od * oh)
-        rem = r - b * od * oh
-        z = rem // oh
-        yy = rem - z * oh
+        b, z, yy = _unravel_row(r, od, oh)
         base = r * ow
         for xx in range(ow):
             for q in range(F):
