@@ -55,36 +55,33 @@ def _positive_steps(name: str, decay_steps) -> float:
     return float(decay_steps)
 
 
-class ExponentialDecay(Schedule):
+class _RateDecay(Schedule):
+    """Schedules of ``initial_learning_rate``, ``decay_rate`` and the progress ``step / decay_steps``
+    (rounded down with ``staircase``)."""
+
+    def __init__(self, initial_learning_rate, decay_steps, decay_rate, staircase=False):
+        self.initial_learning_rate = float(initial_learning_rate)
+        self.decay_steps = _positive_steps(self.name, decay_steps)
+        self.decay_rate = float(decay_rate)
+        self.staircase = bool(staircase)
+
+    def _progress(self, step):
+        p = step / self.decay_steps
+        return math.floor(p) if self.staircase else p
+
+
+class ExponentialDecay(_RateDecay):
     name = "exponential_decay"
 
-    def __init__(self, initial_learning_rate, decay_steps, decay_rate, staircase=False):
-        self.initial_learning_rate = float(initial_learning_rate)
-        self.decay_steps = _positive_steps(self.name, decay_steps)
-        self.decay_rate = float(decay_rate)
-        self.staircase = bool(staircase)
-
     def __call__(self, step):
-        p = step / self.decay_steps
-        if self.staircase:
-            p = math.floor(p)
-        return self.initial_learning_rate * self.decay_rate ** p
+        return self.initial_learning_rate * self.decay_rate ** self._progress(step)
 
 
-class InverseTimeDecay(Schedule):
+class InverseTimeDecay(_RateDecay):
     name = "inverse_time_decay"
 
-    def __init__(self, initial_learning_rate, decay_steps, decay_rate, staircase=False):
-        self.initial_learning_rate = float(initial_learning_rate)
-        self.decay_steps = _positive_steps(self.name, decay_steps)
-        self.decay_rate = float(decay_rate)
-        self.staircase = bool(staircase)
-
     def __call__(self, step):
-        p = step / self.decay_steps
-        if self.staircase:
-            p = math.floor(p)
-        return self.initial_learning_rate / (1.0 + self.decay_rate * p)
+        return self.initial_learning_rate / (1.0 + self.decay_rate * self._progress(step))
 
 
 class PiecewiseConstantDecay(Schedule):
