@@ -343,15 +343,20 @@ class CategoricalHinge(Loss):
 # --------------------------------------------------------------------------- probabilistic losses
 
 
-class BinaryCrossentropy(_MeanLoss):
-    """Probabilities: clip to [1e-7, 1-1e-7], -(t·log p + (1-t)·log(1-p)); logits: the softplus form."""
-
-    name = "binary_crossentropy"
+class _FromLogitsSmoothing:
+    """The ``from_logits`` and ``label_smoothing`` arguments of the binary and categorical cross-entropies
+    (a mixin placed before the Loss base)."""
 
     def __init__(self, from_logits: bool = False, label_smoothing: float = 0.0):
         super().__init__(from_logits=bool(from_logits), label_smoothing=float(label_smoothing))
         self.from_logits = bool(from_logits)
         self.label_smoothing = float(label_smoothing)
+
+
+class BinaryCrossentropy(_FromLogitsSmoothing, _MeanLoss):
+    """Probabilities: clip to [1e-7, 1-1e-7], -(t·log p + (1-t)·log(1-p)); logits: the softplus form."""
+
+    name = "binary_crossentropy"
 
     def _smooth(self, t):
         ls = self.label_smoothing
@@ -390,13 +395,8 @@ def _cce_from_logits(t, z):
     return values, gz
 
 
-class CategoricalCrossentropy(Loss):
+class CategoricalCrossentropy(_FromLogitsSmoothing, Loss):
     name = "categorical_crossentropy"
-
-    def __init__(self, from_logits: bool = False, label_smoothing: float = 0.0):
-        super().__init__(from_logits=bool(from_logits), label_smoothing=float(label_smoothing))
-        self.from_logits = bool(from_logits)
-        self.label_smoothing = float(label_smoothing)
 
     def _smooth(self, t):
         ls = self.label_smoothing
