@@ -83,21 +83,8 @@ class _Timers:
         self.forward: dict[str, list[float]] = {n.name: [] for n in nodes}
         self.backward: dict[str, list[float]] = {n.name: [] for n in nodes}
         for n in nodes:
-            self._wrap(n.layer, "forward", self.forward[n.name])
-            self._wrap(n.layer, "backward", self.backward[n.name])
-
-    @staticmethod
-    def _wrap(layer, method: str, sink: list):
-        inner = getattr(layer, method)
-
-        def timed(*args, **kwargs):
-            t0 = time.perf_counter()
-            try:
-                return inner(*args, **kwargs)
-            finally:
-                sink.append(time.perf_counter() - t0)
-
-        setattr(layer, method, timed)
+            _wrap_callable(n.layer, "forward", self.forward[n.name])
+            _wrap_callable(n.layer, "backward", self.backward[n.name])
 
     def clear(self):
         for d in (self.forward, self.backward):
@@ -111,6 +98,7 @@ class _Timers:
 
 
 def _wrap_callable(obj, attr: str, sink: list):
+    """Replace ``obj.attr`` by an instance attribute that calls it and appends its duration to ``sink``."""
     inner = getattr(obj, attr)
 
     def timed(*args, **kwargs):
