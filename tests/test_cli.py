@@ -100,89 +100,54 @@ def test_validate_applies_overrides():
     assert "235 parameters" in result.stdout  # 4*8+8 + 8*16+16 + 16*3+3
 
 
-def test_validate_unknown_type_did_you_mean(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    write(tmp_path, """
+# A config each command rejects, and the texts its message must contain (file:line(:column), the config path...).
+USER_ERRORS = [
+    pytest.param(("validate", "m.yaml"), """
         input_shape: [4]
         layers:
           - {type: Dense, units: 8}
           - {type: Dens, units: 3}
-    """)
-    err = user_error(run("validate", "m.yaml"))
-    assert "m.yaml:4:" in err  # file:line(:column)
-    assert "layers[1].type" in err  # the config path
-    assert "unknown layer type 'Dens'" in err
-    assert "did you mean Dense" in err
-    assert "{type: Dens, units: 3}" in err  # the offending line is quoted
-
-
-def test_validate_unknown_keras1_style_type_suggests_canonical_spelling(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    write(tmp_path, """
+    """, ["m.yaml:4:",  # file:line(:column)
+          "layers[1].type",  # the config path
+          "unknown layer type 'Dens'", "did you mean Dense",
+          "{type: Dens, units: 3}"],  # the offending line is quoted
+        id="validate_unknown_type_did_you_mean"),
+    pytest.param(("validate", "m.yaml"), """
         input_shape: [4]
         layers:
           - {type: Desne, units: 3}
-    """)
-    err = user_error(run("validate", "m.yaml"))
-    assert "m.yaml:3:" in err and "layers[0].type" in err and "did you mean" in err
-
-
-def test_validate_unknown_parameter_did_you_mean(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    write(tmp_path, """
+    """, ["m.yaml:3:", "layers[0].type", "did you mean"],
+        id="validate_unknown_keras1_style_type_suggests_canonical_spelling"),
+    pytest.param(("validate", "m.yaml"), """
         input_shape: [4]
         layers:
           - {type: Dense, units: 8, activaton: relu}
-    """)
-    err = user_error(run("validate", "m.yaml"))
-    assert "m.yaml:3:" in err and "layers[0].activaton" in err
-    assert "unknown parameter 'activaton'" in err and "did you mean 'activation'" in err
-
-
-def test_validate_bad_value_reports_path_and_found(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    write(tmp_path, """
+    """, ["m.yaml:3:", "layers[0].activaton", "unknown parameter 'activaton'", "did you mean 'activation'"],
+        id="validate_unknown_parameter_did_you_mean"),
+    pytest.param(("validate", "m.yaml"), """
         input_shape: [4]
         layers:
           - {type: Dense, units: 8}
           - {type: Dense, units: 3, activation: rleu}
-    """)
-    err = user_error(run("validate", "m.yaml"))
-    assert "m.yaml:4:" in err and "layers[1].activation" in err
-    assert "rleu" in err and "relu" in err
-
-
-def test_validate_reports_every_error(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    write(tmp_path, """
+    """, ["m.yaml:4:", "layers[1].activation", "rleu", "relu"],
+        id="validate_bad_value_reports_path_and_found"),
+    pytest.param(("validate", "m.yaml"), """
         input_shape: [4]
         layers:
           - {type: Dens, units: 8}
           - {type: Dropout, rate: 0.1}
           - {type: Dense, units: -3}
-    """)
-    err = user_error(run("validate", "m.yaml"))
-    assert "m.yaml:3:" in err and "m.yaml:5:" in err
-    assert "layers[0].type" in err and "layers[2].units" in err
-    assert "2 errors" in err
-
-
-def test_validate_shape_error(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    write(tmp_path, """
+    """, ["m.yaml:3:", "m.yaml:5:", "layers[0].type", "layers[2].units", "2 errors"],
+        id="validate_reports_every_error"),
+    pytest.param(("validate", "m.yaml"), """
         input_shape: [4]
         layers:
           - {type: Dense, units: 8}
           - {type: MaxPooling2D}
-    """)
-    err = user_error(run("validate", "m.yaml"))
-    assert "m.yaml:4:" in err and "layers[1]" in err
-    assert "(None, 8)" in err  # the shape it received
-
-
-def test_validate_graph_error_unknown_input(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    write(tmp_path, """
+    """, ["m.yaml:4:", "layers[1]",
+          "(None, 8)"],  # the shape it received
+        id="validate_shape_error"),
+    pytest.param(("validate", "m.yaml"), """
         inputs:
           - {name: left, shape: [4]}
           - {name: right, shape: [4]}
@@ -190,48 +155,47 @@ def test_validate_graph_error_unknown_input(tmp_path, monkeypatch):
           - {name: a, type: Dense, units: 2, inputs: [left]}
           - {name: b, type: Dense, units: 2, inputs: [rihgt]}
           - {name: c, type: Concatenate, inputs: [a, b]}
-    """)
-    err = user_error(run("validate", "m.yaml"))
-    assert "m.yaml:6:" in err and "layers[1].inputs[0]" in err
-    assert "rihgt" in err and "did you mean 'right'" in err
-
-
-def test_validate_training_section_error(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    write(tmp_path, """
+    """, ["m.yaml:6:", "layers[1].inputs[0]", "rihgt", "did you mean 'right'"],
+        id="validate_graph_error_unknown_input"),
+    pytest.param(("validate", "m.yaml"), """
         input_shape: [4]
         layers:
           - {type: Dense, units: 3}
         training:
           loss: mse
           optimizer: {type: adamm}
-    """)
-    err = user_error(run("validate", "m.yaml"))
-    assert "m.yaml:6:" in err and "training.optimizer" in err and "'adam'" in err
-
-
-def test_validate_missing_data_file(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    write(tmp_path, """
+    """, ["m.yaml:6:", "training.optimizer", "'adam'"],
+        id="validate_training_section_error"),
+    pytest.param(("validate", "m.yaml"), """
         input_shape: [4]
         layers:
           - {type: Dense, units: 3}
         data:
           train: {path: nowhere.csv}
-    """)
-    err = user_error(run("validate", "m.yaml"))
-    assert "m.yaml:5:" in err and "data.train.path" in err and "nowhere.csv" in err
-
-
-def test_validate_yaml_syntax_error(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    write(tmp_path, """
+    """, ["m.yaml:5:", "data.train.path", "nowhere.csv"],
+        id="validate_missing_data_file"),
+    pytest.param(("validate", "m.yaml"), """
         input_shape: [4]
         layers:
           - {type: Dense, units: 3
-    """)
-    err = user_error(run("validate", "m.yaml"))
-    assert "m.yaml:" in err and "YAML" in err
+    """, ["m.yaml:", "YAML"],
+        id="validate_yaml_syntax_error"),
+    pytest.param(("summary", "m.yaml", "--json"), """
+        input_shape: [4]
+        layers:
+          - {type: Dense, units: 3, activation: sofmax}
+    """, ["m.yaml:3:", "layers[0].activation"],
+        id="summary_user_error"),
+]
+
+
+@pytest.mark.parametrize(("args", "config", "expected"), USER_ERRORS)
+def test_user_error_names_file_line_and_path(tmp_path, monkeypatch, args, config, expected):
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path, config)
+    err = user_error(run(*args))
+    for text in expected:
+        assert text in err, text
 
 
 def test_validate_missing_file_and_directory(tmp_path, monkeypatch):
@@ -316,17 +280,6 @@ def test_summary_json_keras1_names_are_shown_canonically(tmp_path):
     assert data["total_params"] == 20
     assert [layer["type"] for layer in data["layers"]] == ["Dense", "Dropout"]
     assert data["inputs"][0]["shape"] == [3]
-
-
-def test_summary_user_error(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    write(tmp_path, """
-        input_shape: [4]
-        layers:
-          - {type: Dense, units: 3, activation: sofmax}
-    """)
-    err = user_error(run("summary", "m.yaml", "--json"))
-    assert "m.yaml:3:" in err and "layers[0].activation" in err
 
 
 # ------------------------------------------------------------------------------------ layers
