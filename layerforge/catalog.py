@@ -98,6 +98,10 @@ def layer_info(type_name: str) -> dict:
             "description": field.description or "",
             "common": name in COMMON_FIELDS,
         })
+    from .layers.weighted import KernelBiasConfig
+
+    shared = set(KernelBiasConfig.model_fields) - COMMON_FIELDS
+    params.sort(key=lambda p: p["name"] in shared)  # the layer's own parameters (units, ...) first
     return {
         "type": canonical,
         "requested": type_name,
