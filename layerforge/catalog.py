@@ -56,7 +56,8 @@ def keras1_names(cls) -> dict[str, list[str]]:
 
 def _type_text(schema: dict) -> str:
     if "enum" in schema:
-        return " | ".join(map(str, schema["enum"]))
+        names = list(map(str, schema["enum"]))
+        return " | ".join(names) if len(names) <= 5 else f"str: {', '.join(names[:4])}, … ({len(names)} names)"
     if "const" in schema:
         return repr(schema["const"])
     if "anyOf" in schema:
