@@ -10,7 +10,9 @@ layerforge runs through ``layerforge.engine.model`` when it can build the model,
 with ``layerforge.testing.build_layer`` (the same kernels either way). PyTorch gets the same thread
 count (``torch.set_num_threads``). The loss is ``sum(output * g)`` for a fixed random ``g`` on both
 sides, so both run exactly one forward and one full backward (all weight gradients and BPTT).
-Prints the median time per batch, samples/s and the ratio layerforge / PyTorch.
+Prints the median time per batch, samples/s and the ratio layerforge / PyTorch. Both run in this one process
+(their thread pools can disturb each other with more than one thread); benchmarks/run.py, which runs each framework
+in its own worker process, is the reference comparison.
 """
 
 from __future__ import annotations
@@ -106,7 +108,7 @@ def engine_step(configs, input_shape, x, g, input_dtype=None):
 
     def step():
         outs, _masks, tape = model.forward([x], training=True, rng=rng)
-        model.backward(tape, [g], x.shape[0])
+        model.backward(tape, [g], x.shape[0], into_buffers=True)  # as training does: into the gradient buffer
 
     step()
     return step, "engine.model"
@@ -186,6 +188,10 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     threads = args.threads or THREADS
+    from layerforge.engine.threads import set_threads
+    from layerforge.kernels import recurrent as K
+
+    set_threads(threads)
     have_torch = False
     if not args.no_torch:
         try:
@@ -195,6 +201,11 @@ def main(argv=None):
         except Exception:
             print("PyTorch not importable: layerforge figures only")
     print(f"threads: {threads} (BLAS, Numba and PyTorch); numpy {np.__version__}")
+    kinds = {K.GEMM_FORTRAN: "scipy's Fortran sgemm", K.GEMM_CBLAS64: "CBLAS ILP64", K.GEMM_CBLAS32: "CBLAS LP64"}
+    address, kind = K.gemm_for(np.float32)
+    versions = {a: v for a, _, v in K.gemm_candidates(np.float32)}
+    print(f"recurrent time loops: {kinds[kind]} (OpenBLAS {'.'.join(map(str, versions.get(address, ()))) or '?'}); "
+          f"blocks of samples per pass: {min(threads, batch_hint := 64)} at batch {batch_hint}")
     rng = np.random.default_rng(0)
     batch = 64
 

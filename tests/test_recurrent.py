@@ -110,10 +110,17 @@ def test_float32_fast_path_close_to_float64(kind):
     b32 = build_layer(cfg, (9, 7), seed=1, dtype=np.float32)
     x = rng.standard_normal((4, 9, 7))
     mask = _mask(rng, 4, 9)
-    y64, _ = b64.layer.forward(b64.params, x, mask=mask)
-    y32, _ = b32.layer.forward(b32.params, x.astype(np.float32), mask=mask)
+    y64, c64 = b64.layer.forward(b64.params, x, mask=mask, training=True)
+    y32, c32 = b32.layer.forward(b32.params, x.astype(np.float32), mask=mask, training=True)
     assert y32.dtype == np.float32
     np.testing.assert_allclose(y32, y64, atol=2e-5)
+    dy = rng.standard_normal(y64.shape)
+    dx64, g64 = b64.layer.backward(b64.params, dy, c64)
+    dx32, g32 = b32.layer.backward(b32.params, dy.astype(np.float32), c32)
+    assert dx32.dtype == np.float32 and all(v.dtype == np.float32 for v in g32.values())
+    np.testing.assert_allclose(dx32, dx64, atol=1e-4)
+    for k in g64:
+        np.testing.assert_allclose(g32[k], g64[k], atol=2e-4 * max(1.0, float(np.abs(g64[k]).max())))
 
 
 @pytest.mark.parametrize("kind", ["LSTM", "GRU", "SimpleRNN"])
@@ -393,10 +400,11 @@ def test_weight_gradients_written_into_engine_buffers(cfg, blocks, monkeypatch):
     assert not np.any(flat == 7.0)
 
 
-def test_backward_after_inference_forward_or_twice():
-    """Work buffers go back to a pool after backward (and after an inference forward); a backward on such a cache
-    runs the forward again instead of reading reused buffers."""
-    built = build_layer({"type": "GRU", "units": 3, "return_sequences": True}, (4, 2), seed=1)
+@pytest.mark.parametrize("kind", ["GRU", "LSTM"])
+def test_backward_after_inference_forward_or_twice(kind):
+    """Work buffers go back to a pool after backward (and after an inference forward, which keeps no LSTM gates);
+    a backward on such a cache runs the forward again instead of reading reused buffers."""
+    built = build_layer({"type": kind, "units": 3, "return_sequences": True}, (4, 2), seed=1)
     layer, params = built.layer, built.params
     layer.needs_input_grad = True
     rng = np.random.default_rng(0)

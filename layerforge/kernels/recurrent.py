@@ -355,6 +355,20 @@ def _gate_act(code, src, dst, fast):
             dst[j] = _act1(code, src[j], fast)
 
 
+@njit(inline="always", **_OPTS)
+def _tanh_vec(w):
+    """tanh in place on a contiguous 1D float32 array (the fast approximation; vectorises)."""
+    for k in range(w.shape[0]):
+        w[k] = _tanh_fast(w[k])
+
+
+@njit(inline="always", **_OPTS)
+def _sigmoid_vec(w):
+    """sigmoid in place on a contiguous 1D float32 array (the fast approximation; vectorises)."""
+    for k in range(w.shape[0]):
+        w[k] = _sigmoid_fast(w[k])
+
+
 @njit(**_OPTS)
 def _dact(code, y):
     """Derivative of activation ``code`` expressed through its output ``y``."""
@@ -468,398 +482,484 @@ def _emit(Y, Hs, t, b, mask, use_mask, zero_masked, extra, use_extra):
         _masked_output(Y, t, b, u, zero_masked)
 
 
+# ======================================================================================== variants
+
+class _Variants:
+    """A kernel compiled in two variants, chosen by the first argument of a call: ``std`` True for the usual
+    activations (sigmoid gates and tanh; the forward kernels only in float32, with the fast approximations) whose
+    closed forms are written inline, False for any other. ``std`` is a constant of each variant (a closure
+    variable), so Numba prunes the other branch before typing and the generic activation code (``_act_vec``,
+    ``_act1``, ``_dact``, ~1-2 s of compile per kernel) is compiled only when a layer uses other activations. Each
+    variant is made and cached on its first use."""
+
+    def __init__(self, make):
+        self._make = make
+        self._kernels = {}
+
+    def __call__(self, std, *args):
+        kernel = self._kernels.get(std)
+        if kernel is None:
+            kernel = self._kernels[bool(std)] = self._make(bool(std))
+        return kernel(*args)
+
+
 # ======================================================================================== SimpleRNN
 
-@njit(**_OPTS)
-def simple_forward(gfn, gkind, U, h0, mask, use_mask, rmask, use_rmask, act, zero_masked, fast, Hs, Y):
-    """Hs (T+1,B,u): on entry Hs[1:] holds the input projection (with bias); on exit the states.
-    Y (T,B,u) outputs (masks only)."""
-    T1, B, u = Hs.shape
-    T = T1 - 1
-    _copy_rows(h0, Hs[0])
-    rec = np.empty((B, u), Hs.dtype)
-    hd = np.empty((B, u), Hs.dtype)
-    for t in range(T):
-        _gemm(gfn, gkind, _recurrent_input(Hs, t, rmask, use_rmask, hd), U, rec)
-        for b in range(B):
-            hn = Hs[t + 1, b]
-            rr = rec[b]
-            for j in range(u):
-                hn[j] += rr[j]
-            _act_vec(act, hn, fast)
-            _emit(Y, Hs, t, b, mask, use_mask, zero_masked, Hs, False)
-
-
-@njit(**_OPTS)
-def simple_backward(gfn, gkind, dY, dh_last, carry0, Hs, UT, mask, use_mask, rmask, use_rmask, act, zero_masked, dG):
-    """dG (T,B,u) receives d(pre-activation) of every step."""
-    T, B, u = Hs.shape[0] - 1, Hs.shape[1], Hs.shape[2]
-    dh = dh_last.copy()
-    carry = carry0.copy()
-    drec = np.empty((B, u), dY.dtype)
-    for t in range(T - 1, -1, -1):
-        td = t if dY.shape[0] == T else 0  # dY (1,B,u) of zeros when only the last output has a gradient
-        for b in range(B):
-            d = dG[t, b]
-            dYr = dY[td, b]
-            car = carry[b]
-            if (not use_mask) or mask[t, b]:
-                dhr = dh[b]
-                hr = Hs[t + 1, b]
-                if act == TANH:
-                    for j in range(u):
-                        y = hr[j]
-                        d[j] = (dhr[j] + dYr[j] + car[j]) * (_F(1.0) - y * y)
-                        car[j] = 0.0
-                else:
-                    for j in range(u):
-                        d[j] = (dhr[j] + dYr[j] + car[j]) * _dact(act, hr[j])
-                        car[j] = 0.0
-            else:
-                _pass_masked(dYr, car, zero_masked)
+def _make_simple_forward(std):
+    @njit(**_OPTS)
+    def simple_forward(gfn, gkind, U, h0, mask, use_mask, rmask, use_rmask, act, zero_masked, fast, Hs, Y):
+        """Hs (T+1,B,u): on entry Hs[1:] holds the input projection (with bias); on exit the states.
+        Y (T,B,u) outputs (masks only)."""
+        T1, B, u = Hs.shape
+        T = T1 - 1
+        _copy_rows(h0, Hs[0])
+        rec = np.empty((B, u), Hs.dtype)
+        hd = np.empty((B, u), Hs.dtype)
+        for t in range(T):
+            _gemm(gfn, gkind, _recurrent_input(Hs, t, rmask, use_rmask, hd), U, rec)
+            for b in range(B):
+                hn = Hs[t + 1, b]
+                rr = rec[b]
                 for j in range(u):
-                    d[j] = 0.0
-        if t > 0:  # the gradient of the initial state is not needed: skip the last GEMM
-            _gemm(gfn, gkind, dG[t], UT, drec)
-            _new_dh(dh, drec, mask, use_mask, t, rmask, use_rmask, drec, False)
+                    hn[j] += rr[j]
+                if std:
+                    _tanh_vec(hn)
+                else:
+                    _act_vec(act, hn, fast)
+                _emit(Y, Hs, t, b, mask, use_mask, zero_masked, Hs, False)
+    return simple_forward
+
+
+simple_forward = _Variants(_make_simple_forward)
+
+
+def _make_simple_backward(std):
+    @njit(**_OPTS)
+    def simple_backward(gfn, gkind, dY, dh_last, carry0, Hs, UT, mask, use_mask, rmask, use_rmask, act, zero_masked,
+                        dG):
+        """dG (T,B,u) receives d(pre-activation) of every step."""
+        T, B, u = Hs.shape[0] - 1, Hs.shape[1], Hs.shape[2]
+        dh = dh_last.copy()
+        carry = carry0.copy()
+        drec = np.empty((B, u), dY.dtype)
+        for t in range(T - 1, -1, -1):
+            td = t if dY.shape[0] == T else 0  # dY (1,B,u) of zeros when only the last output has a gradient
+            for b in range(B):
+                d = dG[t, b]
+                dYr = dY[td, b]
+                car = carry[b]
+                if (not use_mask) or mask[t, b]:
+                    dhr = dh[b]
+                    hr = Hs[t + 1, b]
+                    if std:
+                        for j in range(u):
+                            y = hr[j]
+                            d[j] = (dhr[j] + dYr[j] + car[j]) * (_F(1.0) - y * y)
+                            car[j] = 0.0
+                    else:
+                        for j in range(u):
+                            d[j] = (dhr[j] + dYr[j] + car[j]) * _dact(act, hr[j])
+                            car[j] = 0.0
+                else:
+                    _pass_masked(dYr, car, zero_masked)
+                    for j in range(u):
+                        d[j] = 0.0
+            if t > 0:  # the gradient of the initial state is not needed: skip the last GEMM
+                _gemm(gfn, gkind, dG[t], UT, drec)
+                _new_dh(dh, drec, mask, use_mask, t, rmask, use_rmask, drec, False)
+    return simple_backward
+
+
+simple_backward = _Variants(_make_simple_backward)
 
 
 # ======================================================================================== LSTM
 
-@njit(**_OPTS)
-def lstm_forward(gfn, gkind, XH, WU, x0, h0, c0, mask, use_mask, rmask, use_rmask, ract, act, zero_masked, fast,
-                 G, Hs, Cs, TC, Y):
-    """Gate blocks i|f|c|o. XH (T,B,K): columns [x0:x0+u] are filled here with h_{t-1} (times the recurrent
-    dropout mask), the others hold the inputs (and a ones column for the bias), so one GEMM per step
-    ``XH[t] @ WU`` (WU: the matching rows of kernel, recurrent_kernel and bias) gives every pre-activation, and
-    the weight gradients are one GEMM over all steps afterwards. G (T,B,4u) gate activations; Hs/Cs (T+1,B,u);
-    TC (T,B,u) act(c_t); Y (T,B,u) outputs (masks only). The gate loops index 4D views with loop counters
-    only (no signed offsets) so LLVM vectorises them."""
-    T, B, G4 = G.shape
-    u = G4 // 4
-    Gq = G.reshape(T, B, 4, u)
-    _copy_rows(h0, Hs[0])
-    _copy_rows(c0, Cs[0])
-    rec = np.empty((B, G4), G.dtype)
-    recq = rec.reshape(B, 4, u)
-    std = fast and ract == SIGMOID and act == TANH
-    for b in range(B):
-        if T > 0:
-            xh = XH[0, b, x0:x0 + u]
-            for j in range(u):
-                xh[j] = h0[b, j] * rmask[b, j] if use_rmask else h0[b, j]
-    for t in range(T):
-        _gemm(gfn, gkind, XH[t], WU, rec)
+def _make_lstm_forward(std):
+    @njit(**_OPTS)
+    def lstm_forward(gfn, gkind, XH, WU, x0, h0, c0, mask, use_mask, rmask, use_rmask, ract, act, zero_masked, fast,
+                     G, Hs, Cs, TC, Y):
+        """Gate blocks i|f|c|o. XH (T,B,K): columns [x0:x0+u] are filled here with h_{t-1} (times the recurrent
+        dropout mask), the others hold the inputs (and a ones column for the bias), so one GEMM per step
+        ``XH[t] @ WU`` (WU: the matching rows of kernel, recurrent_kernel and bias) gives every pre-activation, and
+        the weight gradients are one GEMM over all steps afterwards. G (T,B,4u) gate activations (or (1,B,4u): not
+        kept, inference); Hs/Cs (T+1,B,u); TC (T,B,u) act(c_t) (or (1,B,u) with G); Y (T,B,u) outputs (masks only).
+        The gate loops index 4D views with loop counters only (no signed offsets) so LLVM vectorises them."""
+        T = XH.shape[0]
+        B, G4 = G.shape[1], G.shape[2]
+        u = G4 // 4
+        Gq = G.reshape(G.shape[0], B, 4, u)
+        keep = G.shape[0] == T  # else one step's gates are overwritten at every step (nothing kept for backward)
+        _copy_rows(h0, Hs[0])
+        _copy_rows(c0, Cs[0])
+        rec = np.empty((B, G4), G.dtype)
+        recq = rec.reshape(B, 4, u)
         for b in range(B):
-            if std:
+            if T > 0:
+                xh = XH[0, b, x0:x0 + u]
                 for j in range(u):
-                    Gq[t, b, 0, j] = _sigmoid_fast(recq[b, 0, j])
-                for j in range(u):
-                    Gq[t, b, 1, j] = _sigmoid_fast(recq[b, 1, j])
-                for j in range(u):
-                    Gq[t, b, 2, j] = _tanh_fast(recq[b, 2, j])
-                for j in range(u):
-                    Gq[t, b, 3, j] = _sigmoid_fast(recq[b, 3, j])
-                for j in range(u):
-                    Cs[t + 1, b, j] = Gq[t, b, 1, j] * Cs[t, b, j] + Gq[t, b, 0, j] * Gq[t, b, 2, j]
-                for j in range(u):
-                    TC[t, b, j] = _tanh_fast(Cs[t + 1, b, j])
-            else:
-                for k in range(4):
-                    _gate_act(act if k == 2 else ract, recq[b, k], Gq[t, b, k], fast)
-                for j in range(u):
-                    Cs[t + 1, b, j] = Gq[t, b, 1, j] * Cs[t, b, j] + Gq[t, b, 0, j] * Gq[t, b, 2, j]
-                _gate_act(act, Cs[t + 1, b], TC[t, b], fast)
-            for j in range(u):
-                Hs[t + 1, b, j] = Gq[t, b, 3, j] * TC[t, b, j]
-            _emit(Y, Hs, t, b, mask, use_mask, zero_masked, Cs, True)
-            if t + 1 < T:
-                xh = XH[t + 1, b, x0:x0 + u]
-                if use_rmask:
-                    for j in range(u):
-                        xh[j] = Hs[t + 1, b, j] * rmask[b, j]
-                else:
-                    for j in range(u):
-                        xh[j] = Hs[t + 1, b, j]
-
-
-@njit(**_OPTS)
-def lstm_backward(gfn, gkind, dY, dh_last, dc_last, carry0, G, Cs, TC, UT, mask, use_mask, rmask, use_rmask, ract, act,
-                  zero_masked, dG):
-    """dG (T,B,4u) receives d(gate pre-activations)."""
-    T, B, G4 = G.shape
-    u = G4 // 4
-    Gq = G.reshape(T, B, 4, u)
-    dGq = dG.reshape(T, B, 4, u)
-    dh = dh_last.copy()
-    dc = dc_last.copy()
-    carry = carry0.copy()
-    drec = np.empty((B, u), G.dtype)
-    dht = np.empty((B, u), G.dtype)
-    std = ract == SIGMOID and act == TANH
-    for t in range(T - 1, -1, -1):
-        td = t if dY.shape[0] == T else 0  # dY (1,B,u) of zeros when only the last output has a gradient
-        for b in range(B):
-            if (not use_mask) or mask[t, b]:
-                for j in range(u):
-                    dht[b, j] = dh[b, j] + dY[td, b, j] + carry[b, j]
-                if use_mask:
-                    for j in range(u):
-                        carry[b, j] = 0.0
+                    xh[j] = h0[b, j] * rmask[b, j] if use_rmask else h0[b, j]
+        for t in range(T):
+            _gemm(gfn, gkind, XH[t], WU, rec)
+            tg = t if keep else 0
+            for b in range(B):
                 if std:
                     for j in range(u):
-                        o = Gq[t, b, 3, j]
-                        dGq[t, b, 3, j] = dht[b, j] * TC[t, b, j] * (o - o * o)
+                        Gq[tg, b, 0, j] = _sigmoid_fast(recq[b, 0, j])
                     for j in range(u):
-                        tc = TC[t, b, j]
-                        dc[b, j] += dht[b, j] * Gq[t, b, 3, j] * (_F(1.0) - tc * tc)
+                        Gq[tg, b, 1, j] = _sigmoid_fast(recq[b, 1, j])
                     for j in range(u):
-                        i = Gq[t, b, 0, j]
-                        dGq[t, b, 0, j] = dc[b, j] * Gq[t, b, 2, j] * (i - i * i)
+                        Gq[tg, b, 2, j] = _tanh_fast(recq[b, 2, j])
                     for j in range(u):
-                        f = Gq[t, b, 1, j]
-                        dGq[t, b, 1, j] = dc[b, j] * Cs[t, b, j] * (f - f * f)
+                        Gq[tg, b, 3, j] = _sigmoid_fast(recq[b, 3, j])
                     for j in range(u):
-                        c = Gq[t, b, 2, j]
-                        dGq[t, b, 2, j] = dc[b, j] * Gq[t, b, 0, j] * (_F(1.0) - c * c)
+                        Cs[t + 1, b, j] = Gq[tg, b, 1, j] * Cs[t, b, j] + Gq[tg, b, 0, j] * Gq[tg, b, 2, j]
                     for j in range(u):
-                        dc[b, j] *= Gq[t, b, 1, j]
+                        TC[tg, b, j] = _tanh_fast(Cs[t + 1, b, j])
+                else:
+                    for k in range(4):
+                        _gate_act(act if k == 2 else ract, recq[b, k], Gq[tg, b, k], fast)
+                    for j in range(u):
+                        Cs[t + 1, b, j] = Gq[tg, b, 1, j] * Cs[t, b, j] + Gq[tg, b, 0, j] * Gq[tg, b, 2, j]
+                    _gate_act(act, Cs[t + 1, b], TC[tg, b], fast)
+                for j in range(u):
+                    Hs[t + 1, b, j] = Gq[tg, b, 3, j] * TC[tg, b, j]
+                _emit(Y, Hs, t, b, mask, use_mask, zero_masked, Cs, True)
+                if t + 1 < T:
+                    xh = XH[t + 1, b, x0:x0 + u]
+                    if use_rmask:
+                        for j in range(u):
+                            xh[j] = Hs[t + 1, b, j] * rmask[b, j]
+                    else:
+                        for j in range(u):
+                            xh[j] = Hs[t + 1, b, j]
+    return lstm_forward
+
+
+lstm_forward = _Variants(_make_lstm_forward)
+
+
+def _make_lstm_backward(std):
+    @njit(**_OPTS)
+    def lstm_backward(gfn, gkind, dY, dh_last, dc_last, carry0, G, Cs, TC, UT, mask, use_mask, rmask, use_rmask, ract,
+                      act, zero_masked, dG):
+        """dG (T,B,4u) receives d(gate pre-activations)."""
+        T, B, G4 = G.shape
+        u = G4 // 4
+        Gq = G.reshape(T, B, 4, u)
+        dGq = dG.reshape(T, B, 4, u)
+        dh = dh_last.copy()
+        dc = dc_last.copy()
+        carry = carry0.copy()
+        drec = np.empty((B, u), G.dtype)
+        dht = np.empty((B, u), G.dtype)
+        for t in range(T - 1, -1, -1):
+            td = t if dY.shape[0] == T else 0  # dY (1,B,u) of zeros when only the last output has a gradient
+            for b in range(B):
+                if (not use_mask) or mask[t, b]:
+                    for j in range(u):
+                        dht[b, j] = dh[b, j] + dY[td, b, j] + carry[b, j]
+                    if use_mask:
+                        for j in range(u):
+                            carry[b, j] = 0.0
+                    if std:
+                        for j in range(u):
+                            o = Gq[t, b, 3, j]
+                            dGq[t, b, 3, j] = dht[b, j] * TC[t, b, j] * (o - o * o)
+                        for j in range(u):
+                            tc = TC[t, b, j]
+                            dc[b, j] += dht[b, j] * Gq[t, b, 3, j] * (_F(1.0) - tc * tc)
+                        for j in range(u):
+                            i = Gq[t, b, 0, j]
+                            dGq[t, b, 0, j] = dc[b, j] * Gq[t, b, 2, j] * (i - i * i)
+                        for j in range(u):
+                            f = Gq[t, b, 1, j]
+                            dGq[t, b, 1, j] = dc[b, j] * Cs[t, b, j] * (f - f * f)
+                        for j in range(u):
+                            c = Gq[t, b, 2, j]
+                            dGq[t, b, 2, j] = dc[b, j] * Gq[t, b, 0, j] * (_F(1.0) - c * c)
+                        for j in range(u):
+                            dc[b, j] *= Gq[t, b, 1, j]
+                    else:
+                        for j in range(u):
+                            o = Gq[t, b, 3, j]
+                            tc = TC[t, b, j]
+                            i = Gq[t, b, 0, j]
+                            f = Gq[t, b, 1, j]
+                            c = Gq[t, b, 2, j]
+                            d = dht[b, j]
+                            dGq[t, b, 3, j] = d * tc * _dact(ract, o)
+                            dct = dc[b, j] + d * o * _dact(act, tc)
+                            dGq[t, b, 0, j] = dct * c * _dact(ract, i)
+                            dGq[t, b, 1, j] = dct * Cs[t, b, j] * _dact(ract, f)
+                            dGq[t, b, 2, j] = dct * i * _dact(act, c)
+                            dc[b, j] = dct * f
                 else:
                     for j in range(u):
-                        o = Gq[t, b, 3, j]
-                        tc = TC[t, b, j]
-                        i = Gq[t, b, 0, j]
-                        f = Gq[t, b, 1, j]
-                        c = Gq[t, b, 2, j]
-                        d = dht[b, j]
-                        dGq[t, b, 3, j] = d * tc * _dact(ract, o)
-                        dct = dc[b, j] + d * o * _dact(act, tc)
-                        dGq[t, b, 0, j] = dct * c * _dact(ract, i)
-                        dGq[t, b, 1, j] = dct * Cs[t, b, j] * _dact(ract, f)
-                        dGq[t, b, 2, j] = dct * i * _dact(act, c)
-                        dc[b, j] = dct * f
-            else:
-                for j in range(u):
-                    carry[b, j] = 0.0 if zero_masked else dY[td, b, j] + carry[b, j]
-                for k in range(4):
-                    for j in range(u):
-                        dGq[t, b, k, j] = 0.0
-        if t > 0:  # the gradient of the initial state is not needed: skip the last GEMM
-            _gemm(gfn, gkind, dG[t], UT, drec)
-            _new_dh(dh, drec, mask, use_mask, t, rmask, use_rmask, drec, False)
+                        carry[b, j] = 0.0 if zero_masked else dY[td, b, j] + carry[b, j]
+                    for k in range(4):
+                        for j in range(u):
+                            dGq[t, b, k, j] = 0.0
+            if t > 0:  # the gradient of the initial state is not needed: skip the last GEMM
+                _gemm(gfn, gkind, dG[t], UT, drec)
+                _new_dh(dh, drec, mask, use_mask, t, rmask, use_rmask, drec, False)
+    return lstm_backward
+
+
+lstm_backward = _Variants(_make_lstm_backward)
 
 
 # ======================================================================================== GRU
 
-@njit(**_OPTS)
-def gru_forward_after(gfn, gkind, U, brec, h0, mask, use_mask, rmask, use_rmask, ract, act, zero_masked, fast, G, RH,
-                      Hs, Y):
-    """reset_after=True (Keras 3). Blocks z|r|h. G (T,B,3u): on entry the input projection (with the input
-    bias), on exit z, r, hh; RH (T,B,u) = h_{t-1} @ U_h + b_h."""
-    T, B, G3 = G.shape
-    u = G3 // 3
-    _copy_rows(h0, Hs[0])
-    rec = np.empty((B, G3), G.dtype)
-    hd = np.empty((B, u), G.dtype)
-    b_h = brec[2 * u:]
-    for t in range(T):
-        _gemm(gfn, gkind, _recurrent_input(Hs, t, rmask, use_rmask, hd), U, rec)
-        for b in range(B):
-            g = G[t, b]
-            rr = rec[b]
-            for k in range(2 * u):
-                g[k] += rr[k] + brec[k]
-            _act_vec(ract, g[:2 * u], fast)
-            gr = g[u:2 * u]
-            gh = g[2 * u:]
-            rrh = rr[2 * u:]
-            rh = RH[t, b]
-            for j in range(u):
-                rh[j] = rrh[j] + b_h[j]
-            for j in range(u):
-                gh[j] += gr[j] * rh[j]
-            _act_vec(act, gh, fast)
-            hp = Hs[t, b]
-            hn = Hs[t + 1, b]
-            for j in range(u):
-                z = g[j]
-                hn[j] = z * hp[j] + (_F(1.0) - z) * gh[j]
-            _emit(Y, Hs, t, b, mask, use_mask, zero_masked, Hs, False)
-
-
-@njit(**_OPTS)
-def gru_backward_after(gfn, gkind, dY, dh_last, carry0, G, RH, Hs, UT, mask, use_mask, rmask, use_rmask, ract, act,
-                       zero_masked, dX, dR):
-    """dX (T,B,3u) = d(input pre-activations); dR (T,B,3u) = d(recurrent pre-activations)."""
-    T, B, G3 = G.shape
-    u = G3 // 3
-    dh = dh_last.copy()
-    carry = carry0.copy()
-    drec = np.empty((B, u), G.dtype)
-    direct = np.empty((B, u), G.dtype)  # dh_{t-1} through z * h_{t-1}
-    dhts = np.empty((B, u), G.dtype)
-    std = ract == SIGMOID and act == TANH
-    for t in range(T - 1, -1, -1):
-        td = t if dY.shape[0] == T else 0  # dY (1,B,u) of zeros when only the last output has a gradient
-        for b in range(B):
-            g = G[t, b]
-            dx = dX[t, b]
-            dr = dR[t, b]
-            dYr = dY[td, b]
-            car = carry[b]
-            if (not use_mask) or mask[t, b]:
-                gz = g[:u]
-                gr = g[u:2 * u]
-                gh = g[2 * u:]
-                dxz = dx[:u]
-                dxr = dx[u:2 * u]
-                dxh = dx[2 * u:]
-                drz = dr[:u]
-                drr_ = dr[u:2 * u]
-                drh = dr[2 * u:]
-                hp = Hs[t, b]
-                rh = RH[t, b]
-                dhr = dh[b]
-                dir_ = direct[b]
-                dt_ = dhts[b]
-                for j in range(u):
-                    dt_[j] = dhr[j] + dYr[j] + car[j]
-                if use_mask:
-                    for j in range(u):
-                        car[j] = 0.0
-                if std:
-                    for j in range(u):
-                        z = gz[j]
-                        dxz[j] = dt_[j] * (hp[j] - gh[j]) * (z - z * z)
-                    for j in range(u):
-                        hh = gh[j]
-                        dxh[j] = dt_[j] * (_F(1.0) - gz[j]) * (_F(1.0) - hh * hh)
-                    for j in range(u):
-                        r = gr[j]
-                        dxr[j] = dxh[j] * rh[j] * (r - r * r)
-                else:
-                    for j in range(u):
-                        z = gz[j]
-                        hh = gh[j]
-                        dxz[j] = dt_[j] * (hp[j] - hh) * _dact(ract, z)
-                        dah = dt_[j] * (_F(1.0) - z) * _dact(act, hh)
-                        dxh[j] = dah
-                        dxr[j] = dah * rh[j] * _dact(ract, gr[j])
-                for j in range(u):
-                    drz[j] = dxz[j]
-                for j in range(u):
-                    drr_[j] = dxr[j]
-                for j in range(u):
-                    drh[j] = dxh[j] * gr[j]
-                for j in range(u):
-                    dir_[j] = dt_[j] * gz[j]
-            else:
-                _pass_masked(dYr, car, zero_masked)
-                for k in range(G3):
-                    dx[k] = 0.0
-                    dr[k] = 0.0
-        if t > 0:  # the gradient of the initial state is not needed: skip the last GEMM
-            _gemm(gfn, gkind, dR[t], UT, drec)
-            _new_dh(dh, drec, mask, use_mask, t, rmask, use_rmask, direct, True)
-
-
-@njit(**_OPTS)
-def gru_forward_before(gfn, gkind, Uzr, Uh, h0, mask, use_mask, rmask, use_rmask, ract, act, zero_masked, fast, G, RHD,
-                       Hs, Y):
-    """reset_after=False (Keras 1). G (T,B,3u): on entry the input projection (with bias), on exit z, r, hh;
-    RHD (T,B,u) = r * h_{t-1} (after dropout)."""
-    T, B, G3 = G.shape
-    u = G3 // 3
-    _copy_rows(h0, Hs[0])
-    rec = np.empty((B, 2 * u), G.dtype)
-    rech = np.empty((B, u), G.dtype)
-    hd = np.empty((B, u), G.dtype)
-    for t in range(T):
-        hin = _recurrent_input(Hs, t, rmask, use_rmask, hd)
-        _gemm(gfn, gkind, hin, Uzr, rec)
-        for b in range(B):
-            g = G[t, b]
-            rr = rec[b]
-            for k in range(2 * u):
-                g[k] += rr[k]
-            _act_vec(ract, g[:2 * u], fast)
-            gr = g[u:2 * u]
-            rhd = RHD[t, b]
-            hr = hin[b]
-            for j in range(u):
-                rhd[j] = gr[j] * hr[j]
-        _gemm(gfn, gkind, RHD[t], Uh, rech)
-        for b in range(B):
-            g = G[t, b]
-            gh = g[2 * u:]
-            rch = rech[b]
-            for j in range(u):
-                gh[j] += rch[j]
-            _act_vec(act, gh, fast)
-            hp = Hs[t, b]
-            hn = Hs[t + 1, b]
-            for j in range(u):
-                z = g[j]
-                hn[j] = z * hp[j] + (_F(1.0) - z) * gh[j]
-            _emit(Y, Hs, t, b, mask, use_mask, zero_masked, Hs, False)
-
-
-@njit(**_OPTS)
-def gru_backward_before(gfn, gkind, dY, dh_last, carry0, G, Hs, UzrT, UhT, mask, use_mask, rmask, use_rmask, ract, act,
-                        zero_masked, dX):
-    """dX (T,B,3u) = d(pre-activations) [dz, dr, dh~]."""
-    T, B, G3 = G.shape
-    u = G3 // 3
-    dh = dh_last.copy()
-    carry = carry0.copy()
-    drh = np.empty((B, u), G.dtype)
-    drec = np.empty((B, u), G.dtype)
-    direct = np.empty((B, u), G.dtype)
-    dxh = np.empty((B, u), G.dtype)
-    dzr = np.empty((B, 2 * u), G.dtype)
-    for t in range(T - 1, -1, -1):
-        td = t if dY.shape[0] == T else 0  # dY (1,B,u) of zeros when only the last output has a gradient
-        for b in range(B):
-            g = G[t, b]
-            dx = dX[t, b]
-            dYr = dY[td, b]
-            car = carry[b]
-            if (not use_mask) or mask[t, b]:
-                hp = Hs[t, b]
-                dhr = dh[b]
-                for j in range(u):
-                    dht = dhr[j] + dYr[j] + car[j]
-                    car[j] = 0.0
-                    z = g[j]
-                    hh = g[2 * u + j]
-                    dx[j] = dht * (hp[j] - hh) * _dact(ract, z)
-                    dah = dht * (_F(1.0) - z) * _dact(act, hh)
-                    dx[2 * u + j] = dah
-                    dxh[b, j] = dah
-                    direct[b, j] = dht * z
-            else:
-                _pass_masked(dYr, car, zero_masked)
-                for j in range(u):
-                    dxh[b, j] = 0.0
-                for k in range(G3):
-                    dx[k] = 0.0
-        _gemm(gfn, gkind, dxh, UhT, drh)  # d(r * h_{t-1})
-        for b in range(B):
-            dx = dX[t, b]
-            if (not use_mask) or mask[t, b]:
-                g = G[t, b]
-                for j in range(u):
-                    hin = Hs[t, b, j] * rmask[b, j] if use_rmask else Hs[t, b, j]
-                    dx[u + j] = drh[b, j] * hin * _dact(ract, g[u + j])
-            for k in range(2 * u):
-                dzr[b, k] = dx[k]
-        if t > 0:  # the gradient of the initial state is not needed: skip the last GEMM
-            _gemm(gfn, gkind, dzr, UzrT, drec)
+def _make_gru_forward_after(std):
+    @njit(**_OPTS)
+    def gru_forward_after(gfn, gkind, U, brec, h0, mask, use_mask, rmask, use_rmask, ract, act, zero_masked, fast, G,
+                          RH, Hs, Y):
+        """reset_after=True (Keras 3). Blocks z|r|h. G (T,B,3u): on entry the input projection (with the input
+        bias), on exit z, r, hh; RH (T,B,u) = h_{t-1} @ U_h + b_h."""
+        T, B, G3 = G.shape
+        u = G3 // 3
+        _copy_rows(h0, Hs[0])
+        rec = np.empty((B, G3), G.dtype)
+        hd = np.empty((B, u), G.dtype)
+        b_h = brec[2 * u:]
+        for t in range(T):
+            _gemm(gfn, gkind, _recurrent_input(Hs, t, rmask, use_rmask, hd), U, rec)
             for b in range(B):
                 g = G[t, b]
+                rr = rec[b]
+                for k in range(2 * u):
+                    g[k] += rr[k] + brec[k]
+                if std:
+                    _sigmoid_vec(g[:2 * u])
+                else:
+                    _act_vec(ract, g[:2 * u], fast)
+                gr = g[u:2 * u]
+                gh = g[2 * u:]
+                rrh = rr[2 * u:]
+                rh = RH[t, b]
                 for j in range(u):
-                    drec[b, j] += drh[b, j] * g[u + j]
-            _new_dh(dh, drec, mask, use_mask, t, rmask, use_rmask, direct, True)
+                    rh[j] = rrh[j] + b_h[j]
+                for j in range(u):
+                    gh[j] += gr[j] * rh[j]
+                if std:
+                    _tanh_vec(gh)
+                else:
+                    _act_vec(act, gh, fast)
+                hp = Hs[t, b]
+                hn = Hs[t + 1, b]
+                for j in range(u):
+                    z = g[j]
+                    hn[j] = z * hp[j] + (_F(1.0) - z) * gh[j]
+                _emit(Y, Hs, t, b, mask, use_mask, zero_masked, Hs, False)
+    return gru_forward_after
+
+
+gru_forward_after = _Variants(_make_gru_forward_after)
+
+
+def _make_gru_backward_after(std):
+    @njit(**_OPTS)
+    def gru_backward_after(gfn, gkind, dY, dh_last, carry0, G, RH, Hs, UT, mask, use_mask, rmask, use_rmask, ract, act,
+                           zero_masked, dX, dR):
+        """dX (T,B,3u) = d(input pre-activations); dR (T,B,3u) = d(recurrent pre-activations)."""
+        T, B, G3 = G.shape
+        u = G3 // 3
+        dh = dh_last.copy()
+        carry = carry0.copy()
+        drec = np.empty((B, u), G.dtype)
+        direct = np.empty((B, u), G.dtype)  # dh_{t-1} through z * h_{t-1}
+        dhts = np.empty((B, u), G.dtype)
+        for t in range(T - 1, -1, -1):
+            td = t if dY.shape[0] == T else 0  # dY (1,B,u) of zeros when only the last output has a gradient
+            for b in range(B):
+                g = G[t, b]
+                dx = dX[t, b]
+                dr = dR[t, b]
+                dYr = dY[td, b]
+                car = carry[b]
+                if (not use_mask) or mask[t, b]:
+                    gz = g[:u]
+                    gr = g[u:2 * u]
+                    gh = g[2 * u:]
+                    dxz = dx[:u]
+                    dxr = dx[u:2 * u]
+                    dxh = dx[2 * u:]
+                    drz = dr[:u]
+                    drr_ = dr[u:2 * u]
+                    drh = dr[2 * u:]
+                    hp = Hs[t, b]
+                    rh = RH[t, b]
+                    dhr = dh[b]
+                    dir_ = direct[b]
+                    dt_ = dhts[b]
+                    for j in range(u):
+                        dt_[j] = dhr[j] + dYr[j] + car[j]
+                    if use_mask:
+                        for j in range(u):
+                            car[j] = 0.0
+                    if std:
+                        for j in range(u):
+                            z = gz[j]
+                            dxz[j] = dt_[j] * (hp[j] - gh[j]) * (z - z * z)
+                        for j in range(u):
+                            hh = gh[j]
+                            dxh[j] = dt_[j] * (_F(1.0) - gz[j]) * (_F(1.0) - hh * hh)
+                        for j in range(u):
+                            r = gr[j]
+                            dxr[j] = dxh[j] * rh[j] * (r - r * r)
+                    else:
+                        for j in range(u):
+                            z = gz[j]
+                            hh = gh[j]
+                            dxz[j] = dt_[j] * (hp[j] - hh) * _dact(ract, z)
+                            dah = dt_[j] * (_F(1.0) - z) * _dact(act, hh)
+                            dxh[j] = dah
+                            dxr[j] = dah * rh[j] * _dact(ract, gr[j])
+                    for j in range(u):
+                        drz[j] = dxz[j]
+                    for j in range(u):
+                        drr_[j] = dxr[j]
+                    for j in range(u):
+                        drh[j] = dxh[j] * gr[j]
+                    for j in range(u):
+                        dir_[j] = dt_[j] * gz[j]
+                else:
+                    _pass_masked(dYr, car, zero_masked)
+                    for k in range(G3):
+                        dx[k] = 0.0
+                        dr[k] = 0.0
+            if t > 0:  # the gradient of the initial state is not needed: skip the last GEMM
+                _gemm(gfn, gkind, dR[t], UT, drec)
+                _new_dh(dh, drec, mask, use_mask, t, rmask, use_rmask, direct, True)
+    return gru_backward_after
+
+
+gru_backward_after = _Variants(_make_gru_backward_after)
+
+
+def _make_gru_forward_before(std):
+    @njit(**_OPTS)
+    def gru_forward_before(gfn, gkind, Uzr, Uh, h0, mask, use_mask, rmask, use_rmask, ract, act, zero_masked, fast, G,
+                           RHD, Hs, Y):
+        """reset_after=False (Keras 1). G (T,B,3u): on entry the input projection (with bias), on exit z, r, hh;
+        RHD (T,B,u) = r * h_{t-1} (after dropout)."""
+        T, B, G3 = G.shape
+        u = G3 // 3
+        _copy_rows(h0, Hs[0])
+        rec = np.empty((B, 2 * u), G.dtype)
+        rech = np.empty((B, u), G.dtype)
+        hd = np.empty((B, u), G.dtype)
+        for t in range(T):
+            hin = _recurrent_input(Hs, t, rmask, use_rmask, hd)
+            _gemm(gfn, gkind, hin, Uzr, rec)
+            for b in range(B):
+                g = G[t, b]
+                rr = rec[b]
+                for k in range(2 * u):
+                    g[k] += rr[k]
+                if std:
+                    _sigmoid_vec(g[:2 * u])
+                else:
+                    _act_vec(ract, g[:2 * u], fast)
+                gr = g[u:2 * u]
+                rhd = RHD[t, b]
+                hr = hin[b]
+                for j in range(u):
+                    rhd[j] = gr[j] * hr[j]
+            _gemm(gfn, gkind, RHD[t], Uh, rech)
+            for b in range(B):
+                g = G[t, b]
+                gh = g[2 * u:]
+                rch = rech[b]
+                for j in range(u):
+                    gh[j] += rch[j]
+                if std:
+                    _tanh_vec(gh)
+                else:
+                    _act_vec(act, gh, fast)
+                hp = Hs[t, b]
+                hn = Hs[t + 1, b]
+                for j in range(u):
+                    z = g[j]
+                    hn[j] = z * hp[j] + (_F(1.0) - z) * gh[j]
+                _emit(Y, Hs, t, b, mask, use_mask, zero_masked, Hs, False)
+    return gru_forward_before
+
+
+gru_forward_before = _Variants(_make_gru_forward_before)
+
+
+def _make_gru_backward_before(std):
+    @njit(**_OPTS)
+    def gru_backward_before(gfn, gkind, dY, dh_last, carry0, G, Hs, UzrT, UhT, mask, use_mask, rmask, use_rmask, ract,
+                            act, zero_masked, dX):
+        """dX (T,B,3u) = d(pre-activations) [dz, dr, dh~]."""
+        T, B, G3 = G.shape
+        u = G3 // 3
+        dh = dh_last.copy()
+        carry = carry0.copy()
+        drh = np.empty((B, u), G.dtype)
+        drec = np.empty((B, u), G.dtype)
+        direct = np.empty((B, u), G.dtype)
+        dxh = np.empty((B, u), G.dtype)
+        dzr = np.empty((B, 2 * u), G.dtype)
+        for t in range(T - 1, -1, -1):
+            td = t if dY.shape[0] == T else 0  # dY (1,B,u) of zeros when only the last output has a gradient
+            for b in range(B):
+                g = G[t, b]
+                dx = dX[t, b]
+                dYr = dY[td, b]
+                car = carry[b]
+                if (not use_mask) or mask[t, b]:
+                    hp = Hs[t, b]
+                    dhr = dh[b]
+                    for j in range(u):
+                        dht = dhr[j] + dYr[j] + car[j]
+                        car[j] = 0.0
+                        z = g[j]
+                        hh = g[2 * u + j]
+                        if std:
+                            dx[j] = dht * (hp[j] - hh) * (z - z * z)
+                            dah = dht * (_F(1.0) - z) * (_F(1.0) - hh * hh)
+                        else:
+                            dx[j] = dht * (hp[j] - hh) * _dact(ract, z)
+                            dah = dht * (_F(1.0) - z) * _dact(act, hh)
+                        dx[2 * u + j] = dah
+                        dxh[b, j] = dah
+                        direct[b, j] = dht * z
+                else:
+                    _pass_masked(dYr, car, zero_masked)
+                    for j in range(u):
+                        dxh[b, j] = 0.0
+                    for k in range(G3):
+                        dx[k] = 0.0
+            _gemm(gfn, gkind, dxh, UhT, drh)  # d(r * h_{t-1})
+            for b in range(B):
+                dx = dX[t, b]
+                if (not use_mask) or mask[t, b]:
+                    g = G[t, b]
+                    for j in range(u):
+                        hin = Hs[t, b, j] * rmask[b, j] if use_rmask else Hs[t, b, j]
+                        r = g[u + j]
+                        if std:
+                            dr = r - r * r
+                        else:
+                            dr = _dact(ract, r)
+                        dx[u + j] = drh[b, j] * hin * dr
+                for k in range(2 * u):
+                    dzr[b, k] = dx[k]
+            if t > 0:  # the gradient of the initial state is not needed: skip the last GEMM
+                _gemm(gfn, gkind, dzr, UzrT, drec)
+                for b in range(B):
+                    g = G[t, b]
+                    for j in range(u):
+                        drec[b, j] += drh[b, j] * g[u + j]
+                _new_dh(dh, drec, mask, use_mask, t, rmask, use_rmask, direct, True)
+    return gru_backward_before
+
+
+gru_backward_before = _Variants(_make_gru_backward_before)
 
 
 # ======================================================================================== helpers

@@ -247,6 +247,7 @@ class _RNNBase(Layer):
         from ..kernels import recurrent as K
 
         if cache.get("released"):  # its buffers were reused since (inference forward, or a second backward)
+            cache["run"]["keep"] = True
             B, T, u, dt = cache["run"]["B"], cache["run"]["T"], self.config.units, cache["run"]["dt"]
             self._run_forward(cache, np.empty((B, T, u) if self.config.return_sequences else (B, u), dt),
                               [np.empty((B, u), dt) for _ in self.state_names])
@@ -332,7 +333,7 @@ class _RNNBase(Layer):
                                  f"(batch, time) = {(B, T)}")
             m = np.ascontiguousarray((m[:, ::-1] if c.go_backwards else m).T)
         return {"x": x, "dt": dt, "B": B, "T": T, "F": F, "dmask": dmask, "rmask": rmask, "m": m,
-                "states": self._initial_states(B, dt)}
+                "states": self._initial_states(B, dt), "keep": training}
 
     def _block_inputs(self, run, k: int, b0: int, b1: int, hcols: int = 0):
         """(xe, mask, rmask) of samples b0:b1. xe (T, Bk, F + hcols (+1)): time-major in processing order, columns
@@ -456,6 +457,16 @@ class _RNNBase(Layer):
         c = self.config
         return ACTIVATION_CODES[getattr(c, "recurrent_activation", "sigmoid")], ACTIVATION_CODES[c.activation]
 
+    def _head(self, dt, forward: bool) -> tuple:
+        """The first kernel arguments: the variant (True for the usual activations, sigmoid gates and tanh: closed
+        forms inline and the generic activation code not compiled; forward only in float32, as it uses the fast
+        tanh/sigmoid approximations) and the BLAS ?gemm of the time loop (address, kind)."""
+        from ..kernels import recurrent as K
+
+        ract, act = self._codes()
+        usual = act == ACTIVATION_CODES["tanh"] and (self.n_gates == 1 or ract == ACTIVATION_CODES["sigmoid"])
+        return (usual and (dt == np.float32 or not forward), *K.gemm_for(dt))
+
     @staticmethod
     def _with_bias_row(params, bias_row, dt):
         """[kernel; input bias] (F(+1), k*u) for the input projection GEMM."""
@@ -541,7 +552,7 @@ class SimpleRNN(_RNNBase):
         Y = self._take(k, "Y", (T, Bk, u), dt) if m is not None else np.empty((1, 1, 1), dt)
         mm, rm = self._dummies(dt, m, rmask)
         _, act = self._codes()
-        K.simple_forward(*K.gemm_for(dt), run["U"], run["states"][0][b0:b1], mm, m is not None, rm,
+        K.simple_forward(*self._head(dt, True), run["U"], run["states"][0][b0:b1], mm, m is not None, rm,
                          rmask is not None, act, self.zero_output_for_mask, dt == np.float32, Hs, Y)
         self._write_outputs(run, b0, b1, Y if m is not None else Hs[1:], [Hs[T]], y, finals)
         return {"xe": xe, "m": m, "rmask": rmask, "Hs": Hs, "buffers": {"xe": xe, "Hs": Hs, "Y": Y}}
@@ -556,7 +567,7 @@ class SimpleRNN(_RNNBase):
         dG = self._take(k, "dG", (T, Bk, u), dt)
         cache["buffers"]["dG"] = dG
         _, act = self._codes()
-        K.simple_backward(*K.gemm_for(dt), dY, dh, carry0, Hs, weights["UT"], mm, m is not None, rm,
+        K.simple_backward(*self._head(dt, False), dY, dh, carry0, Hs, weights["UT"], mm, m is not None, rm,
                           rmask is not None, act, self.zero_output_for_mask, dG)
         dG2 = dG.reshape(T * Bk, u)
         db = self._kernel_grads(cache["xe"], dG2, g)
@@ -639,15 +650,16 @@ class LSTM(_RNNBase):
 
         dt, T, F, u, Bk = run["dt"], run["T"], run["F"], self.config.units, b1 - b0
         xe, m, rmask = self._block_inputs(run, k, b0, b1, hcols=u)
-        G = self._take(k, "G", (T, Bk, 4 * u), dt)
+        Tg = T if run["keep"] else 1  # inference: the gates of one step at a time, nothing kept for backward
+        G = self._take(k, "G", (Tg, Bk, 4 * u), dt)
         Hs = self._take(k, "Hs", (T + 1, Bk, u), dt)
         Cs = self._take(k, "Cs", (T + 1, Bk, u), dt)
-        TC = self._take(k, "TC", (T, Bk, u), dt)
+        TC = self._take(k, "TC", (Tg, Bk, u), dt)
         Y = self._take(k, "Y", (T, Bk, u), dt) if m is not None else np.empty((1, 1, 1), dt)
         mm, rm = self._dummies(dt, m, rmask)
         ract, act = self._codes()
         h0, c0 = run["states"]
-        K.lstm_forward(*K.gemm_for(dt), xe, run["WU"], F, h0[b0:b1], c0[b0:b1], mm, m is not None, rm,
+        K.lstm_forward(*self._head(dt, True), xe, run["WU"], F, h0[b0:b1], c0[b0:b1], mm, m is not None, rm,
                        rmask is not None, ract, act, self.zero_output_for_mask, dt == np.float32, G, Hs, Cs, TC, Y)
         self._write_outputs(run, b0, b1, Y if m is not None else Hs[1:], [Hs[T], Cs[T]], y, finals)
         return {"xe": xe, "m": m, "rmask": rmask, "Cs": Cs, "G": G, "TC": TC,
@@ -663,7 +675,7 @@ class LSTM(_RNNBase):
         dG = self._take(k, "dG", (T, Bk, 4 * u), dt)
         cache["buffers"]["dG"] = dG
         ract, act = self._codes()
-        K.lstm_backward(*K.gemm_for(dt), dY, dh, dc, carry0, G, cache["Cs"], cache["TC"], weights["UT"], mm,
+        K.lstm_backward(*self._head(dt, False), dY, dh, dc, carry0, G, cache["Cs"], cache["TC"], weights["UT"], mm,
                         m is not None, rm, rmask is not None, ract, act, self.zero_output_for_mask, dG)
         dG2 = dG.reshape(T * Bk, 4 * u)
         xe2 = cache["xe"].reshape(T * Bk, -1)
@@ -761,11 +773,11 @@ class GRU(_RNNBase):
         h0 = run["states"][0][b0:b1]
         fast = dt == np.float32
         if c.reset_after:
-            K.gru_forward_after(*K.gemm_for(dt), run["U"], run["brec"], h0, mm, m is not None, rm, rmask is not None,
-                                ract, act, self.zero_output_for_mask, fast, G, RH, Hs, Y)
+            K.gru_forward_after(*self._head(dt, True), run["U"], run["brec"], h0, mm, m is not None, rm,
+                                rmask is not None, ract, act, self.zero_output_for_mask, fast, G, RH, Hs, Y)
         else:
-            K.gru_forward_before(*K.gemm_for(dt), run["Uzr"], run["Uh"], h0, mm, m is not None, rm, rmask is not None,
-                                 ract, act, self.zero_output_for_mask, fast, G, RH, Hs, Y)
+            K.gru_forward_before(*self._head(dt, True), run["Uzr"], run["Uh"], h0, mm, m is not None, rm,
+                                 rmask is not None, ract, act, self.zero_output_for_mask, fast, G, RH, Hs, Y)
         self._write_outputs(run, b0, b1, Y if m is not None else Hs[1:], [Hs[T]], y, finals)
         return {"xe": xe, "m": m, "rmask": rmask, "Hs": Hs, "G": G, "RH": RH,
                 "buffers": {"xe": xe, "G": G, "Hs": Hs, "RH": RH, "Y": Y}}
@@ -786,8 +798,8 @@ class GRU(_RNNBase):
         if c.reset_after:
             dR = self._take(k, "dR", (T, Bk, 3 * u), dt)
             cache["buffers"]["dR"] = dR
-            K.gru_backward_after(*K.gemm_for(dt), dY, dh, carry0, G, RH, Hs, weights["UT"], mm, m is not None, rm,
-                                 rmask is not None, ract, act, self.zero_output_for_mask, dX, dR)
+            K.gru_backward_after(*self._head(dt, False), dY, dh, carry0, G, RH, Hs, weights["UT"], mm, m is not None,
+                                 rm, rmask is not None, ract, act, self.zero_output_for_mask, dX, dR)
             dR2 = dR.reshape(T * Bk, 3 * u)
             db = self._kernel_grads(cache["xe"], dX2, g)
             np.matmul(hprev.T, dR2, out=g["recurrent_kernel"])
@@ -795,7 +807,7 @@ class GRU(_RNNBase):
                 g["bias"][0] = db
                 np.sum(dR2, axis=0, out=g["bias"][1])
         else:
-            K.gru_backward_before(*K.gemm_for(dt), dY, dh, carry0, G, Hs, weights["UzrT"], weights["UhT"], mm,
+            K.gru_backward_before(*self._head(dt, False), dY, dh, carry0, G, Hs, weights["UzrT"], weights["UhT"], mm,
                                   m is not None, rm, rmask is not None, ract, act, self.zero_output_for_mask, dX)
             db = self._kernel_grads(cache["xe"], dX2, g)
             dU = g["recurrent_kernel"]
