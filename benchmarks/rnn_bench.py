@@ -204,8 +204,8 @@ def main(argv=None):
     kinds = {K.GEMM_FORTRAN: "scipy's Fortran sgemm", K.GEMM_CBLAS64: "CBLAS ILP64", K.GEMM_CBLAS32: "CBLAS LP64"}
     address, kind = K.gemm_for(np.float32)
     versions = {a: v for a, _, v in K.gemm_candidates(np.float32)}
-    print(f"recurrent time loops: {kinds[kind]} (OpenBLAS {'.'.join(map(str, versions.get(address, ()))) or '?'}); "
-          f"blocks of samples per pass: {min(threads, batch_hint := 64)} at batch {batch_hint}")
+    version = ".".join(map(str, versions.get(address, ()))) or "scipy's"
+    print(f"recurrent time loops: {kinds[kind]} (OpenBLAS {version}), one block of samples per thread")
     rng = np.random.default_rng(0)
     batch = 64
 
