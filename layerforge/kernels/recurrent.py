@@ -770,70 +770,55 @@ def _make_gru_backward_after(std):
         """dX (T,B,3u) = d(input pre-activations); dR (T,B,3u) = d(recurrent pre-activations)."""
         T, B, G3 = G.shape
         u = G3 // 3
+        Gq = G.reshape(T, B, 3, u)
+        dXq = dX.reshape(T, B, 3, u)
+        dRq = dR.reshape(T, B, 3, u)
         dh = dh_last.copy()
         carry = carry0.copy()
         drec = np.empty((B, u), G.dtype)
         direct = np.empty((B, u), G.dtype)  # dh_{t-1} through z * h_{t-1}
-        dhts = np.empty((B, u), G.dtype)
+        dht = np.empty((B, u), G.dtype)
         for t in range(T - 1, -1, -1):
             td = t if dY.shape[0] == T else 0  # dY (1,B,u) of zeros when only the last output has a gradient
             for b in range(B):
-                g = G[t, b]
-                dx = dX[t, b]
-                dr = dR[t, b]
-                dYr = dY[td, b]
-                car = carry[b]
                 if (not use_mask) or mask[t, b]:
-                    gz = g[:u]
-                    gr = g[u:2 * u]
-                    gh = g[2 * u:]
-                    dxz = dx[:u]
-                    dxr = dx[u:2 * u]
-                    dxh = dx[2 * u:]
-                    drz = dr[:u]
-                    drr_ = dr[u:2 * u]
-                    drh = dr[2 * u:]
-                    hp = Hs[t, b]
-                    rh = RH[t, b]
-                    dhr = dh[b]
-                    dir_ = direct[b]
-                    dt_ = dhts[b]
                     for j in range(u):
-                        dt_[j] = dhr[j] + dYr[j] + car[j]
+                        dht[b, j] = dh[b, j] + dY[td, b, j] + carry[b, j]
                     if use_mask:
                         for j in range(u):
-                            car[j] = 0.0
+                            carry[b, j] = 0.0
                     if std:
                         for j in range(u):
-                            z = gz[j]
-                            dxz[j] = dt_[j] * (hp[j] - gh[j]) * (z - z * z)
+                            z = Gq[t, b, 0, j]
+                            dXq[t, b, 0, j] = dht[b, j] * (Hs[t, b, j] - Gq[t, b, 2, j]) * (z - z * z)
                         for j in range(u):
-                            hh = gh[j]
-                            dxh[j] = dt_[j] * (_F(1.0) - gz[j]) * (_F(1.0) - hh * hh)
+                            hh = Gq[t, b, 2, j]
+                            dXq[t, b, 2, j] = dht[b, j] * (_F(1.0) - Gq[t, b, 0, j]) * (_F(1.0) - hh * hh)
                         for j in range(u):
-                            r = gr[j]
-                            dxr[j] = dxh[j] * rh[j] * (r - r * r)
+                            r = Gq[t, b, 1, j]
+                            dXq[t, b, 1, j] = dXq[t, b, 2, j] * RH[t, b, j] * (r - r * r)
                     else:
                         for j in range(u):
-                            z = gz[j]
-                            hh = gh[j]
-                            dxz[j] = dt_[j] * (hp[j] - hh) * _dact(ract, z)
-                            dah = dt_[j] * (_F(1.0) - z) * _dact(act, hh)
-                            dxh[j] = dah
-                            dxr[j] = dah * rh[j] * _dact(ract, gr[j])
+                            z = Gq[t, b, 0, j]
+                            hh = Gq[t, b, 2, j]
+                            dXq[t, b, 0, j] = dht[b, j] * (Hs[t, b, j] - hh) * _dact(ract, z)
+                            dah = dht[b, j] * (_F(1.0) - z) * _dact(act, hh)
+                            dXq[t, b, 2, j] = dah
+                            dXq[t, b, 1, j] = dah * RH[t, b, j] * _dact(ract, Gq[t, b, 1, j])
+                    for k in range(2):
+                        for j in range(u):
+                            dRq[t, b, k, j] = dXq[t, b, k, j]
                     for j in range(u):
-                        drz[j] = dxz[j]
+                        dRq[t, b, 2, j] = dXq[t, b, 2, j] * Gq[t, b, 1, j]
                     for j in range(u):
-                        drr_[j] = dxr[j]
-                    for j in range(u):
-                        drh[j] = dxh[j] * gr[j]
-                    for j in range(u):
-                        dir_[j] = dt_[j] * gz[j]
+                        direct[b, j] = dht[b, j] * Gq[t, b, 0, j]
                 else:
-                    _pass_masked(dYr, car, zero_masked)
-                    for k in range(G3):
-                        dx[k] = 0.0
-                        dr[k] = 0.0
+                    for j in range(u):
+                        carry[b, j] = 0.0 if zero_masked else dY[td, b, j] + carry[b, j]
+                    for k in range(3):
+                        for j in range(u):
+                            dXq[t, b, k, j] = 0.0
+                            dRq[t, b, k, j] = 0.0
             if t > 0:  # the gradient of the initial state is not needed: skip the last GEMM
                 _gemm(gfn, gkind, dR[t], UT, drec)
                 _new_dh(dh, drec, mask, use_mask, t, rmask, use_rmask, direct, True)
