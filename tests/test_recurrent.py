@@ -346,7 +346,9 @@ def test_every_blas_entry_point_gives_the_same_results(kind, dtype, monkeypatch)
     results = []
     for address, kind_code, _ in candidates:
         monkeypatch.setattr(K, "gemm_for", lambda dt, a=address, c=kind_code: (a, c))
-        results.append(_pass(built, x, None))
+        for width in (None, 5):  # whole weights, then column blocks of 5 (gemm_blocks)
+            monkeypatch.setattr(K, "block_width", lambda rows, k, n, dtype, w=width: w if w and n % w == 0 else n)
+            results.append(_pass(built, x, None))
     tol = 1e-12 if dtype == np.float64 else 1e-5
     for ys, _, g in results[1:]:
         np.testing.assert_allclose(ys[0], results[0][0][0], rtol=tol, atol=tol)
@@ -425,3 +427,28 @@ def test_backward_after_inference_forward_or_twice(kind):
     dx2, _ = layer.backward(params, dy, c2)
     _, c2b = layer.forward(params, x2, training=True)
     np.testing.assert_allclose(dx2, layer.backward(params, dy, c2b)[0], rtol=1e-12)
+
+
+@pytest.mark.parametrize("cfg", [
+    {"type": "LSTM", "units": 8, "return_sequences": True},
+    {"type": "GRU", "units": 8, "return_sequences": True},
+    {"type": "GRU", "units": 8, "reset_after": False, "return_sequences": True},
+    {"type": "SimpleRNN", "units": 8, "return_sequences": True},
+], ids=lambda c: f"{c['type']}-{len(c)}")
+def test_per_step_products_in_column_blocks(cfg, monkeypatch):
+    """The per-step products may run over column blocks of the weights (for OpenBLAS's direct sgemm): same results."""
+    from layerforge.kernels import recurrent as K
+
+    built = build_layer(cfg, (5, 3), dtype=np.float32, seed=8)
+    built.layer.needs_input_grad = True
+    x = np.random.default_rng(6).standard_normal((6, 5, 3)).astype(np.float32)
+    mask = _mask(np.random.default_rng(7), 6, 5)
+    monkeypatch.setattr(K, "block_width", lambda rows, k, n, dtype: n)
+    ys1, dx1, g1 = _pass(built, x, mask)
+    monkeypatch.setattr(K, "block_width", lambda rows, k, n, dtype: 4 if n % 4 == 0 else n)
+    assert K.gemm_blocks(np.zeros((3, 8), np.float32), 6).shape == (2, 3, 4)
+    ys2, dx2, g2 = _pass(built, x, mask)
+    np.testing.assert_allclose(ys2[0], ys1[0], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(dx2, dx1, rtol=1e-5, atol=1e-6)
+    for k in g1:
+        np.testing.assert_allclose(g2[k], g1[k], rtol=1e-5, atol=1e-5)

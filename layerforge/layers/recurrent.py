@@ -232,11 +232,13 @@ class _RNNBase(Layer):
 
     def forward(self, params, x, *, training=False, rng=None, mask=None):
         run = self._begin(x, training, rng, mask)
-        self._forward_weights(params, run)
         B, T, u, dt = run["B"], run["T"], self.config.units, run["dt"]
+        blocks = self._blocks(B, T, run["F"])
+        run["rows"] = max(b1 - b0 for b0, b1 in blocks)  # the row count the per-step products are tuned for
+        self._forward_weights(params, run)
         y = np.empty((B, T, u) if self.config.return_sequences else (B, u), dt)
         finals = [np.empty((B, u), dt) for _ in self.state_names]
-        cache = {"run": run, "blocks": self._blocks(B, T, run["F"])}
+        cache = {"run": run, "blocks": blocks}
         self._run_forward(cache, y, finals)
         if self.config.stateful:
             for s, v in zip(self.state_names, finals, strict=True):
@@ -256,7 +258,7 @@ class _RNNBase(Layer):
         run, blocks, caches = cache["run"], cache["blocks"], cache["caches"]
         dt = run["dt"]
         dys = [None if v is None else np.asarray(v) for v in (dy if isinstance(dy, list) else [dy])]
-        weights = self._backward_weights(params, dt)
+        weights = self._backward_weights(params, dt, run["rows"])
         dx = np.empty((run["B"], run["T"], run["F"]), dt) if self.needs_input_grad else None
         targets = self._grad_targets(params, dt)
 
@@ -481,6 +483,13 @@ class _RNNBase(Layer):
         return np.concatenate([W, np.asarray(bias_row, dtype=dt)[None]], axis=0)
 
 
+def _blocks_of(W, dt, rows: int) -> np.ndarray:
+    """A weight matrix of a per-step product as the column blocks the kernels take (kernels.recurrent.gemm_blocks)."""
+    from ..kernels import recurrent as K
+
+    return K.gemm_blocks(np.asarray(W, dtype=dt), rows)
+
+
 def _stacked_rows(arrays, dt):
     """One (rows, N) view over C-contiguous arrays of N columns (a 1-D array is one row) that sit back to back in
     one buffer, as the engine packs the weights and their gradients; None when they do not."""
@@ -542,10 +551,10 @@ class SimpleRNN(_RNNBase):
     def _forward_weights(self, params, run):
         dt = run["dt"]
         run["W_in"] = self._with_bias_row(params, params.get("bias"), dt)
-        run["U"] = np.ascontiguousarray(params["recurrent_kernel"], dtype=dt)
+        run["U"] = _blocks_of(params["recurrent_kernel"], dt, run["rows"])
 
-    def _backward_weights(self, params, dt):
-        return {"UT": np.ascontiguousarray(np.asarray(params["recurrent_kernel"], dtype=dt).T),
+    def _backward_weights(self, params, dt, rows):
+        return {"UT": _blocks_of(np.asarray(params["recurrent_kernel"]).T, dt, rows),
                 "W": np.asarray(params["kernel"], dtype=dt)}
 
     def _forward_block(self, run, k, b0, b1, y, finals):
@@ -645,10 +654,12 @@ class LSTM(_RNNBase):
         names = ["kernel", "recurrent_kernel"] + (["bias"] if self.config.use_bias else [])
         arrays = [np.asarray(params[n], dtype=dt) for n in names]
         WU = _stacked_rows(arrays, dt)
-        run["WU"] = WU if WU is not None else np.concatenate([a.reshape(-1, a.shape[-1]) for a in arrays], axis=0)
+        if WU is None:
+            WU = np.concatenate([a.reshape(-1, a.shape[-1]) for a in arrays], axis=0)
+        run["WU"] = _blocks_of(WU, dt, run["rows"])
 
-    def _backward_weights(self, params, dt):
-        return {"UT": np.ascontiguousarray(np.asarray(params["recurrent_kernel"], dtype=dt).T),
+    def _backward_weights(self, params, dt, rows):
+        return {"UT": _blocks_of(np.asarray(params["recurrent_kernel"]).T, dt, rows),
                 "W": np.asarray(params["kernel"], dtype=dt)}
 
     def _forward_block(self, run, k, b0, b1, y, finals):
@@ -746,21 +757,21 @@ class GRU(_RNNBase):
         run["W_in"] = self._with_bias_row(params, None if bias is None else (bias[0] if c.reset_after else bias), dt)
         U = np.asarray(params["recurrent_kernel"], dtype=dt)
         if c.reset_after:
-            run["U"] = np.ascontiguousarray(U)
+            run["U"] = _blocks_of(U, dt, run["rows"])
             run["brec"] = np.ascontiguousarray(bias[1]) if bias is not None else np.zeros(3 * u, dt)
         else:
-            run["Uzr"] = np.ascontiguousarray(U[:, :2 * u])
-            run["Uh"] = np.ascontiguousarray(U[:, 2 * u:])
+            run["Uzr"] = _blocks_of(U[:, :2 * u], dt, run["rows"])
+            run["Uh"] = _blocks_of(U[:, 2 * u:], dt, run["rows"])
 
-    def _backward_weights(self, params, dt):
+    def _backward_weights(self, params, dt, rows):
         u = self.config.units
         U = np.asarray(params["recurrent_kernel"], dtype=dt)
         w = {"W": np.asarray(params["kernel"], dtype=dt)}
         if self.config.reset_after:
-            w["UT"] = np.ascontiguousarray(U.T)
+            w["UT"] = _blocks_of(U.T, dt, rows)
         else:
-            w["UzrT"] = np.ascontiguousarray(U[:, :2 * u].T)
-            w["UhT"] = np.ascontiguousarray(U[:, 2 * u:].T)
+            w["UzrT"] = _blocks_of(U[:, :2 * u].T, dt, rows)
+            w["UhT"] = _blocks_of(U[:, 2 * u:].T, dt, rows)
         return w
 
     def _forward_block(self, run, k, b0, b1, y, finals):
