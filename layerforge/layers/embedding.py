@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-import numpy as np
 from pydantic import Field
 
+from ._numpy import np
 from .base import Example, Layer, LayerConfig, ParamSpec, register
 from .fields import ConstraintSpec, InitializerSpec, RegularizerSpec
 

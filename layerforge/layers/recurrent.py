@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-import numpy as np
 from pydantic import Field, model_validator
 
+from ._numpy import np
 from .base import Example, Layer, LayerConfig, ParamSpec, register
 from .fields import ActivationName, ConstraintSpec, InitializerSpec, RegularizerSpec
 
@@ -45,7 +45,7 @@ class _InitWithForgetBias(dict):
         self.spec = spec
         self.units = units
 
-    def __call__(self, shape, rng, dtype=np.float32, fan=None):
+    def __call__(self, shape, rng, dtype="float32", fan=None):
         from ..engine.initializers import initialize
 
         u = self.units

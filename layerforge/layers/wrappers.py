@@ -6,9 +6,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Annotated, Any, Literal
 
-import numpy as np
 from pydantic import Field, WithJsonSchema, field_validator, model_validator
 
+from ._numpy import np
 from .base import Example, Layer, LayerConfig, register
 
 _LAYER_SCHEMA = {"type": "object", "description": "a layer mapping, e.g. {type: Dense, units: 8}",
