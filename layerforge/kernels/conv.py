@@ -21,12 +21,10 @@ shared.) Inside a block, samples go through in chunks whose columns stay in cach
 
 from __future__ import annotations
 
-import os
-import threading
-from concurrent.futures import ThreadPoolExecutor
-
 import numpy as np
 from numba import njit, uint64
+
+from .blocks import run_blocks
 
 # ============================================================================ Numba kernels (serial, nogil)
 # Hot copy loops index flat arrays with unsigned offsets: a signed index makes Numba emit the negative-index
@@ -356,58 +354,10 @@ def relu_backward_bias(dy, y, dz, db):
 
 # ============================================================================ threads, buffers, chunks
 
-_lock = threading.Lock()
-_executor: ThreadPoolExecutor | None = None
-_blas = None  # threadpoolctl controller of the loaded BLAS libraries (False: not available)
-
-
 def _threads() -> int:
     import numba
 
     return int(numba.get_num_threads())
-
-
-def _forget_workers() -> None:  # a forked child has none of the parent's threads
-    global _executor
-    _executor = None
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_workers)
-
-
-def _workers(n: int) -> ThreadPoolExecutor:
-    global _executor
-    with _lock:
-        if _executor is None or _executor._max_workers < n:
-            _executor = ThreadPoolExecutor(max_workers=n, thread_name_prefix="layerforge-conv")
-        return _executor
-
-
-class _OneThreadBlas:
-    """Holds the BLAS libraries to one thread inside the block (each worker runs its own GEMMs)."""
-
-    def __enter__(self):
-        global _blas
-        if _blas is None:
-            try:
-                from threadpoolctl import ThreadpoolController
-
-                _blas = ThreadpoolController().select(user_api="blas").lib_controllers or False
-            except Exception:  # noqa: BLE001 - threadpoolctl missing or unusable: leave BLAS alone
-                _blas = False
-        self.saved = []
-        for lib in _blas or ():
-            n = lib.num_threads
-            if n != 1:
-                lib.set_num_threads(1)
-                self.saved.append((lib, n))
-        return self
-
-    def __exit__(self, *exc):
-        for lib, n in self.saved:
-            lib.set_num_threads(n)
-        return False
 
 
 def split_batch(batch: int, work) -> list:
@@ -417,14 +367,7 @@ def split_batch(batch: int, work) -> list:
     if n <= 1:
         return [work(0, batch)]
     bounds = [(batch * i // n, batch * (i + 1) // n) for i in range(n)]
-    pool = _workers(n - 1)
-    with _OneThreadBlas():
-        futures = [pool.submit(work, s0, s1) for s0, s1 in bounds[1:]]
-        try:
-            first = work(*bounds[0])
-        finally:
-            rest = [f.result() for f in futures]
-    return [first, *rest]
+    return run_blocks(lambda k: work(*bounds[k]), n)
 
 
 class BufferPool:

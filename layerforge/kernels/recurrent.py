@@ -13,7 +13,7 @@ the caller gets ``dkernel``, ``drecurrent_kernel``, the bias and ``dx`` with one
 
 Threads (``run_blocks``): the samples of a batch are independent, so the layer splits the batch into
 one block per thread and each thread runs the *whole* pass of its block (input projection, time
-loop, weight-gradient GEMMs) with the BLAS libraries held to one thread (``one_blas_thread``). A
+loop, weight-gradient GEMMs) with the BLAS libraries held to one thread (``kernels.blocks.one_blas_thread``). A
 pass then waits for the other threads once, not at each of the time steps' small GEMMs: a
 multi-threaded BLAS call per step waits for a core at every step on a busy machine (the LSTM
 benchmark trained at a third of its one-thread speed with two threads), and the worker threads of
@@ -40,15 +40,14 @@ for a rational approximation accurate to a few float32 ulps that LLVM vectorises
 """
 
 import math
-import os
-import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
+
+from .blocks import blas_controllers, run_blocks  # noqa: F401 - layers/recurrent.py calls them as K.*
 
 LINEAR, TANH, SIGMOID, HARD_SIGMOID, HARD_SIGMOID_K1, RELU, RELU6, ELU, SELU, SOFTPLUS, SOFTSIGN, \
     EXPONENTIAL, LEAKY_RELU = range(13)
@@ -65,82 +64,6 @@ _OPTS = {"cache": True, "nogil": True, "error_model": "numpy", "fastmath": {"con
 
 
 # ======================================================================================== threads
-
-_pool: ThreadPoolExecutor | None = None
-_pool_lock = threading.Lock()
-_blas_libs = None  # threadpoolctl controllers of the loaded BLAS libraries (False: not available)
-
-
-def _forget_pool() -> None:  # a forked child has none of the parent's threads
-    global _pool
-    _pool = None
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_pool)
-
-
-def _workers(n: int) -> ThreadPoolExecutor:
-    global _pool
-    with _pool_lock:
-        if _pool is None or _pool._max_workers < n:
-            _pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="layerforge-rnn")
-        return _pool
-
-
-def blas_controllers():
-    """The threadpoolctl controllers of the BLAS libraries loaded now (found once, then cached)."""
-    global _blas_libs
-    if _blas_libs is None:
-        try:
-            # The kernels' np.dot runs scipy's BLAS, which Numba loads lazily: load it first, or the controller (which
-            # lists the libraries loaded when it is made) misses it and two blocks then call a multi-threaded BLAS at
-            # once (measured: 1.7 s instead of 10 ms for an LSTM forward).
-            import scipy.linalg.cython_blas  # noqa: F401
-            from threadpoolctl import ThreadpoolController
-
-            _blas_libs = ThreadpoolController().select(user_api="blas").lib_controllers or False
-        except Exception:  # noqa: BLE001 - threadpoolctl missing or unusable: leave BLAS alone
-            _blas_libs = False
-    return _blas_libs or ()
-
-
-class one_blas_thread:  # noqa: N801 - used like a function: `with one_blas_thread():`
-    """Hold every BLAS library to one thread inside the block (restored on exit; a no-op at one thread).
-
-    Direct calls of the libraries' get/set functions through controllers made once: 4 us to enter and leave with
-    the two OpenBLAS libraries here, against 13 us for threadpoolctl's ``ThreadpoolController.limit`` (which
-    re-selects the libraries each time); a ``run_blocks`` hand-off of two empty blocks costs ~40 us in all."""
-
-    def __enter__(self):
-        self.saved = []
-        for lib in blas_controllers():
-            n = lib.num_threads
-            if n != 1:
-                lib.set_num_threads(1)
-                self.saved.append((lib, n))
-        return self
-
-    def __exit__(self, *exc):
-        for lib, n in self.saved:
-            lib.set_num_threads(n)
-        return False
-
-
-def run_blocks(work, n: int) -> list:
-    """``[work(0), ..., work(n-1)]``, block 0 in the calling thread and the others in worker threads, with
-    BLAS held to one thread meanwhile."""
-    with one_blas_thread():
-        if n <= 1:
-            return [work(0)]
-        pool = _workers(n - 1)
-        futures = [pool.submit(work, k) for k in range(1, n)]
-        try:
-            first = work(0)
-        finally:
-            rest = [f.result() for f in futures]
-    return [first, *rest]
-
 
 # ======================================================================================== GEMM of the time loops
 

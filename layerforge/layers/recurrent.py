@@ -226,7 +226,7 @@ class _RNNBase(Layer):
     # ------------------------------------------------------------------ glue
     # A pass runs in blocks of samples, one per thread (``_blocks``): each block runs its whole pass (inputs laid
     # out time-major, input projection, the kernel's time loop, the weight-gradient GEMMs) in its own thread with
-    # BLAS held to one thread (``kernels.recurrent.run_blocks``); the blocks' weight gradients are summed. Random
+    # BLAS held to one thread (``kernels.blocks.run_blocks``); the blocks' weight gradients are summed. Random
     # draws (dropout masks) happen once for the whole batch before the split, so results do not depend on the
     # thread count (up to the rounding of the summed gradients).
 
