@@ -185,6 +185,7 @@ def torch_fns(cases, np, threads):
 
 
 def worker(side: str, cases: list[str], threads: int, rounds: int, steps: int) -> dict:
+    import layerforge  # noqa: F401 - before numpy: it sets OpenBLAS's thread timeout (layerforge/__init__.py)
     import numpy as np
 
     if side == "layerforge":

@@ -42,6 +42,7 @@ THREADS = _threads_from_argv(None)
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
     os.environ[_var] = str(THREADS)
 
+import layerforge  # noqa: E402,F401 - before numpy: it sets OpenBLAS's thread timeout (layerforge/__init__.py)
 import numpy as np  # noqa: E402
 
 

@@ -272,6 +272,9 @@ def worker_main(framework: str, model: str, threads: int, batches: int) -> None:
     """Answer commands on stdin (train / infer / gemm / quit) with one JSON line each."""
     config = HERE / "configs" / MODELS[model][0]
     try:
+        # layerforge before numpy, as in the command-line tool: it sets OpenBLAS's thread timeout, which OpenBLAS
+        # reads when numpy loads it (see layerforge/__init__.py).
+        import layerforge  # noqa: F401
         import numpy as np
 
         np.seterr(all="ignore")
