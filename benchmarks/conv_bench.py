@@ -185,7 +185,8 @@ def torch_fns(cases, np, threads):
 
 
 def worker(side: str, cases: list[str], threads: int, rounds: int, steps: int) -> dict:
-    import layerforge  # noqa: F401 - before numpy: it sets OpenBLAS's thread timeout (layerforge/__init__.py)
+    # layerforge before numpy: it sets OpenBLAS's thread timeout, read when numpy loads (layerforge/__init__.py)
+    import layerforge  # noqa: F401, I001
     import numpy as np
 
     if side == "layerforge":

@@ -42,7 +42,8 @@ THREADS = _threads_from_argv(None)
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
     os.environ[_var] = str(THREADS)
 
-import layerforge  # noqa: E402,F401 - before numpy: it sets OpenBLAS's thread timeout (layerforge/__init__.py)
+# layerforge before numpy: it sets OpenBLAS's thread timeout, read when numpy loads (layerforge/__init__.py)
+import layerforge  # noqa: E402, F401, I001
 import numpy as np  # noqa: E402
 
 

@@ -274,7 +274,7 @@ def worker_main(framework: str, model: str, threads: int, batches: int) -> None:
     try:
         # layerforge before numpy, as in the command-line tool: it sets OpenBLAS's thread timeout, which OpenBLAS
         # reads when numpy loads it (see layerforge/__init__.py).
-        import layerforge  # noqa: F401
+        import layerforge  # noqa: F401, I001
         import numpy as np
 
         np.seterr(all="ignore")

@@ -86,6 +86,29 @@ def test_dropout_same_rng_same_mask_and_backward():
     np.testing.assert_array_equal(dx != 0, y1 != 0)
 
 
+def test_dropout_kernel_against_numpy_reference():
+    from layerforge.kernels.elementwise import dropout
+
+    def splitmix64(z):  # numpy's uint64 arithmetic wraps as the kernel's does
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+    x = np.random.default_rng(0).standard_normal((7, 5, 3))
+    key, rate = 2**63 + 12345, 0.3
+    y, scale = dropout(x, rate, key)
+    with np.errstate(over="ignore"):
+        i = np.arange(x.size, dtype=np.uint64)
+        bits = splitmix64(np.uint64(key) + i * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(32)
+    expected = np.where(bits >= np.uint64(np.ceil(rate * 2**32)), 1 / (1 - rate), 0.0).reshape(x.shape)
+    np.testing.assert_array_equal(scale, expected)
+    np.testing.assert_array_equal(y, x * expected)
+    _, other = dropout(x, rate, key + 1)
+    assert not np.array_equal(other, scale)
+    _, many = dropout(np.ones(200_000, dtype=np.float32), rate, 99)
+    assert many.dtype == np.float32 and abs(float((many == 0).mean()) - rate) < 0.005
+
+
 def test_dropout_noise_shape_broadcast():
     b = build_layer({"type": "Dropout", "rate": 0.5, "noise_shape": [None, 1, None]}, (5, 8))
     x = np.ones((4, 5, 8))

@@ -120,3 +120,17 @@ def test_compiled_model_keeps_weights_packed():
     after = model.get_weights()
     assert any(not np.array_equal(a, b) for k in before for a, b in zip(before[k], after[k], strict=True))
     assert packed_buffer([cm.params[n][p] for n, p in cm.trainable_pairs()]) is cm.flat_params
+
+
+def test_import_sets_a_short_openblas_thread_timeout_unless_the_user_chose_one():
+    import os
+    import subprocess
+    import sys
+
+    code = "import layerforge, os; print(os.environ['OPENBLAS_THREAD_TIMEOUT'])"
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "4"
+    out = subprocess.run([sys.executable, "-c", code], env={**env, "OPENBLAS_THREAD_TIMEOUT": "20"},
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "20"

@@ -156,8 +156,24 @@ class Loss:
         g = self._backward(t, p, w)
         return np.ascontiguousarray(g, dtype=p.dtype)
 
+    def value_and_grad(self, y_true, y_pred, weights) -> tuple[np.ndarray, np.ndarray]:
+        """``forward`` and ``backward`` in one pass (what a training step needs): the targets are checked and
+        aligned once (for the sparse losses, labels validated and one-hot encoded once) and the losses that share
+        work between value and gradient do it once."""
+        t, p = self._prepare(y_true, y_pred)
+        w = _weights(weights, self._values_shape(p), p.dtype)
+        values, g = self._forward_backward(t, p, w)
+        return np.asarray(values, dtype=p.dtype), np.ascontiguousarray(g, dtype=p.dtype)
+
+    def values_shape(self, y_pred) -> tuple:
+        """Shape of the per-sample values ``forward`` returns for these predictions."""
+        return tuple(self._values_shape(_as_pred(y_pred)))
+
     def __call__(self, y_true, y_pred) -> np.ndarray:
         return self.forward(y_true, y_pred)
+
+    def _forward_backward(self, t, p, w):
+        return self._forward(t, p), self._backward(t, p, w)
 
     def _values_shape(self, p):
         return p.shape[:-1]
@@ -412,6 +428,10 @@ class CategoricalCrossentropy(_FromLogitsSmoothing, Loss):
     def _backward(self, t, p, w):
         return self._compute(t, p)[1] * w[..., None]
 
+    def _forward_backward(self, t, p, w):
+        values, g = self._compute(t, p)
+        return values, g * w[..., None]
+
 
 class SparseCategoricalCrossentropy(CategoricalCrossentropy):
     name = "sparse_categorical_crossentropy"
@@ -426,6 +446,25 @@ class SparseCategoricalCrossentropy(CategoricalCrossentropy):
         p = _as_pred(y_pred)
         labels = _sparse_labels(y_true, p)
         return _one_hot(labels, p.shape[-1], p.dtype), p
+
+    def value_and_grad(self, y_true, y_pred, weights):
+        if self.from_logits:
+            return super().value_and_grad(y_true, y_pred, weights)
+        # From probabilities only the label's entry enters: with s = sum(p), q = p[label] / s and c = clip(q),
+        # value = -log(c) and dL/dp_j = g·([j == label] - q) / s where g = -1/c inside the clip range, else 0
+        # (the same values and gradient as the one-hot form, without building the dense intermediates).
+        p = _as_pred(y_pred)
+        labels = _sparse_labels(y_true, p)[..., None]
+        w = _weights(weights, self._values_shape(p), p.dtype)
+        s = p.sum(axis=-1, keepdims=True)
+        q = np.take_along_axis(p, labels, axis=-1) / s
+        c = np.clip(q, EPSILON, 1.0 - EPSILON)
+        values = -np.log(c[..., 0])
+        g = np.where(_in_range(q, EPSILON, 1.0 - EPSILON), -w[..., None] / (c * s), 0.0).astype(p.dtype, copy=False)
+        grad = np.multiply(g, -q, dtype=p.dtype)
+        grad = np.broadcast_to(grad, p.shape).copy()
+        np.put_along_axis(grad, labels, g * (1.0 - q), axis=-1)
+        return values.astype(p.dtype, copy=False), grad
 
 
 class KLDivergence(Loss):

@@ -112,21 +112,24 @@ class Trainer:
         per_head = []
         douts = []
         for head, y_pred, mask, y_true in zip(self.heads, outs, out_masks, ys):
-            values = head.loss.forward(y_true, y_pred)
-            w = np.ones(values.shape, dtype=y_pred.dtype)
+            shape = head.loss.values_shape(y_pred)
+            w = np.ones(shape, dtype=y_pred.dtype)
             if sw is not None:
-                w *= sw.reshape((-1,) + (1,) * (values.ndim - 1)).astype(y_pred.dtype, copy=False)
-            if mask is not None and mask.shape == values.shape:
+                w *= sw.reshape((-1,) + (1,) * (len(shape) - 1)).astype(y_pred.dtype, copy=False)
+            if mask is not None and mask.shape == shape:
                 w *= mask
                 denom = max(float(mask.sum()), 1.0)
             else:
-                denom = float(values.size)
+                denom = float(w.size)
             w /= denom
+            if want_grads:  # value and gradient in one pass
+                values, dout = head.loss.value_and_grad(y_true, y_pred, w * head.weight)
+                douts.append(dout)
+            else:
+                values = head.loss.forward(y_true, y_pred)
             value = float((values * w).sum())
             per_head.append(value)
             total += head.weight * value
-            if want_grads:
-                douts.append(head.loss.backward(y_true, y_pred, w * head.weight))
         return total, per_head, douts
 
     def train_batch(self, xs, ys, sw) -> tuple[float, list]:

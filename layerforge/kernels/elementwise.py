@@ -128,3 +128,44 @@ def act_backward_bias(dy, y, code, dz, db, use_bias, one):
                 acc[c] += dz[r, c]
         for c in range(cols):
             db[c] = acc[c]
+
+
+# ----------------------------------------------------------------------------- Dropout
+# Counter-based random bits: element i of a draw gets splitmix64(key + i * golden ratio), so the elements are
+# independent of each other and of the thread that computes them (the result does not depend on the thread
+# count), the loop vectorises, and one 64-bit key drawn from the layer's numpy Generator fixes the whole mask
+# (runs stay reproducible and resumable from the Generator's saved state). numpy's Generator.random fills
+# float64s one at a time: 2.2 ms for mnist_cnn's 590k-element dropout (draw, compare, scale), 0.4 ms here.
+# One thread: the loop is memory-bound, and a Numba parallel version measured twice as slow at that size.
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+
+
+@njit(inline="always")
+def _splitmix64(z):
+    z = (z ^ (z >> np.uint64(30))) * _MIX1
+    z = (z ^ (z >> np.uint64(27))) * _MIX2
+    return z ^ (z >> np.uint64(31))
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _dropout(x, y, scale, key, threshold, keep_value):
+    zero = y.dtype.type(0)
+    for i in range(x.size):
+        bits = _splitmix64(key + np.uint64(i) * _GOLDEN) >> np.uint64(32)  # uniform in [0, 2**32)
+        s = keep_value if bits >= threshold else zero
+        scale[i] = s
+        y[i] = x[i] * s
+
+
+def dropout(x: np.ndarray, rate: float, key: int) -> tuple[np.ndarray, np.ndarray]:
+    """(x * scale, scale) with scale = 1/(1 - rate) where a uniform draw in [0, 1) is at least ``rate``, else 0;
+    the draws come from the 64-bit ``key``. x is any float array; both results are new C-contiguous arrays."""
+    xf = np.ascontiguousarray(x).reshape(-1)
+    y = np.empty_like(xf)
+    scale = np.empty_like(xf)
+    threshold = np.uint64(min(int(math.ceil(rate * 4294967296.0)), 4294967296))
+    keep_value = xf.dtype.type(1.0 / (1.0 - rate))
+    _dropout(xf, y, scale, np.uint64(key), threshold, keep_value)
+    return y.reshape(x.shape), scale.reshape(x.shape)

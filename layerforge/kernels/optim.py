@@ -26,11 +26,12 @@ _ELEM = {"cache": True, "error_model": "numpy", "inline": "always"}
 _SERIAL = {"cache": True, "error_model": "numpy"}
 _PARALLEL = {"cache": True, "error_model": "numpy", "parallel": True}
 
-# Elements from which the parallel driver is used. High on purpose: a step is memory-bound (a few hundred
-# microseconds per million float32 weights on one core), and a Numba parallel region between two BLAS calls
-# makes the two thread pools compete for the cores (measured on 2 cores: the GEMMs after it slowed 10-40x
-# with the default OpenMP threading layer), which costs far more than the split saves.
-PARALLEL_MIN = 1 << 23
+# Elements from which the parallel driver is used. A step is memory-bound (a few hundred microseconds per million
+# float32 weights on one core) and a parallel launch costs ~30 us, so small models stay serial. (With OpenMP
+# threads, or OpenBLAS threads left spinning, a parallel region next to the GEMMs used to slow them 10-40x; the
+# engine now runs Numba's workqueue layer and a short OpenBLAS thread timeout, see layerforge/__init__.py.)
+# Measured on 2 cores: mnist_cnn's Adam step over 1.2M weights 1.94 -> 1.45 ms; the MLP's 269k no faster.
+PARALLEL_MIN = 1 << 20
 
 
 def kernel(name: str, n: int):

@@ -61,9 +61,16 @@ def max_pool_forward(x, y, idx, kd, kh, kw, sd, sh, sw, pd, ph, pw):
 
 @njit(cache=True, parallel=True)
 def max_pool_backward(dy, idx, dx):
-    """dy, idx: (B, P, C) flattened outputs; dx: (B, D*H*W, C), zero on entry."""
+    """dy, idx: (B, P, C) flattened outputs; dx: (B, D*H*W, C), any content on entry (each sample's slice is
+    zeroed by its thread just before the scatter, while it is in cache: cheaper than a zeroed allocation, whose
+    fresh pages fault in one by one)."""
     B, P, C = dy.shape
+    N = dx.shape[1]
     for b in prange(B):
+        db = dx[b]
+        for n in range(N):
+            for c in range(C):
+                db[n, c] = 0
         for p in range(P):
             gv = dy[b, p]
             iv = idx[b, p]
@@ -98,10 +105,16 @@ def avg_pool_forward(x, y, kd, kh, kw, sd, sh, sw, pd, ph, pw):
 
 @njit(cache=True, parallel=True)
 def avg_pool_backward(dy, dx, kd, kh, kw, sd, sh, sw, pd, ph, pw):
-    """dx: (B, D, H, W, C), zero on entry."""
+    """dx: (B, D, H, W, C), any content on entry (zeroed per sample, as in max_pool_backward)."""
     B, D, H, W, C = dx.shape
     OD, OH, OW = dy.shape[1], dy.shape[2], dy.shape[3]
     for b in prange(B):
+        db = dx[b]
+        for d in range(D):
+            for h in range(H):
+                for w in range(W):
+                    for c in range(C):
+                        db[d, h, w, c] = 0
         for od in range(OD):
             d_lo, d_hi = _window(od, sd, pd, kd, D)
             for oh in range(OH):

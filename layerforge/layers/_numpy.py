@@ -2,8 +2,7 @@
 
 Layer modules are imported by `validate` and `summary`, which only need the shape side of each layer; numpy's
 import is a third of those commands' start-up. Layer modules therefore write ``from ._numpy import np`` and
-numpy loads the first time a layer computes (one attribute lookup more per ``np.`` call, negligible next to
-the array work).
+numpy loads the first time a layer computes.
 """
 
 from __future__ import annotations
@@ -12,11 +11,13 @@ import importlib
 
 
 class _LazyNumpy:
-    __slots__ = ()
+    """Looks a name up in numpy the first time and keeps it as an instance attribute, so later lookups are plain
+    attribute hits (``__getattr__`` only runs for names not found; a training step makes thousands of them)."""
 
     def __getattr__(self, name: str):
-        numpy = importlib.import_module("numpy")
-        return getattr(numpy, name)
+        value = getattr(importlib.import_module("numpy"), name)
+        setattr(self, name, value)
+        return value
 
     def __repr__(self) -> str:
         return "<numpy, imported on first use>"

@@ -262,9 +262,14 @@ class Dropout(Layer):
             return x, None
         if rng is None:
             raise ValueError("Dropout in training needs an rng")
-        keep = rng.random(self._noise_shape(x)) >= rate
-        scale = keep.astype(x.dtype)
-        scale *= 1.0 / (1.0 - rate)
+        from ..kernels.elementwise import dropout
+
+        # one 64-bit key from the layer's stream fixes the whole mask (counter-based draws, see the kernel)
+        key = int(rng.integers(0, 1 << 64, dtype=np.uint64))
+        shape = self._noise_shape(x)
+        if shape == x.shape:
+            return dropout(x, rate, key)
+        _, scale = dropout(np.ones(shape, dtype=x.dtype), rate, key)  # drawn at noise_shape, then broadcast
         return x * scale, scale
 
     def backward(self, params, dy, cache):

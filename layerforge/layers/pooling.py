@@ -190,10 +190,10 @@ class _Pooling(Layer):
         dy5 = to_channels_last(dy.astype(dtype, copy=False), fmt).reshape(out5)
         batch, channels = in5[0], in5[-1]
         if self.average:
-            dx5 = np.zeros(in5, dtype=dtype)
+            dx5 = np.empty(in5, dtype=dtype)
             K.avg_pool_backward(dy5, dx5, *k3, *s3, *p3)
         else:
-            dx5 = np.zeros((batch, math.prod(in5[1:4]), channels), dtype=dtype)
+            dx5 = np.empty((batch, math.prod(in5[1:4]), channels), dtype=dtype)
             K.max_pool_backward(dy5.reshape(batch, -1, channels), idx.reshape(batch, -1, channels), dx5)
         spatial_cl = in5[1 + 3 - self.rank:4]
         dx = from_channels_last(dx5.reshape((batch, *spatial_cl, channels)), fmt)
