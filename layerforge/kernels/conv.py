@@ -548,16 +548,22 @@ def gemm_conv_forward(x5, w2d, bias, geo, groups: int, activation: str, pool: Bu
     return y2d, z_keep, full
 
 
-def gemm_conv_backward(x5, dz2d, w2d, geo, groups: int, pool: BufferPool, full, need_dx: bool):
-    """Kernel gradient (Kc, f) and input gradient (or None) of ``gemm_conv_forward`` given dL/dz; ``full`` are the
-    forward's columns when it kept them, else each chunk's columns are rebuilt."""
+def gemm_conv_backward(x5, dz2d, w2d, geo, groups: int, pool: BufferPool, full, need_dx: bool, relu_y2d=None):
+    """Kernel gradient (Kc, f), input gradient (or None) and bias gradient of ``gemm_conv_forward`` given dL/dz;
+    ``full`` are the forward's columns when it kept them, else each chunk's columns are rebuilt.
+
+    With ``relu_y2d`` (the output of a relu layer) ``dz2d`` is dL/dy: the relu derivative and the bias gradient
+    are taken chunk by chunk while the chunk is in cache (one pass less over the layer's output) and the bias
+    gradient is returned; otherwise it is None (the caller has it from ``activation_backward``)."""
     B = x5.shape[0]
     rows = _rows(geo.out)
-    kc = w2d.shape[0]
+    kc, f = w2d.shape
     dx5 = np.empty(x5.shape, dtype=dz2d.dtype) if need_dx else None
+    relu = relu_y2d is not None
 
     def work(s0, s1):
         dw = None
+        db = np.zeros(f, dtype=dz2d.dtype) if relu else None
         for c0, c1 in sample_chunks(s0, s1, rows, groups * kc * x5.itemsize):
             r0, r1 = c0 * rows, c1 * rows
             if full is not None:
@@ -566,6 +572,10 @@ def gemm_conv_backward(x5, dz2d, w2d, geo, groups: int, pool: BufferPool, full, 
                 cols = pool.take((groups, r1 - r0, kc), x5.dtype)
                 im2col(x5[c0:c1], cols, geo.out, geo.k, geo.s, geo.d, geo.pad)
             dz = dz2d[r0:r1]
+            if relu:
+                g = pool.take((r1 - r0, f), dz2d.dtype)
+                relu_backward_bias(dz, relu_y2d[r0:r1], g, db)
+                dz = g
             part = gemm_kernel_grad(cols, dz, groups)
             dw = part if dw is None else dw + part
             if need_dx:
@@ -573,11 +583,14 @@ def gemm_conv_backward(x5, dz2d, w2d, geo, groups: int, pool: BufferPool, full, 
                 col2im(cols, dx5[c0:c1], geo.out, geo.k, geo.s, geo.d, geo.pad)
             if full is None:
                 pool.give(cols)
-        return dw
+            if relu:
+                pool.give(dz)
+        return dw, db
 
-    dw = _sum(split_batch(B, work))
+    parts = split_batch(B, work)
     pool.give(full)
-    return dw, dx5
+    dw = _sum([p[0] for p in parts])
+    return dw, dx5, (_sum([p[1] for p in parts]) if relu else None)
 
 
 def direct_conv(x5, w3, bias, geo, activation: str):

@@ -419,9 +419,13 @@ class _Conv(_ConvBase):
         if K.use_direct(taps, x5.shape[-1], c.groups):
             dw, db, dx5 = K.direct_conv_backward(x5, dy2d, cache.y2d, cache.z2d, w2d, geo, c.activation,
                                                  self.needs_input_grad, pool)
+        elif c.activation == "relu":  # relu derivative and bias gradient fused into the chunks
+            dw, dx5, db = K.gemm_conv_backward(x5, np.ascontiguousarray(dy2d), w2d, geo, c.groups, pool, cols,
+                                               self.needs_input_grad, relu_y2d=cache.y2d)
+            db = db if c.use_bias else None
         else:
             dz2d, db = K.activation_backward(dy2d, cache.y2d, cache.z2d, c.activation, c.use_bias, x5.shape[0])
-            dw, dx5 = K.gemm_conv_backward(x5, dz2d, w2d, geo, c.groups, pool, cols, self.needs_input_grad)
+            dw, dx5, _ = K.gemm_conv_backward(x5, dz2d, w2d, geo, c.groups, pool, cols, self.needs_input_grad)
         grads = {**self._kernel_grad(params, "kernel", dw), **self._bias_grad(params, db)}
         dx = self._from_last(dx5.reshape(cache.in_shape)) if self.needs_input_grad else None
         return dx, grads
