@@ -134,3 +134,28 @@ def test_import_sets_a_short_openblas_thread_timeout_unless_the_user_chose_one()
     out = subprocess.run([sys.executable, "-c", code], env={**env, "OPENBLAS_THREAD_TIMEOUT": "20"},
                          capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "20"
+
+
+def test_parallel_kernels_from_two_threads_take_turns():
+    # Numba's workqueue layer aborts the process when two threads launch parallel kernels at once; predict runs
+    # batches on several threads, so every parallel kernel is wrapped in one lock (kernels.blocks). In a child
+    # process, so that a regression fails this test instead of killing the test run.
+    import subprocess
+    import sys
+
+    code = """
+import threading, numba, numpy as np
+import layerforge.kernels
+from layerforge.kernels import normalization as N
+numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+x = np.random.randn(20, 2048, 1).astype(np.float32); out = np.empty_like(x)
+scale, shift = np.ones(2048, np.float32), np.zeros(2048, np.float32)
+def work():
+    for _ in range(2000):
+        N.scale_shift(x, scale, shift, out)
+threads = [threading.Thread(target=work) for _ in range(2)]
+[t.start() for t in threads]; [t.join() for t in threads]
+print("ok")
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]

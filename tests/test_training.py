@@ -263,3 +263,35 @@ def test_keeps_no_temp_dirs_and_copies_nothing_extra(tmp_path):
     leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
     assert leftovers == []
     shutil.rmtree(out)
+
+
+def test_predict_runs_batches_in_parallel_with_the_serial_results():
+    import numba
+
+    from layerforge.engine.threads import current_threads
+
+    # BatchNormalization and gelu run Numba parallel kernels: two batch threads must take turns launching them
+    config = {"name": "par", "input_shape": [2048],
+              "layers": [{"type": "BatchNormalization"}, {"type": "Activation", "activation": "gelu"},
+                         {"type": "BatchNormalization"}, {"type": "Dropout", "rate": 0.3},
+                         {"type": "Dense", "units": 3, "activation": "softmax"}],
+              "training": {"loss": "sparse_categorical_crossentropy", "optimizer": "adam"}}
+    model = layerforge.Model.from_yaml(config, seed=1)
+    x = np.random.default_rng(0).standard_normal((1003, 2048)).astype(np.float32)
+    before = current_threads()
+    numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+    try:
+        trainer = model.trainer
+        assert trainer._batches_in_parallel()
+        parallel = model.predict(x, batch_size=20)  # 51 batches, the last one short
+        trainer._batches_in_parallel = lambda: False
+        serial = model.predict(x, batch_size=20)
+    finally:
+        numba.set_num_threads(before)
+    np.testing.assert_array_equal(parallel, serial)
+    assert parallel.shape == (1003, 3)
+    conv = layerforge.Model.from_yaml({"name": "c", "input_shape": [8, 8, 1], "layers": [
+        {"type": "Conv2D", "filters": 2, "kernel_size": 3}, {"type": "Flatten"}, {"type": "Dense", "units": 2}]})
+    lam = layerforge.Model.from_yaml({"name": "l", "input_shape": [4], "layers": [
+        {"type": "Lambda", "expression": "x * 2"}, {"type": "Dense", "units": 2}]})
+    assert not conv.trainer._batches_in_parallel() and not lam.trainer._batches_in_parallel()

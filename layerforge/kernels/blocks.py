@@ -7,6 +7,7 @@ other blocks for the cores (measured on 2 cores: 5-30x slower), hence ``one_blas
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -85,3 +86,21 @@ def run_blocks(work, n: int) -> list:
         finally:
             rest = [f.result() for f in futures]
     return [first, *rest]
+
+
+_launch_lock = threading.Lock()
+
+
+def one_launch_at_a_time(kernel):
+    """Wrap a Numba ``parallel=True`` kernel (called from Python) so that two Python threads never run parallel
+    kernels at the same moment: Numba's workqueue threading layer (the engine's default, see kernels/__init__.py)
+    aborts the whole process when two threads launch parallel work at once, and predict may run batches on
+    several threads (engine/training.py). Uncontended, the lock costs well under a microsecond."""
+
+    @functools.wraps(kernel)
+    def launch(*args):
+        with _launch_lock:
+            return kernel(*args)
+
+    launch.kernel = kernel  # the Numba dispatcher itself
+    return launch

@@ -5,7 +5,10 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from .blocks import one_launch_at_a_time
 
+
+@one_launch_at_a_time
 @njit(cache=True, parallel=True)
 def _gelu(x, out):
     flat_x = x.ravel()
@@ -15,6 +18,7 @@ def _gelu(x, out):
         flat_o[i] = 0.5 * v * (1.0 + math.erf(v * 0.7071067811865476))
 
 
+@one_launch_at_a_time
 @njit(cache=True, parallel=True)
 def _gelu_grad(x, out):
     flat_x = x.ravel()

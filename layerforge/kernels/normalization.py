@@ -21,6 +21,8 @@ from __future__ import annotations
 import numpy as np
 from numba import get_num_threads, njit, prange
 
+from .blocks import one_launch_at_a_time
+
 # Reductions along a contiguous inner axis may be reordered so they vectorise (no other fast-math licence).
 REASSOC = {"reassoc"}
 
@@ -32,6 +34,7 @@ def n_chunks(outer: int) -> int:
 
 # ---------------------------------------------------------------------------------------------- reductions
 
+@one_launch_at_a_time
 @njit(cache=True, parallel=True)
 def _rows_sums(x, w, use_w, center, squares, part, part_sq, part_w):
     """x (R, C): per chunk and channel, sum of w*(x-center), of w*(x-center)^2 (if ``squares``) and of w."""
@@ -63,6 +66,7 @@ def _rows_sums(x, w, use_w, center, squares, part, part_sq, part_w):
                 part_w[p, c] = hi - lo
 
 
+@one_launch_at_a_time
 @njit(cache=True, parallel=True, fastmath=REASSOC)
 def _blocks_sums(x, w, use_w, center, squares, part, part_sq, part_w):
     """x (O, C, I): as ``_rows_sums`` with the reduction over O and I."""
@@ -95,6 +99,7 @@ def _blocks_sums(x, w, use_w, center, squares, part, part_sq, part_w):
                 part_w[p, c] += aw
 
 
+@one_launch_at_a_time
 @njit(cache=True, parallel=True)
 def _rows_grad_sums(dy, x, mean, part_dy, part_dyx):
     """Per chunk and channel: sum(dy) and sum(dy * (x - mean))."""
@@ -110,6 +115,7 @@ def _rows_grad_sums(dy, x, mean, part_dy, part_dyx):
                 part_dyx[p, c] += g * (x[o, c] - mean[c])
 
 
+@one_launch_at_a_time
 @njit(cache=True, parallel=True, fastmath=REASSOC)
 def _blocks_grad_sums(dy, x, mean, part_dy, part_dyx):
     n_outer, n_c, n_in = x.shape
@@ -132,6 +138,7 @@ def _blocks_grad_sums(dy, x, mean, part_dy, part_dyx):
 
 # ---------------------------------------------------------------------------------------------- elementwise
 
+@one_launch_at_a_time
 @njit(cache=True, parallel=True)
 def _rows_scale_shift(x, scale, shift, out):
     n_rows, n_c = x.shape
@@ -140,6 +147,7 @@ def _rows_scale_shift(x, scale, shift, out):
             out[o, c] = x[o, c] * scale[c] + shift[c]
 
 
+@one_launch_at_a_time
 @njit(cache=True, parallel=True)
 def _blocks_scale_shift(x, scale, shift, out):
     n_outer, n_c, n_in = x.shape
@@ -151,6 +159,7 @@ def _blocks_scale_shift(x, scale, shift, out):
                 out[o, c, i] = x[o, c, i] * a + b
 
 
+@one_launch_at_a_time
 @njit(cache=True, parallel=True)
 def _rows_grad_input(dy, x, m, gr, k0, k1, w, use_w, dx):
     """dx = gr * (dy - w * (k0 + (x - m) * k1)) with w = 1 unless ``use_w``."""
@@ -165,6 +174,7 @@ def _rows_grad_input(dy, x, m, gr, k0, k1, w, use_w, dx):
                 dx[o, c] = gr[c] * (dy[o, c] - k0[c] - (x[o, c] - m[c]) * k1[c])
 
 
+@one_launch_at_a_time
 @njit(cache=True, parallel=True)
 def _blocks_grad_input(dy, x, m, gr, k0, k1, w, use_w, dx):
     n_outer, n_c, n_in = x.shape

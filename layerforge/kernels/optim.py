@@ -22,6 +22,8 @@ import math
 
 from numba import get_num_threads, njit, prange
 
+from .blocks import one_launch_at_a_time
+
 _ELEM = {"cache": True, "error_model": "numpy", "inline": "always"}
 _SERIAL = {"cache": True, "error_model": "numpy"}
 _PARALLEL = {"cache": True, "error_model": "numpy", "parallel": True}
@@ -54,6 +56,7 @@ def sgd(p, g, lr):
         _sgd(i, p, g, lr)
 
 
+@one_launch_at_a_time
 @njit(**_PARALLEL)
 def sgd_parallel(p, g, lr):
     for i in prange(p.size):
@@ -81,6 +84,7 @@ def sgd_momentum(p, g, m, lr, momentum, nesterov):
             _sgd_momentum(i, p, g, m, lr, momentum, False)
 
 
+@one_launch_at_a_time
 @njit(**_PARALLEL)
 def sgd_momentum_parallel(p, g, m, lr, momentum, nesterov):
     if nesterov:
@@ -130,6 +134,7 @@ def rmsprop(p, g, v, mom, avg, lr, rho, one_minus_rho, momentum, epsilon, center
             _rmsprop(i, p, g, v, mom, avg, lr, rho, one_minus_rho, momentum, epsilon, False, False)
 
 
+@one_launch_at_a_time
 @njit(**_PARALLEL)
 def rmsprop_parallel(p, g, v, mom, avg, lr, rho, one_minus_rho, momentum, epsilon, centered, use_momentum):
     n = p.size
@@ -163,6 +168,7 @@ def adagrad(p, g, acc, lr, epsilon):
         _adagrad(i, p, g, acc, lr, epsilon)
 
 
+@one_launch_at_a_time
 @njit(**_PARALLEL)
 def adagrad_parallel(p, g, acc, lr, epsilon):
     for i in prange(p.size):
@@ -187,6 +193,7 @@ def adadelta(p, g, acc_grad, acc_delta, lr, rho, one_minus_rho, epsilon):
         _adadelta(i, p, g, acc_grad, acc_delta, lr, rho, one_minus_rho, epsilon)
 
 
+@one_launch_at_a_time
 @njit(**_PARALLEL)
 def adadelta_parallel(p, g, acc_grad, acc_delta, lr, rho, one_minus_rho, epsilon):
     for i in prange(p.size):
@@ -219,6 +226,7 @@ def adam(p, g, m, v, vhat, alpha, one_minus_beta_1, one_minus_beta_2, epsilon, a
             _adam(i, p, g, m, v, vhat, alpha, one_minus_beta_1, one_minus_beta_2, epsilon, False)
 
 
+@one_launch_at_a_time
 @njit(**_PARALLEL)
 def adam_parallel(p, g, m, v, vhat, alpha, one_minus_beta_1, one_minus_beta_2, epsilon, amsgrad):
     if amsgrad:
@@ -247,6 +255,7 @@ def adamax(p, g, m, u, lr, one_minus_beta_1, beta_2, epsilon, one_minus_beta_1_p
         _adamax(i, p, g, m, u, lr, one_minus_beta_1, beta_2, epsilon, one_minus_beta_1_power)
 
 
+@one_launch_at_a_time
 @njit(**_PARALLEL)
 def adamax_parallel(p, g, m, u, lr, one_minus_beta_1, beta_2, epsilon, one_minus_beta_1_power):
     for i in prange(p.size):
@@ -274,6 +283,7 @@ def nadam(p, g, m, v, lr, one_minus_beta_1, one_minus_beta_2, epsilon, u_t_1, on
         _nadam(i, p, g, m, v, lr, one_minus_beta_1, one_minus_beta_2, epsilon, u_t_1, one_minus_u_t, d_t_1, d_t, d_v)
 
 
+@one_launch_at_a_time
 @njit(**_PARALLEL)
 def nadam_parallel(p, g, m, v, lr, one_minus_beta_1, one_minus_beta_2, epsilon, u_t_1, one_minus_u_t, d_t_1, d_t,
                    d_v):

@@ -10,6 +10,8 @@ the winner (the first maximum in scan order) for the backward pass.
 
 from numba import njit, prange
 
+from .blocks import one_launch_at_a_time
+
 
 # Small helpers: LLVM inlines them into the kernels (the machine code is the same as with the lines written
 # out). _window is a plain njit function: inline="always" gave the same code but compiled the parallel kernels
@@ -27,6 +29,7 @@ def _bilinear_weights(fr, fc):
     return (1 - fr) * (1 - fc), (1 - fr) * fc, fr * (1 - fc), fr * fc
 
 
+@one_launch_at_a_time
 @njit(cache=True, parallel=True)
 def max_pool_forward(x, y, idx, kd, kh, kw, sd, sh, sw, pd, ph, pw):
     """idx: int32 array shaped like y."""
@@ -59,6 +62,7 @@ def max_pool_forward(x, y, idx, kd, kh, kw, sd, sh, sw, pd, ph, pw):
                                     iv[c] = flat if gt else iv[c]
 
 
+@one_launch_at_a_time
 @njit(cache=True, parallel=True)
 def max_pool_backward(dy, idx, dx):
     """dy, idx: (B, P, C) flattened outputs; dx: (B, D*H*W, C), any content on entry (each sample's slice is
@@ -78,6 +82,7 @@ def max_pool_backward(dy, idx, dx):
                 dx[b, iv[c], c] += gv[c]
 
 
+@one_launch_at_a_time
 @njit(cache=True, parallel=True)
 def avg_pool_forward(x, y, kd, kh, kw, sd, sh, sw, pd, ph, pw):
     B, D, H, W, C = x.shape
@@ -103,6 +108,7 @@ def avg_pool_forward(x, y, kd, kh, kw, sd, sh, sw, pd, ph, pw):
                         yv[c] *= inv
 
 
+@one_launch_at_a_time
 @njit(cache=True, parallel=True)
 def avg_pool_backward(dy, dx, kd, kh, kw, sd, sh, sw, pd, ph, pw):
     """dx: (B, D, H, W, C), any content on entry (zeroed per sample, as in max_pool_backward)."""
@@ -134,6 +140,7 @@ def avg_pool_backward(dy, dx, kd, kh, kw, sd, sh, sw, pd, ph, pw):
 # ---------------------------------------------------------------------- bilinear upsampling (UpSampling2D)
 
 
+@one_launch_at_a_time
 @njit(cache=True, parallel=True)
 def bilinear_forward(x, y, r_lo, r_hi, r_f, c_lo, c_hi, c_f):
     """y[b, i, j] = bilinear mix of x rows r_lo[i]/r_hi[i] (weight r_f[i] on r_hi) and cols alike;
@@ -156,6 +163,7 @@ def bilinear_forward(x, y, r_lo, r_hi, r_f, c_lo, c_hi, c_f):
                     yv[c] = w00 * a[c] + w01 * bb[c] + w10 * cc[c] + w11 * d[c]
 
 
+@one_launch_at_a_time
 @njit(cache=True, parallel=True)
 def bilinear_backward(dy, dx, r_lo, r_hi, r_f, c_lo, c_hi, c_f):
     """Adjoint of bilinear_forward; dx (B, H, W, C) zero on entry."""
