@@ -53,6 +53,7 @@ MODELS = {  # name -> (config, default batches per epoch)
     "gru": ("gru.yaml", 10),
 }
 SEED = 0
+PAUSE_S = 0.05  # between phases (see bench_model)
 
 
 # ============================================================================ memory
@@ -378,6 +379,9 @@ def bench_model(model: str, *, repeats: int, threads: int, batches: int, with_to
             seq = order if r % 2 == 0 else order[::-1]
             for phase in ("train", "infer"):
                 for f in seq:
+                    # a pause first: PyTorch's OpenMP (libgomp) threads spin for 5-8 ms after a parallel region
+                    # (measured here), which would take a core from whichever phase comes next
+                    time.sleep(PAUSE_S)
                     out = workers[f].ask(phase)
                     if "error" in out:
                         raise RuntimeError(f"{f} {phase}: {out['error']}")
