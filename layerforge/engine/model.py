@@ -14,6 +14,7 @@ import numpy as np
 from ..graph import Graph, Node
 from ..layers.base import ParamSpec
 from .initializers import initialize
+from .memory import keep_freed_memory
 
 
 @dataclass
@@ -28,6 +29,7 @@ class Tape:
 
 class CompiledModel:
     def __init__(self, graph: Graph, *, seed: int | None = None, dtype=np.float32):
+        keep_freed_memory()  # per-batch buffers are then reused, not faulted in afresh (engine/memory.py)
         self.graph = graph
         self.dtype = np.dtype(dtype)
         self.nodes: list[Node] = graph.nodes
