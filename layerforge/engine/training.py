@@ -291,9 +291,12 @@ class Trainer:
         return [np.concatenate([outs[h] for outs in per_batch]) for h in range(len(self.heads))]
 
     def _batches_in_parallel(self) -> bool:
-        """Whether predict runs whole batches on separate threads (see _BATCH_PARALLEL_FAMILIES)."""
-        return all(node.layer.family in _BATCH_PARALLEL_FAMILIES and node.layer.type != "Lambda"
-                   for node in self.model.nodes)
+        """Whether predict runs whole batches on separate threads (see _BATCH_PARALLEL_FAMILIES); never when the BLAS
+        libraries cannot be held to one thread (no threadpoolctl): the batches' GEMMs would oversubscribe the cores."""
+        from ..kernels.blocks import blas_controllers
+
+        return bool(blas_controllers()) and all(
+            node.layer.family in _BATCH_PARALLEL_FAMILIES and node.layer.type != "Lambda" for node in self.model.nodes)
 
     def evaluate(self, data, batch_size: int = 256) -> dict:
         for m in [m for h in self.heads for m in h.metrics]:
