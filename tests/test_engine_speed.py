@@ -169,7 +169,7 @@ def test_keep_freed_memory_tunes_glibc_once_unless_the_user_tunes_malloc():
     if not sys.platform.startswith("linux"):
         pytest.skip("glibc malloc tuning is Linux-only")
     # three large arrays made and freed per "batch": with glibc's defaults the freed top of the heap is returned to
-    # the system and faulted in again next time (~34,000 faults over 20 rounds here), with the tuning it is reused
+    # the system and faulted in again next time (~24,000 faults over 20 rounds here), with the tuning it is reused
     code = ("from layerforge.engine.memory import keep_freed_memory as k; import resource\n"
             "import numpy as np\n"
             "print(k(), k())\n"
