@@ -12,8 +12,9 @@ Threading layer: unless ``NUMBA_THREADING_LAYER`` is set, the Numba parallel ker
 calls; OpenMP worker threads keep spinning after a parallel loop and take the cores the next GEMM's BLAS
 threads need (measured on 2 cores: a GEMM right after a parallel loop was 5-30x slower with OpenMP, no slower
 with workqueue; the mnist_cnn training step was faster with workqueue in every paired run). The workqueue layer
-does not support calling parallel kernels from several Python threads at once, which the engine never does;
-set ``NUMBA_THREADING_LAYER=omp`` (or ``tbb``) to choose another.
+aborts the process when two Python threads launch parallel kernels at once; predict may run batches on several
+threads, so every parallel kernel is called through ``blocks.one_launch_at_a_time`` (one lock). Set
+``NUMBA_THREADING_LAYER=omp`` (or ``tbb``) to choose another layer.
 """
 
 from __future__ import annotations
