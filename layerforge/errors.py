@@ -7,7 +7,7 @@ file, line, column, the config path, what was found and what was expected.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass
@@ -84,26 +84,6 @@ class RunFailed(Exception):
     """Training itself failed (for example the loss became NaN); exit code 1."""
 
     exit_code = 1
-
-
-@dataclass
-class ProblemList:
-    """Collects problems so validation can report all of them, not just the first."""
-
-    problems: list[Problem] = field(default_factory=list)
-
-    def add(self, problem: Problem) -> None:
-        self.problems.append(problem)
-
-    def extend(self, problems: list[Problem]) -> None:
-        self.problems.extend(problems)
-
-    def raise_if_any(self, cls: type[UserError] = ConfigError) -> None:
-        if self.problems:
-            raise cls(problems=self.problems)
-
-    def __bool__(self) -> bool:
-        return bool(self.problems)
 
 
 def did_you_mean(word: str, choices, cutoff: float = 0.6) -> str | None:

@@ -101,7 +101,6 @@ class ExpressionError(ValueError):
     """A mistake in an expression; the message starts with the column (1-based) inside the text."""
 
     def __init__(self, message: str, column: int | None = None, line: int | None = None):
-        self.detail = message
         self.column = column
         self.line = line
         if column is None:

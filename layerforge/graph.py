@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from .config.model import ModelSpec
 from .errors import ConfigError, Problem, did_you_mean
 from .layers import Layer, ParamSpec, make_layer
-from .layers.base import show_shape
 
 # Weights above this many elements in one array are refused before anything is allocated.
 MAX_WEIGHT_ELEMENTS = 2**32
@@ -294,6 +293,3 @@ def build_graph(spec: ModelSpec) -> Graph:
         raise ConfigError(problems=problems)
     return Graph(spec=spec, inputs=inputs, nodes=nodes, outputs=outputs, batch_size=batch_size)
 
-
-def describe_input(inp: InputNode) -> str:
-    return f"{inp.name} {show_shape(inp.shape)} {inp.dtype}"

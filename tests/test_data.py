@@ -454,15 +454,29 @@ def test_unseen_int_class_refused(tmp_path):
 
 
 def test_split_and_class_weights(tmp_path):
+    import layerforge
+    from layerforge.errors import ConfigError
+
     write(tmp_path, "c.csv", "a,b,y\n" + "".join(f"{i},{i},{'a' if i < 6 else 'b'}\n" for i in range(8)))
     ds = load(tmp_path, DataSource(path="c.csv", target="y"), outputs=[OutputInfo("y", (2,), sparse=True)])
     tr, va = ds.split(0.25)
     assert tr.n == 6 and va.n == 2 and va.xs[0][:, 0].tolist() == [6, 7]
-    w = ds.class_weight_vector("balanced")
-    np.testing.assert_allclose(w[[0, 7]], [8 / (2 * 6), 8 / (2 * 2)], rtol=1e-6)
-    np.testing.assert_allclose(ds.class_weight_vector({"b": 3.0})[[0, 7]], [1, 3])
-    with pytest.raises(DataError, match="did you mean 'b'"):
-        ds.class_weight_vector({"B ": 2.0, "bb": 1})
+
+    def class_weights(class_weight):  # the per-sample weights fit and evaluate use (api.Model._class_weights)
+        model = layerforge.Model.from_yaml({
+            "name": "cw", "input_shape": [2], "layers": [{"type": "Dense", "units": 2, "activation": "softmax"}],
+            "training": {"loss": "sparse_categorical_crossentropy", "optimizer": "adam", "class_weight": class_weight},
+            "data": {"train": {"path": str(tmp_path / "c.csv"), "target": "y"}}})
+        data = model.load_data(tmp_path / "c.csv")
+        model.encoders = data.encoders
+        return model._class_weights(data)
+
+    np.testing.assert_allclose(class_weights("balanced")[[0, 7]], [8 / (2 * 6), 8 / (2 * 2)], rtol=1e-6)
+    np.testing.assert_allclose(class_weights({"b": 3.0})[[0, 7]], [1, 3])
+    with pytest.raises(ConfigError) as info:
+        class_weights({"B ": 2.0, "bb": 1})
+    problem = info.value.problems[0]
+    assert "class_weight names class 'B '" in problem.message and problem.expected == "a, b"
 
 
 # ------------------------------------------------------------------------------------------ writing

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import DataError, Problem, did_you_mean
+from ..errors import DataError, Problem
 
 
 @dataclass
@@ -139,47 +139,3 @@ class Dataset:
                 path="training.validation_split", file=self.source,
                 hint="use more data, a different fraction, or data.validation")])
         return self.take(np.arange(split_at)), self.take(np.arange(split_at, self.n))
-
-    def class_indices(self, output_index: int = 0) -> np.ndarray:
-        """The target class of every sample for a classification output (from ids, one-hot or 0/1)."""
-        if self.ys is None:
-            raise ValueError("this dataset has no targets")
-        y = np.asarray(self.ys[output_index])
-        if np.issubdtype(y.dtype, np.integer):
-            return y.reshape(len(y), -1)[:, 0] if y.ndim > 1 else y
-        flat = y.reshape(len(y), -1)
-        if flat.shape[1] == 1:
-            return (flat[:, 0] >= 0.5).astype(np.int64)
-        return flat.argmax(axis=1).astype(np.int64)
-
-    def class_weight_vector(self, class_weight, output_index: int = 0) -> np.ndarray:
-        """Per-sample weights from `training.class_weight` ({label: weight} or "balanced").
-
-        Labels are the original class labels as strings (``setosa``, ``3``); for outputs without a
-        label mapping, the class index. Classes not listed weigh 1."""
-        idx = self.class_indices(output_index)
-        enc = self.encoder(output_index)
-        n_classes = len(enc["classes"]) if enc else int(idx.max()) + 1 if idx.size else 0
-        names = [str(c) for c in enc["classes"]] if enc else [str(i) for i in range(n_classes)]
-        if class_weight == "balanced":
-            counts = np.bincount(idx, minlength=n_classes).astype(np.float64)
-            table = np.where(counts > 0, len(idx) / (max(n_classes, 1) * np.maximum(counts, 1)), 1.0)
-        else:
-            table = np.ones(n_classes, dtype=np.float64)
-            bad = []
-            for key, w in dict(class_weight).items():
-                if str(key) in names:
-                    table[names.index(str(key))] = float(w)
-                else:
-                    bad.append(str(key))
-            if bad:
-                problems = []
-                for key in bad:
-                    near = did_you_mean(key, names)
-                    problems.append(Problem(
-                        message=f"class_weight names the class {key!r}, which is not in the training data"
-                                + (f"; did you mean {near!r}?" if near else ""),
-                        path="training.class_weight", file=self.source,
-                        expected=f"one of the classes: {', '.join(names[:30])}"))
-                raise DataError(problems=problems)
-        return table[idx].astype(np.float32)

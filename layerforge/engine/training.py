@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..config.training import TrainingConfig
-from ..errors import ConfigError, DataError, Problem, RunFailed
+from ..errors import ConfigError, DataError, Problem
 from .model import CompiledModel
 from .threads import current_threads
 
@@ -339,7 +339,3 @@ class Trainer:
         for name, rng_state in (state.get("layer_rngs") or {}).items():
             if name in self.model.layer_rngs:
                 self.model.layer_rngs[name].bit_generator.state = rng_state
-
-    def check_finite(self):
-        if self.history and not np.isfinite(self.history[-1]["loss"]):
-            raise RunFailed("the loss became NaN or infinite")

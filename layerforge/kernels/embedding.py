@@ -1,6 +1,5 @@
-"""Embedding kernels: row gather and the scatter-add of its gradient."""
+"""Embedding kernels: the scatter-add of the gradient (the forward row gather is numpy's take)."""
 
-import numpy as np
 from numba import njit
 
 
@@ -29,6 +28,3 @@ def scatter_add_rows_scaled(idx, rows, scale, out):
         for d in range(D):
             o[d] += r[d] * s
 
-
-def gather_rows(table: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    return np.take(table, idx, axis=0)

@@ -662,8 +662,7 @@ def _make_lstm_backward(std):
                             dGq[t, b, 2, j] = dct * i * _dact(act, c)
                             dc[b, j] = dct * f
                 else:
-                    for j in range(u):
-                        carry[b, j] = 0.0 if zero_masked else dY[td, b, j] + carry[b, j]
+                    _pass_masked(dY[td, b], carry[b], zero_masked)
                     for k in range(4):
                         for j in range(u):
                             dGq[t, b, k, j] = 0.0
@@ -775,8 +774,7 @@ def _make_gru_backward_after(std):
                     for j in range(u):
                         direct[b, j] = dht[b, j] * Gq[t, b, 0, j]
                 else:
-                    for j in range(u):
-                        carry[b, j] = 0.0 if zero_masked else dY[td, b, j] + carry[b, j]
+                    _pass_masked(dY[td, b], carry[b], zero_masked)
                     for k in range(3):
                         for j in range(u):
                             dXq[t, b, k, j] = 0.0
