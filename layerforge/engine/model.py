@@ -232,11 +232,13 @@ class CompiledModel:
         return grads
 
     def _regularized(self) -> list:
-        """(node, spec) of every trainable weight with a regularizer (fixed once built)."""
+        """(node, spec) of every trainable weight with a non-zero regularizer (fixed once built)."""
         cached = self.__dict__.get("_regularized_list")
         if cached is None:
+            from .regularizers import has_penalty
+
             cached = [(n.name, s) for n in self.nodes if n.layer.config.trainable
-                      for s in self.specs[n.name] if s.trainable and s.regularizer]
+                      for s in self.specs[n.name] if s.trainable and has_penalty(s.regularizer)]
             self._regularized_list = cached
         return cached
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field, PlainSerializer, WithJsonSchema
+from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
 
 from ..errors import did_you_mean
 
@@ -221,10 +221,6 @@ def _data_format(value: Any) -> str:
 
 DataFormat = Annotated[str, BeforeValidator(_data_format),
                        WithJsonSchema({"enum": ["channels_last", "channels_first"]})]
-
-
-def positive_int(description: str, default: Any = ...):
-    return Field(default, gt=0, description=description)
 
 
 Shape = tuple  # a shape without the batch axis: ints, or None for a variable length
