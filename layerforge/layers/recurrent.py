@@ -291,18 +291,24 @@ class _RNNBase(Layer):
     # Work buffers (a few MB per pass) are kept between passes, per block: taken by forward/backward, given back
     # when the backward pass is done (or at the end of an inference forward). Fresh buffers of that size cost page
     # faults on every pass (measured: ~3 ms of a 17 ms LSTM training step) and serialise the threads.
-    # Keyed by shape too: training and inference passes need different shapes of some buffers (all steps' gates
-    # against one step's), and alternating them (validation, predict between epochs) must not reallocate.
+    # Up to two shapes are kept per buffer: training and inference passes need different shapes of some buffers
+    # (all steps' gates against one step's), and alternating them (validation, predict between epochs) must not
+    # reallocate; inputs of ever new lengths must not grow the pool either.
+    _POOL_SHAPES = 2
+
     def _take(self, k: int, name: str, shape, dt) -> np.ndarray:
-        pool = self.__dict__.setdefault("_pool", {})
-        a = pool.pop((k, name, tuple(shape), np.dtype(dt).str), None)
-        return np.empty(shape, dt) if a is None else a
+        kept = self.__dict__.setdefault("_pool", {}).get((k, name), [])
+        for i, a in enumerate(kept):
+            if a.shape == tuple(shape) and a.dtype == dt:
+                return kept.pop(i)
+        return np.empty(shape, dt)
 
     def _release(self, cache) -> None:
         pool = self.__dict__.setdefault("_pool", {})
         for k, c in enumerate(cache.get("caches", ())):
             for name, a in c.get("buffers", {}).items():
-                pool[(k, name, a.shape, a.dtype.str)] = a
+                kept = [b for b in pool.get((k, name), []) if b.shape != a.shape or b.dtype != a.dtype]
+                pool[(k, name)] = [a, *kept][:self._POOL_SHAPES]  # the newest first
         cache["released"] = True
 
     def _blocks(self, B: int, T: int, F: int) -> list[tuple[int, int]]:
