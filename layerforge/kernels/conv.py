@@ -371,7 +371,10 @@ def split_batch(batch: int, work) -> list:
 
 
 class BufferPool:
-    """Reusable scratch arrays keyed by (shape, dtype): take one, give it back when done (thread-safe)."""
+    """Reusable scratch arrays keyed by (shape, dtype): take one, give it back when done (thread-safe). At most
+    MAX_SHAPES shapes are kept (the oldest dropped first), so inputs of ever new sizes do not grow it."""
+
+    MAX_SHAPES = 16
 
     def __init__(self):
         self._free: dict = {}
@@ -386,7 +389,13 @@ class BufferPool:
     def give(self, array) -> None:
         if array is None:
             return
-        stack = self._free.setdefault((array.shape, array.dtype.str), [])
+        key = (array.shape, array.dtype.str)
+        if key not in self._free and len(self._free) >= self.MAX_SHAPES:
+            try:  # another block's thread may change the dict meanwhile: then leave the eviction to it
+                self._free.pop(next(iter(self._free)), None)
+            except (RuntimeError, StopIteration):
+                pass
+        stack = self._free.setdefault(key, [])
         if len(stack) < 4 and all(a is not array for a in stack):
             stack.append(array)
 
