@@ -427,3 +427,14 @@ def test_param_layouts_and_flops():
     grouped = build_layer({"type": "Conv1D", "filters": 6, "kernel_size": 3, "groups": 3}, (10, 9))
     assert grouped.params["kernel"].shape == (3, 3, 6)
     assert grouped.layer.flops((10, 9), grouped.output_shape) == 8 * 3 * 3 * 6
+
+
+def test_buffer_pool_keeps_a_bounded_number_of_shapes():
+    from layerforge.kernels.conv import BufferPool
+
+    pool = BufferPool()
+    for n in range(1, 41):  # e.g. inputs of 40 different sizes
+        pool.give(np.empty((n, 3), np.float32))
+    assert len(pool._free) == BufferPool.MAX_SHAPES
+    reused = pool.take((40, 3), np.float32)
+    assert reused.shape == (40, 3) and pool.take((40, 3), np.float32) is not reused  # newest kept, taken once
