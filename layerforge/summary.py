@@ -6,16 +6,9 @@ Nothing here imports Numba or allocates weights; a 10^12-unit layer is counted, 
 from __future__ import annotations
 
 from .graph import Graph
-from .layers.base import show_shape
+from .layers.base import elements, show_shape
 
 BYTES_PER_VALUE = 4  # float32
-
-
-def _elements(shape) -> int:
-    n = 1
-    for d in shape:
-        n *= d if d is not None else 1
-    return n
 
 
 def _has_none(shape) -> bool:
@@ -32,11 +25,11 @@ def summary_data(graph: Graph, batch_size: int | None = None) -> dict:
     activation_values = 0
     variable = False
     for inp in graph.inputs:
-        activation_values += _elements(inp.shape)
+        activation_values += elements(inp.shape)
     for node in graph.nodes:
         outs = node.output_shapes
         for s in outs:
-            activation_values += _elements(s)
+            activation_values += elements(s)
             variable |= _has_none(s)
         layers.append({
             "name": node.name,

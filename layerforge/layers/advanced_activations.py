@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import Field, field_validator
 
 from ._numpy import np
-from .base import Example, Layer, LayerConfig, ParamSpec, register
+from .base import Example, Layer, LayerConfig, ParamSpec, elements, register
 from .fields import ConstraintSpec, InitializerSpec, RegularizerSpec
 
 SHARED_AXES_DESCRIPTION = ("axes (1-based, batch axis excluded) along which the parameters are shared, e.g. [1, 2] "
@@ -33,9 +33,6 @@ def _shared_axes(value: Any):
         raise ValueError(f"shared_axes lists an axis twice: {list(value)}")
     return list(value)
 
-
-def _elements(shape) -> int:
-    return math.prod(d or 1 for d in shape)
 
 
 def _param_shape(layer: Layer, input_shape, shared_axes) -> tuple[int, ...]:
@@ -86,7 +83,7 @@ class _ElementwiseMixin:
     family = "advanced_activations"
 
     def flops(self, input_shape, output_shape):
-        return _elements(input_shape)
+        return elements(input_shape)
 
 
 # ---------------------------------------------------------------------------------------------- LeakyReLU
@@ -275,7 +272,7 @@ class ParametricSoftplus(_ElementwiseMixin, Layer):
                 ParamSpec("betas", shape, {"type": "constant", "value": float(c.beta_init)})]
 
     def flops(self, input_shape, output_shape):
-        return 2 * _elements(input_shape)
+        return 2 * elements(input_shape)
 
     def forward(self, params, x, *, training=False, rng=None, mask=None):
         alpha = params["alphas"].astype(x.dtype, copy=False)
@@ -353,7 +350,7 @@ class SReLU(_ElementwiseMixin, Layer):
         return [ParamSpec(n, shape, init, fan=fan) for n, init in zip(self._NAMES, inits, strict=True)]
 
     def flops(self, input_shape, output_shape):
-        return 2 * _elements(input_shape)
+        return 2 * elements(input_shape)
 
     def forward(self, params, x, *, training=False, rng=None, mask=None):
         tl, al, tr_off, ar = (params[n].astype(x.dtype, copy=False) for n in self._NAMES)

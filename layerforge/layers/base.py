@@ -14,6 +14,7 @@ than one returns a list of shapes/arrays.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -163,7 +164,7 @@ class Layer:
         return 1
 
     def shape_error(self, input_shape, rule: str, hint: str | None = None) -> ShapeError:
-        shown = _show_shape(input_shape)
+        shown = show_shape(input_shape)
         return ShapeError(problems=[Problem(
             message=f"{self.type} layer '{self.name}' cannot take input shape {shown}: {rule}",
             found=shown, hint=hint)])
@@ -199,14 +200,16 @@ class Layer:
         return getattr(self.config, "activity_regularizer", None)
 
 
-def _show_shape(shape) -> str:
+def show_shape(shape) -> str:
+    """A per-sample shape (or a list of them) shown with its batch axis, as Keras prints it: (None, 28, 28, 1)."""
     if isinstance(shape, list):
-        return "[" + ", ".join(_show_shape(s) for s in shape) + "]"
+        return "[" + ", ".join(show_shape(s) for s in shape) + "]"
     return "(None, " + ", ".join("None" if d is None else str(d) for d in shape) + ")" if shape else "(None,)"
 
 
-def show_shape(shape) -> str:
-    return _show_shape(shape)
+def elements(shape) -> int:
+    """Values per sample of a shape without the batch axis (unknown lengths count as 1, as in FLOP figures)."""
+    return math.prod(d or 1 for d in shape)
 
 
 # ---------------------------------------------------------------------- the registry

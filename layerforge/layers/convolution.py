@@ -19,7 +19,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import BeforeValidator, Field, create_model, model_validator
 
 from ._numpy import np
-from .base import Example, Layer, LayerConfig, ParamSpec, register
+from .base import Example, Layer, LayerConfig, ParamSpec, elements, register
 from .fields import ActivationName, ConstraintSpec, DataFormat, InitializerSpec, RegularizerSpec, int_tuple
 
 
@@ -320,7 +320,7 @@ class _ConvBase(Layer):
         out_spatial = output_shape[1:] if self.config.data_format == "channels_first" else output_shape[:-1]
         taps = math.prod(self.config.kernel_size)
         groups = getattr(self.config, "groups", 1)
-        return math.prod(d or 1 for d in out_spatial) * taps * (chans // groups) * self.config.filters
+        return elements(out_spatial) * taps * (chans // groups) * self.config.filters
 
     # ------------------------------------------------------------------ array helpers
     def _buffers(self):
@@ -496,7 +496,7 @@ class _ConvTranspose(_ConvBase):
 
     def flops(self, input_shape, output_shape):
         spatial, chans = self._split(input_shape)
-        return math.prod(d or 1 for d in spatial) * math.prod(self.config.kernel_size) * chans * self.config.filters
+        return elements(spatial) * math.prod(self.config.kernel_size) * chans * self.config.filters
 
     def forward(self, params, x, *, training=False, rng=None, mask=None):
         from ..kernels import conv as K
@@ -555,7 +555,7 @@ class _Depthwise(_ConvBase):
     def flops(self, input_shape, output_shape):
         spatial, chans = self._split(input_shape)
         out_spatial = output_shape[1:] if self.config.data_format == "channels_first" else output_shape[:-1]
-        pixels = math.prod(d or 1 for d in out_spatial)
+        pixels = elements(out_spatial)
         mid = chans * self.config.depth_multiplier
         total = pixels * math.prod(self.config.kernel_size) * mid
         if self.kind == "separable":

@@ -8,7 +8,7 @@ import math
 from pydantic import Field, field_validator
 
 from ._numpy import np
-from .base import Example, Layer, LayerConfig, ParamSpec, register
+from .base import Example, Layer, LayerConfig, ParamSpec, elements, register
 from .fields import ActivationName, DataFormat, InitializerSpec
 from .weighted import KernelBiasConfig
 
@@ -55,7 +55,7 @@ class Dense(Layer):
         return specs
 
     def flops(self, input_shape, output_shape):
-        steps = math.prod(d or 1 for d in input_shape[:-1])
+        steps = elements(input_shape[:-1])
         return steps * input_shape[-1] * self.config.units
 
     # Speed (numerics unchanged in meaning): the GEMM runs on the input flattened to 2-D; bias and activation
@@ -135,10 +135,6 @@ def _buffer(buf, shape, dtype):
 
 # ---------------------------------------------------------------------------------------------- helpers
 
-def _size(shape) -> int:
-    """Elements per sample (unknown lengths count as 1)."""
-    return math.prod(d or 1 for d in shape)
-
 
 def _show(shape) -> str:
     return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
@@ -169,7 +165,7 @@ class Activation(Layer):
         return tuple(input_shape)
 
     def flops(self, input_shape, output_shape):
-        return 0 if self.config.activation == "linear" else _size(input_shape)
+        return 0 if self.config.activation == "linear" else elements(input_shape)
 
     def forward(self, params, x, *, training=False, rng=None, mask=None):
         from ..engine.activations import activate
@@ -239,7 +235,7 @@ class Dropout(Layer):
         return input_shape
 
     def flops(self, input_shape, output_shape):
-        return _size(input_shape)
+        return elements(input_shape)
 
     def _noise_shape(self, x):
         ns = self.config.noise_shape
@@ -527,7 +523,7 @@ class Masking(Layer):
         return input_shape
 
     def flops(self, input_shape, output_shape):
-        return _size(input_shape)
+        return elements(input_shape)
 
     def _mask(self, x):
         return np.any(x != x.dtype.type(self.config.mask_value), axis=-1)

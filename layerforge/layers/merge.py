@@ -10,7 +10,7 @@ from pydantic import BeforeValidator, Field, field_validator
 
 from ..errors import did_you_mean
 from ._numpy import np
-from .base import Example, Layer, LayerConfig, register
+from .base import Example, Layer, LayerConfig, elements, register
 
 MODES = ("sum", "mul", "ave", "max", "min", "subtract", "concat", "dot", "cos")
 ELEMENTWISE = ("sum", "mul", "ave", "max", "min", "subtract")
@@ -51,9 +51,6 @@ MergeMode = Annotated[Literal[MODES], BeforeValidator(_mode)]
 def _same(a, b) -> bool:
     return a is None or b is None or a == b
 
-
-def _size(shape) -> int:
-    return math.prod(d or 1 for d in shape)
 
 
 @register
@@ -234,16 +231,16 @@ class Merge(Layer):
         mode = self.config.mode
         n = len(shapes)
         if mode in ("sum", "mul", "max", "min", "subtract"):
-            return (n - 1) * _size(shapes[0])
+            return (n - 1) * elements(shapes[0])
         if mode == "ave":
-            return n * _size(shapes[0])
+            return n * elements(shapes[0])
         if mode == "concat":
             return 0
         a1, a2 = self._dot_axes(shapes)
         k = shapes[0][a1] or shapes[1][a2] or 1
-        products = _size(output_shape) * k
+        products = elements(output_shape) * k
         if mode == "cos":
-            products += _size(shapes[0]) + _size(shapes[1]) + _size(output_shape)
+            products += elements(shapes[0]) + elements(shapes[1]) + elements(output_shape)
         return products
 
     # ------------------------------------------------------------------ maths

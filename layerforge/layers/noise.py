@@ -7,7 +7,7 @@ import math
 from pydantic import Field
 
 from ._numpy import np
-from .base import Example, Layer, LayerConfig, register
+from .base import Example, Layer, LayerConfig, elements, register
 
 
 def _normal(rng, seed, shape, dtype):
@@ -25,7 +25,7 @@ class _NoiseLayer(Layer):
     stochastic = True
 
     def flops(self, input_shape, output_shape):
-        return math.prod(d or 1 for d in input_shape)
+        return elements(input_shape)
 
 
 @register

@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import Field, field_validator
 
 from ._numpy import np
-from .base import Example, Layer, LayerConfig, ParamSpec, register
+from .base import Example, Layer, LayerConfig, ParamSpec, elements, register
 from .fields import ConstraintSpec, InitializerSpec, RegularizerSpec
 
 _MODE_REMOVED = {
@@ -158,7 +158,7 @@ class BatchNormalization(Layer):
 
     def flops(self, input_shape, output_shape):
         # inference folds into one multiply-add per element
-        return math.prod(d or 1 for d in input_shape)
+        return elements(input_shape)
 
     # ------------------------------------------------------------------ maths
     def _layout(self, shape: tuple[int, ...]):

@@ -15,7 +15,7 @@ from typing import Annotated, Any, ClassVar
 from pydantic import BeforeValidator, Field, WithJsonSchema
 
 from ._numpy import np
-from .base import Example, Layer, LayerConfig, register
+from .base import Example, Layer, LayerConfig, elements, register
 from .fields import DataFormat, int_tuple
 
 # ---------------------------------------------------------------------- shared helpers (pure)
@@ -141,7 +141,7 @@ class _Pooling(Layer):
 
     def flops(self, input_shape, output_shape):
         # one compare / add per window cell and output element
-        return math.prod(d or 1 for d in output_shape) * math.prod(self.config.pool_size)
+        return elements(output_shape) * math.prod(self.config.pool_size)
 
     def _plan(self, x_shape):
         """Runtime geometry padded to 3 spatial axes: (5-D input shape, 5-D output shape, k, s, pad)."""
@@ -353,7 +353,7 @@ class _GlobalPooling(Layer):
         return (channels,)
 
     def flops(self, input_shape, output_shape):
-        return math.prod(d or 1 for d in input_shape)
+        return elements(input_shape)
 
     def _axes(self):
         return tuple(range(2, 2 + self.rank)) if self.config.data_format == "channels_first" \

@@ -9,13 +9,12 @@ amounts are normalised to ``(before, after)`` pairs per spatial axis; the Keras 
 from __future__ import annotations
 
 import itertools
-import math
 from typing import Annotated, Any, ClassVar
 
 from pydantic import BeforeValidator, Field, PlainSerializer, WithJsonSchema
 
 from ._numpy import np
-from .base import Example, Layer, LayerConfig, register
+from .base import Example, Layer, LayerConfig, elements, register
 from .fields import DataFormat, int_tuple
 from .pooling import from_channels_last, to_channels_last
 
@@ -383,7 +382,7 @@ class _UpSampling(_Spatial):
         return getattr(self.config, "interpolation", "nearest") == "bilinear"
 
     def flops(self, input_shape, output_shape):
-        return 2 * self.rank * math.prod(d or 1 for d in output_shape) if self._bilinear() else 0
+        return 2 * self.rank * elements(output_shape) if self._bilinear() else 0
 
     def _expanded(self, shape):
         """Shape with a repeat axis after each spatial axis: (length 1 there, the size there)."""
