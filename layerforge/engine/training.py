@@ -307,13 +307,14 @@ class Trainer:
         fixed = self.model.graph.batch_size
         step = fixed or batch_size
         self.model.reset_states()
+        regularization = self.model.regularization_loss()  # the weights do not change while evaluating
         for start in range(0, n - (n % step if fixed else 0), step):
             xs = [x[start:start + step] for x in data.xs]
             ys = [y[start:start + step] for y in data.ys]
             sw = data.sample_weight[start:start + step] if data.sample_weight is not None else None
             outs, masks, _ = self.model.forward(xs, training=False, keep=False)
             loss, per_head, _ = self._loss(outs, masks, ys, sw, want_grads=False)
-            loss += self.model.regularization_loss()
+            loss += regularization
             total += loss * len(xs[0])
             seen += len(xs[0])
             for hl, v in zip(head_loss, per_head):
