@@ -147,9 +147,8 @@ class LayerforgeWorker:
         self.ready["build_s"] = self.build_s
 
     def train(self):
-        tr = self.model.trainer
         self.model.fit(self.xs if len(self.xs) > 1 else self.xs[0], self.ys if len(self.ys) > 1 else self.ys[0],
-                       epochs=tr.epoch + 1, batch_size=self.batch)
+                       epochs=1, batch_size=self.batch)  # one more epoch from the current weights
 
     def infer(self):
         self.model.predict(self.xs if len(self.xs) > 1 else self.xs[0], batch_size=self.batch)

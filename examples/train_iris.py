@@ -18,8 +18,8 @@ DATA = HERE / "data" / "iris.csv"
 def main() -> None:
     model = layerforge.Model.from_yaml(CONFIG, ["training.epochs=60"])
     model.summary()
-    history = model.fit()  # the config's data.train, 20% held out for validation
-    print(f"after {len(history)} epochs: val_accuracy {history[-1]['val_accuracy']:.3f}")
+    history = model.fit()  # the config's data.train, 20% held out for validation; a Keras-style History
+    print(f"after {len(history.epoch)} epochs: val_accuracy {history.history['val_accuracy'][-1]:.3f}")
     print("on the whole file:", model.evaluate(data=DATA))
 
     # numpy in, numpy out: the four measurements of three flowers

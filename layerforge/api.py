@@ -43,6 +43,25 @@ def subset(data, idx):
                      encoders=getattr(data, "encoders", None), feature_names=getattr(data, "feature_names", None))
 
 
+def _numeric(a, what: str) -> np.ndarray:
+    """``a`` as a numeric array, or a DataError saying what holds values that are not numbers."""
+    try:
+        arr = np.asarray(a)
+        if arr.dtype.kind in "USO":
+            arr = arr.astype(np.float64)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"{what} holds values that are not numbers ({exc})") from None
+    if arr.dtype.kind == "b":
+        arr = arr.astype(np.float32)
+    if arr.dtype.kind not in "iuf":
+        raise DataError(f"{what} is not an array of numbers (dtype {arr.dtype})")
+    return arr
+
+
+def _missing_output(name: str, names: list[str]):
+    raise DataError(f"the targets have no entry for output '{name}' (the outputs are {', '.join(names)})")
+
+
 class Model:
     """A model built from a config: train, predict, evaluate, save."""
 
@@ -57,13 +76,19 @@ class Model:
         self.compiled = CompiledModel(self.graph, seed=seed)
         self.encoders: dict = {}
         self.feature_names: list | None = None
+        self.overrides: list[str] = []  # the KEY=VALUE overrides the config was loaded with (kept by save)
+        self.config_file: str | None = None
         self._trainer = None
 
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_yaml(cls, source: str | Path | dict, overrides: list[str] | None = None, *, seed: int | None = None):
         """Build from a YAML file (or the same structure as a dict), with optional KEY=VALUE overrides."""
-        return cls(load_config(source, overrides), seed=seed)
+        model = cls(load_config(source, overrides), seed=seed)
+        model.overrides = list(overrides or [])
+        if not isinstance(source, dict):
+            model.config_file = str(source)
+        return model
 
     @property
     def trainer(self):
@@ -71,6 +96,7 @@ class Model:
             from .engine.training import Trainer
 
             self._trainer = Trainer(self.compiled, self.spec.config.training, seed=self.seed)
+            self._trainer.save_checkpoint = lambda path: self.save(path, overwrite=True)  # ModelCheckpoint
         return self._trainer
 
     @property
@@ -112,26 +138,96 @@ class Model:
         from .data import load_source
 
         if not isinstance(source, DataSource):
-            train_src = self.spec.config.data.train if self.spec.config.data else None
-            keep = train_src.model_dump(exclude={"path", "format", "target_path", "mmap"}) if train_src else {}
-            source = DataSource(path=str(Path(source).resolve()), **{k: v for k, v in keep.items() if v is not None})
+            source = DataSource(path=str(Path(source).resolve()), **self._training_source_options(Path(source)))
         return load_source(source, self.spec.base_dir, inputs=self._input_infos(), outputs=self._output_infos(),
                            require_target=require_target, encoders=encoders if encoders is not None else
                            (self.encoders or None), feature_names=self.feature_names, where=where)
+
+    def _training_source_options(self, path: Path) -> dict:
+        """The training data source's column/array choices that also apply to ``path``: a file of the same kind
+        keeps them; another kind (an .npy for a model trained from an .npz) cannot name columns or arrays."""
+        train_src = self.spec.config.data.train if self.spec.config.data else None
+        if train_src is None:
+            return {}
+        kinds = {".csv": "csv", ".tsv": "csv", ".txt": "csv", ".npy": "npy", ".npz": "npz"}
+        trained = train_src.format if train_src.format != "auto" else Path(train_src.path).suffix.lower()
+        trained = kinds.get(trained, trained if trained in ("npy", "npz") else "csv")
+        new = kinds.get(path.suffix.lower(), "csv")
+        keep = train_src.model_dump(exclude={"path", "format", "target_path", "mmap"})
+        if new != trained:
+            keep = {k: v for k, v in keep.items() if k not in ("features", "target", "sample_weight", "header",
+                                                               "delimiter")}
+        if new == "npy":
+            keep = {}
+        return {k: v for k, v in keep.items() if v is not None}
 
     def _as_data(self, x, y=None, sample_weight=None):
         xs = self._as_inputs(x)
         ys = None
         if y is not None:
-            ys = [np.asarray(v) for v in (y if isinstance(y, (list, tuple)) else
-                                          [y[k] for k in self.output_names] if isinstance(y, dict) else [y])]
-            for k, (info, v) in enumerate(zip(self._output_infos(), ys)):
-                if not np.issubdtype(v.dtype, np.integer) or not info.sparse:
-                    ys[k] = v.astype(np.float32) if not info.sparse else v
-            if any(len(v) != len(xs[0]) for v in ys):
-                raise DataError("x and y have different numbers of samples")
-        sw = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float32)
+            raw = list(y) if isinstance(y, (list, tuple)) and len(self.output_names) > 1 else \
+                [y[k] if k in y else _missing_output(k, self.output_names) for k in self.output_names] \
+                if isinstance(y, dict) else [y]
+            if len(raw) != len(self.output_names):
+                raise DataError(f"the model has {len(self.output_names)} outputs ({', '.join(self.output_names)}), "
+                                f"got {len(raw)} target arrays")
+            ys = [self._as_target(info, v, len(xs[0])) for info, v in zip(self._output_infos(), raw)]
+        sw = None
+        if sample_weight is not None:
+            sw = _numeric(sample_weight, "sample_weight").astype(np.float32).reshape(-1)
+            if len(sw) != len(xs[0]):
+                raise DataError(f"sample_weight has {len(sw)} values for {len(xs[0])} samples")
         return ArrayData(xs=xs, ys=ys, sample_weight=sw)
+
+    def _as_target(self, info, y, n: int) -> np.ndarray:
+        """One output's targets as the loss takes them; text labels are encoded as the CLI encodes a CSV's."""
+        y = np.asarray(y)
+        if len(y) != n:
+            raise DataError(f"x has {n} samples but the targets of output '{info.name}' have {len(y)}")
+        if y.dtype.kind in "USOb":
+            return self._encode_labels(info, y)
+        y = _numeric(y, f"the targets of output '{info.name}'")
+        if info.sparse:
+            if not np.array_equal(y, np.round(y)):
+                raise DataError(f"output '{info.name}' takes class ids (sparse_categorical_crossentropy), but the "
+                                "targets are not whole numbers")
+            return y.reshape(n).astype(np.int64) if y.size == n else y.astype(np.int64)
+        shape = tuple(info.shape)
+        if y.shape[1:] != shape and None not in shape and y.size == n * int(np.prod(shape)):
+            y = y.reshape((n, *shape))  # (n,) targets for an output of shape (1,), as Keras accepts
+        if None not in shape and y.shape[1:] != shape:
+            raise DataError(f"output '{info.name}' has shape {shape} per sample, but the targets have shape "
+                            f"{y.shape[1:]}")
+        return y.astype(np.float32)
+
+    def _encode_labels(self, info, y: np.ndarray) -> np.ndarray:
+        labels = y.reshape(len(y), -1)
+        if labels.shape[1] != 1:
+            raise DataError(f"the targets of output '{info.name}' hold text of shape {y.shape}; give one label "
+                            "per sample")
+        labels = labels[:, 0].astype(str)
+        enc = (self.encoders or {}).get(info.name)
+        classes = [str(c) for c in enc["classes"]] if enc else sorted(set(labels.tolist()))
+        lookup = {c: i for i, c in enumerate(classes)}
+        unknown = sorted(set(labels.tolist()) - set(lookup))
+        if unknown:
+            raise DataError(f"label {unknown[0]!r} of output '{info.name}' was not in the training data "
+                            f"(known: {', '.join(classes)})")
+        ids = np.array([lookup[v] for v in labels.tolist()], dtype=np.int64)
+        width = info.shape[-1] if info.shape else None
+        if info.sparse:
+            target = ids
+        elif width == 1 and len(classes) <= 2:
+            target = ids.astype(np.float32).reshape(-1, 1)
+        elif width is not None and (info.categorical or width == len(classes)) and len(classes) <= width:
+            target = np.eye(width, dtype=np.float32)[ids]
+        else:
+            raise DataError(problems=[Problem(
+                message=f"output '{info.name}' (shape {tuple(info.shape)}) is not a classifier for "
+                        f"{len(classes)} text labels", hint="use a classification loss and one unit per class")])
+        if not enc:
+            self.encoders[info.name] = {"classes": classes, "kind": "string"}
+        return target
 
     def _as_inputs(self, x) -> list[np.ndarray]:
         if isinstance(x, dict):
@@ -147,17 +243,25 @@ class Model:
             raise DataError(f"the model has {len(self.graph.inputs)} inputs, got {len(arrays)} arrays")
         out = []
         for inp, a in zip(self.graph.inputs, arrays):
-            a = np.asarray(a)
-            dtype = np.dtype(inp.dtype)
-            if a.shape[1:] != tuple(a.shape[1 + i] if d is None else d for i, d in enumerate(inp.shape)) \
-                    or a.ndim != len(inp.shape) + 1:
-                raise DataError(f"input '{inp.name}' expects samples of shape {tuple(inp.shape)}, "
+            a = _numeric(a, f"input '{inp.name}'")
+            want = tuple(inp.shape)
+            fits = a.ndim == len(want) + 1 and all(d is None or d == g for d, g in zip(want, a.shape[1:]))
+            if not fits and a.ndim == len(want) and all(d is None or d == g for d, g in zip(want, a.shape)):
+                raise DataError(f"input '{inp.name}' got one sample of shape {a.shape} without a batch axis; the "
+                                f"model takes a batch of shape (n, {', '.join(map(str, want))})",
+                                problems=[Problem(message=f"input '{inp.name}': one sample of shape {a.shape} came "
+                                                          "without a batch axis",
+                                                  hint="pass x[None] (or x[:1] instead of x[0])")])
+            if not fits:
+                raise DataError(f"input '{inp.name}' expects samples of shape {want}, "
                                 f"got an array of shape {a.shape}")
-            out.append(np.ascontiguousarray(a, dtype=dtype))
+            out.append(np.ascontiguousarray(a, dtype=np.dtype(inp.dtype)))
         return out
 
-    def _class_weights(self, data):
-        cw = self.spec.config.training.class_weight
+    def _class_weights(self, data, class_weight=None):
+        cw = self.spec.config.training.class_weight if class_weight is None else class_weight
+        if isinstance(cw, dict):
+            cw = {str(k): float(v) for k, v in cw.items()}
         if not cw or data.ys is None:
             return data.sample_weight
         info = self._output_infos()[0]
@@ -188,30 +292,63 @@ class Model:
         return sw if data.sample_weight is None else sw * data.sample_weight
 
     # ------------------------------------------------------------------ training
-    def fit(self, x=None, y=None, *, data=None, validation_data=None, epochs: int | None = None,
-            batch_size: int | None = None, sample_weight=None, quiet: bool = True, console=None,
-            on_epoch_end=None) -> list[dict]:
-        """Train. Data: arrays ``x``/``y``, or ``data=`` a file path, or the config's ``data.train``."""
+    def fit(self, x=None, y=None, batch_size: int | None = None, epochs: int | None = None, verbose: int = 0,
+            callbacks=None, validation_split: float | None = None, validation_data=None, shuffle: bool | None = None,
+            class_weight=None, sample_weight=None, initial_epoch: int | None = None, *, data=None,
+            quiet: bool | None = None, console=None, on_epoch_end=None, resume: bool = False):
+        """Train as Keras' ``fit`` does: epochs ``initial_epoch`` .. ``epochs - 1``, from the current weights,
+        every call. Returns a History (``.history``: name -> one value per epoch; ``.epoch``).
+
+        Data: arrays ``x``/``y`` (text labels are encoded as `layerforge train` encodes them), or ``data=`` a
+        file, or the config's ``data.train``. Keywords left out take the config's ``training:`` values.
+        ``callbacks``: Callback objects (``layerforge.callbacks``) or config entries such as
+        ``{"type": "EarlyStopping", "patience": 2}``; given, they replace the config's callbacks.
+        ``verbose``: 0 silent, 1 progress bar and a line per epoch, 2 a line per epoch (``quiet=False`` = 1).
+        ``resume``: continue a loaded run to ``epochs`` with its saved callback state (what ``--resume`` does)."""
         from .engine.callbacks import make_callbacks
         from .engine.progress import EpochProgress
 
         cfg = self.spec.config.training
+        epochs = cfg.epochs if epochs is None else _count(epochs, "epochs", 1)
+        batch_size = cfg.batch_size if batch_size is None else _count(batch_size, "batch_size", 1)
+        trainer = self.trainer
+        callback_state = None
+        if resume:
+            initial_epoch = trainer.epoch
+            callback_state = trainer.saved_callback_state
+        elif initial_epoch is None:
+            initial_epoch = cfg.initial_epoch
+        initial_epoch = _count(initial_epoch, "initial_epoch", 0)
+        if initial_epoch >= epochs:
+            raise ConfigError(f"initial_epoch={initial_epoch} leaves no epoch to train: fit trains epochs "
+                              f"initial_epoch .. epochs - 1, so epochs must be greater (got epochs={epochs})")
+        split = cfg.validation_split if validation_split is None else validation_split
+        if not isinstance(split, (int, float)) or isinstance(split, bool) or not 0.0 <= split < 1.0:
+            raise ConfigError(f"validation_split must be a number in [0, 1), not {split!r}")
         train = self._training_data(x, y, data, sample_weight)
         val = self._validation_data(validation_data)
-        if val is None and cfg.validation_split > 0:
-            n_val = int(round(train.n * cfg.validation_split))
+        if val is None and split > 0:
+            n_val = int(round(train.n * split))
             if n_val == 0 or n_val >= train.n:
-                raise DataError(f"validation_split={cfg.validation_split} leaves {train.n - n_val} training and "
+                raise DataError(f"validation_split={split} leaves {train.n - n_val} training and "
                                 f"{n_val} validation samples of {train.n}")
             val = subset(train, slice(train.n - n_val, None))  # the last samples, as in Keras
             train = subset(train, slice(0, train.n - n_val))
-        train.sample_weight = self._class_weights(train)
-        trainer = self.trainer
-        callbacks = make_callbacks(trainer, cfg.callbacks)
-        progress = EpochProgress(console, quiet=quiet) if console is not None else None
+        train.sample_weight = self._class_weights(train, class_weight)
+        cbs = make_callbacks(cfg.callbacks if callbacks is None else callbacks)
+        if quiet is not None and verbose == 0:
+            verbose = 0 if quiet else 1
+        progress = None
+        if verbose:
+            if console is None:
+                from rich.console import Console
+
+                console = Console(highlight=False, soft_wrap=True)
+            progress = EpochProgress(console, bars=verbose == 1)
         try:
-            return trainer.fit(train, val, epochs=epochs or cfg.epochs, batch_size=batch_size or cfg.batch_size,
-                               callbacks=callbacks, progress=progress, on_epoch_end=on_epoch_end)
+            return trainer.fit(train, val, epochs=epochs, initial_epoch=initial_epoch, batch_size=batch_size,
+                               shuffle=shuffle, callbacks=cbs, progress=progress, on_epoch_end=on_epoch_end,
+                               callback_state=callback_state)
         finally:
             if progress:
                 progress.stop()
@@ -243,22 +380,31 @@ class Model:
                 return self.load_data(d.validation, where="data.validation")
             return None
         if isinstance(validation_data, tuple):
+            if len(validation_data) not in (2, 3):
+                raise DataError("validation_data is (x, y) or (x, y, sample_weight)")
             return self._as_data(*validation_data)
         return self.load_data(validation_data)
 
     # ------------------------------------------------------------------ inference
-    def predict(self, x, batch_size: int = 256):
+    def predict(self, x, batch_size: int = 256, verbose: int = 0):
         """Model outputs for ``x`` (an array, a list/dict of arrays, or a data file path)."""
+        batch_size = _count(batch_size, "batch_size", 1)
         xs = self.load_data(x, require_target=False).xs if isinstance(x, (str, Path)) else self._as_inputs(x)
         outs = self.trainer.predict(xs, batch_size)
         return outs[0] if len(outs) == 1 else outs
 
-    def evaluate(self, x=None, y=None, *, data=None, batch_size: int = 256) -> dict:
+    def evaluate(self, x=None, y=None, *, data=None, batch_size: int = 256, sample_weight=None) -> dict:
         """Loss and metrics on labelled data (arrays, or a data file)."""
-        if x is not None and y is not None:
-            ds = self._as_data(x, y)
+        batch_size = _count(batch_size, "batch_size", 1)
+        if x is not None and not isinstance(x, (str, Path)):
+            if y is None:
+                raise DataError("evaluate(x) needs targets y")
+            ds = self._as_data(x, y, sample_weight)
         else:
-            ds = self.load_data(data if data is not None else x)
+            source = data if data is not None else x
+            if source is None:
+                raise DataError("evaluate needs data: arrays x and y, or data=FILE")
+            ds = self.load_data(source)
             if ds.ys is None:
                 raise DataError("evaluate needs targets in the data")
         ds.sample_weight = self._class_weights(ds) if ds.sample_weight is not None else ds.sample_weight
@@ -278,7 +424,10 @@ class Model:
                 raise ConfigError(f"layer '{name}' has {len(specs)} weights "
                                   f"({', '.join(s.name for s in specs)}), got {len(arrays)}")
             for spec, arr in zip(specs, arrays):
-                self.compiled.set_weight(name, spec, np.asarray(arr))
+                arr = _numeric(arr, f"weight {name}/{spec.name}")
+                if tuple(arr.shape) != tuple(spec.shape):
+                    raise ConfigError(f"weight {name}/{spec.name} has shape {tuple(spec.shape)}, got {arr.shape}")
+                self.compiled.set_weight(name, spec, arr)
 
     def summary(self, batch_size: int | None = None, *, print_: bool = True) -> dict:
         from .summary import render_summary, summary_data
@@ -300,19 +449,43 @@ class Model:
             "encoders": self.encoders,
         }
 
-    def save(self, path: str | Path) -> Path:
-        """Write a run directory (atomically)."""
+    def runnable_config(self) -> dict:
+        """The canonical config with its data paths made absolute, so it trains again from any folder."""
+        out = self.spec.canonical_dict()
+        for source in (out.get("data") or {}).values():
+            if not isinstance(source, dict):
+                continue
+            for key in ("path", "target_path"):
+                if source.get(key) and not Path(source[key]).is_absolute():
+                    source[key] = str((Path(self.spec.base_dir) / source[key]).resolve())
+        return out
+
+    def save(self, path: str | Path, overwrite: bool = False) -> Path:
+        """Write a run directory (atomically). An existing one is replaced only with ``overwrite=True``."""
+        from .errors import CheckpointError
         from .io.rundir import write_run
 
+        path = Path(path)
+        if not overwrite and path.exists() and (path.is_file() or any(path.iterdir())):
+            raise CheckpointError(problems=[Problem(
+                message="already exists" + (" (a file)" if path.is_file() else " and is not empty"), file=str(path),
+                hint="save somewhere else, or pass overwrite=True to replace it")])
+        if path.is_file():
+            raise CheckpointError(problems=[Problem(message="is a file, not a run directory", file=str(path),
+                                                    hint="save somewhere else")])
         trainer = self._trainer
         weights = {f"{name}/{spec.name}": arr for name, spec, arr in self.compiled.weight_items()}
-        state = {"seed": self.seed}
+        state = {"seed": self.seed, "overrides": list(self.overrides)}
+        if self.config_file is not None:
+            state["config_file"] = str(self.config_file)
+        callback_arrays = None
         if trainer is not None:
             state.update(trainer.state())
-        return write_run(path, config=self.spec.canonical_dict(), weights=weights,
+            _, callback_arrays = trainer.callback_state()
+        return write_run(path, config=self.runnable_config(), weights=weights,
                          optimizer_state=trainer.optimizer.state_dict() if trainer is not None else None,
                          state=state, history=trainer.history if trainer is not None else [],
-                         schema=self.data_schema())
+                         schema=self.data_schema(), callback_arrays=callback_arrays)
 
     def restore(self, run: dict, *, with_optimizer: bool = True) -> None:
         """Load weights (and training state) from ``io.rundir.read_run`` output."""
@@ -338,11 +511,19 @@ class Model:
         self.encoders = schema.get("encoders") or {}
         self.feature_names = schema.get("feature_names")
         state = run.get("state") or {}
+        self.overrides = list(state.get("overrides") or [])
+        self.config_file = state.get("config_file")
         if with_optimizer and state.get("epoch") is not None:
             trainer = self.trainer
-            trainer.load_state(state)
+            trainer.load_state(state, run.get("callback_arrays"))
             if run.get("optimizer") is not None:
                 trainer.optimizer.load_state_dict(run["optimizer"])
+
+
+def _count(value, name: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ConfigError(f"{name} must be a whole number >= {minimum}, not {value!r}")
+    return int(value)
 
 
 def load(path: str | Path) -> Model:

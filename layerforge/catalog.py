@@ -166,3 +166,64 @@ def render_layer_info(info: dict, console) -> None:
         name = f"[bold]{p['name']}[/]" if not p["common"] else f"[dim]{p['name']}[/]"
         table.add_row(name, escape(p["type"]), default, ", ".join(p["keras1"]), escape(p["description"]))
     console.print(table)
+
+
+# ---------------------------------------------------------------------- callbacks (`layerforge callbacks`)
+
+def _type_text(annotation) -> str:
+    text = str(annotation).replace("typing.", "")
+    for full, short in (("<class '", ""), ("'>", ""), ("Annotated[", ""), ("NoneType", "null")):
+        text = text.replace(full, short)
+    return text.split(", BeforeValidator")[0].rstrip("]") if "BeforeValidator" in text else text
+
+
+def callback_catalogue(name: str | None = None) -> list[dict]:
+    """One row per training callback: {type, description, parameters: [{name, type, default, description}]}."""
+    from .config.training import CALLBACK_MODELS
+    from .errors import ConfigError, Problem, did_you_mean
+
+    models = CALLBACK_MODELS
+    if name is not None:
+        match = {k.lower(): k for k in models}.get(name.lower())
+        if match is None:
+            near = did_you_mean(name, list(models))
+            raise ConfigError(problems=[Problem(message=f"unknown callback '{name}'", file="<command line>",
+                                                hint=f"did you mean {near}?" if near else
+                                                "known: " + ", ".join(models))])
+        models = {match: models[match]}
+    rows = []
+    for cb_name, model in models.items():
+        schema = model.model_json_schema()["properties"]
+        params = []
+        for key, f in model.model_fields.items():
+            if key == "type":
+                continue
+            ptype = schema[key].get("type") or " | ".join(
+                a.get("type", str(a.get("enum", a.get("const", "")))) for a in schema[key].get("anyOf", []))
+            if "enum" in schema[key]:
+                ptype = " | ".join(schema[key]["enum"])
+            params.append({"name": key, "type": ptype, "required": f.is_required(),
+                           "default": None if f.is_required() else f.default, "description": f.description or ""})
+        rows.append({"type": cb_name, "description": " ".join((model.__doc__ or "").split()), "parameters": params})
+    return rows
+
+
+def render_callbacks(rows: list[dict], console) -> None:
+    from rich import box
+    from rich.table import Table
+
+    for r in rows:
+        console.print(f"[bold magenta]{r['type']}[/]  {r['description']}", highlight=False)
+        table = Table(box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False)
+        table.add_column("parameter", no_wrap=True)
+        table.add_column("type", no_wrap=True)
+        table.add_column("default", no_wrap=True)
+        table.add_column("meaning", overflow="fold", ratio=1)
+        for p in r["parameters"]:
+            default = "(required)" if p["required"] else repr(p["default"]) if isinstance(p["default"], str) \
+                else str(p["default"]).lower() if isinstance(p["default"], bool) or p["default"] is None \
+                else str(p["default"])
+            table.add_row(p["name"], p["type"], default, p["description"])
+        console.print(table)
+    if len(rows) > 1:
+        console.print("In a config: [bold]training: {callbacks: [{type: EarlyStopping, patience: 3}]}[/]")

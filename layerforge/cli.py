@@ -255,11 +255,13 @@ def _set_threads(threads: Optional[int]):
 
 @app.command()
 def train(
-    config: Path = CONFIG_ARG,
+    config: Optional[Path] = typer.Argument(None, help="The model's YAML file (not needed with --resume).",
+                                            show_default=False),
     overrides: Optional[list[str]] = OVERRIDES_ARG,
     output: Optional[Path] = typer.Option(None, "--output", "-o",
                                           help="Run directory to write (default runs/<name>-<timestamp>)."),
-    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this directory."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this directory (its own "
+                                                                 "config and overrides unless CONFIG is given)."),
     data: Optional[Path] = typer.Option(None, "--data", help="Training data file (instead of data.train)."),
     validation_data: Optional[Path] = typer.Option(None, "--validation-data", help="Validation data file."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars; only the final line."),
@@ -268,44 +270,99 @@ def train(
 ):
     """Train a model and write a run directory (config, weights, optimizer state, history).
 
-    Example: [bold]layerforge train configs/iris.yaml training.epochs=50[/]
+    With data.test in the config, the run ends with the test metrics.
+
+    Example: [bold]layerforge train configs/iris.yaml training.epochs=50[/], later
+    [bold]layerforge train --resume runs/iris-20250101-120000 training.epochs=80[/]
     """
     _set_threads(threads)
+    overrides = list(overrides or [])
+    if config is not None and "=" in str(config) and not config.exists():  # `train --resume RUN key=value`
+        overrides.insert(0, str(config))
+        config = None
 
     def body():
         from .engine.runner import train_command
 
-        train_command(config, overrides=list(overrides or []), output=output, resume=resume, data=data,
-                      validation_data=validation_data, quiet=quiet, allow_code=allow_code, threads=threads,
-                      console=_console())
+        console = _console()
+        result = train_command(config, overrides=overrides, output=output, resume=resume, data=data,
+                               validation_data=validation_data, quiet=quiet, allow_code=allow_code, threads=threads,
+                               console=console)
+        _show_training_result(result, console)
 
     _run(body)
+
+
+def _show_training_result(result: dict, console) -> None:
+    from .engine.progress import format_logs
+    from .errors import RunFailed
+
+    for note in result["notes"]:
+        console.print(f"[dim]{note}[/]", highlight=False)
+    if result["failed"]:
+        raise RunFailed(result["failed"])
+    history = result["history"]
+    last = {k: v[-1] for k, v in history.history.items()}
+    run_dir = result["run_dir"]
+    console.print(f"[green]done[/] {len(history.epoch)} epochs in {result['seconds']:.1f}s  {format_logs(last)}",
+                  highlight=False)
+    if result["test"] is not None:
+        console.print(f"[bold]test[/] (data.test)  {format_logs(result['test'])}", highlight=False)
+    console.print(f"run saved to [bold]{run_dir}[/]  (predict: layerforge predict {run_dir} --data FILE)",
+                  highlight=False)
 
 
 @app.command()
 def predict(
     run_dir: Path = typer.Argument(..., help="A run directory written by `train`.", show_default=False),
     data: Path = typer.Option(..., "--data", help="Input data file (CSV/TSV, NPY or NPZ).", show_default=False),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write predictions here (.csv or .npy); "
-                                                                       "default: print them."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write predictions here (.csv, .tsv, .npy "
+                                                                       "or .npz); default: print them."),
     probabilities: bool = typer.Option(False, "--probabilities", help="Class probabilities instead of labels."),
+    keep_columns: Optional[str] = typer.Option(None, "--keep-columns", help="Input columns to pass through, "
+                                                                            "e.g. id,date (CSV input)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --output file."),
     batch_size: int = typer.Option(256, "--batch-size", "-b", min=1, help="Samples per forward pass."),
     allow_code: bool = typer.Option(False, "--allow-code", help="Allow Lambda `function:` to run Python code."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Threads for BLAS and Numba."),
 ):
     """Run a trained model on new data; class labels are mapped back to the training labels.
 
-    Example: [bold]layerforge predict runs/iris --data new.csv --output preds.csv[/]
+    Example: [bold]layerforge predict runs/iris --data new.csv --output preds.csv --keep-columns id[/]
     """
     _set_threads(threads)
 
     def body():
         from .engine.runner import predict_command
 
-        predict_command(run_dir, data=data, output=output, probabilities=probabilities, batch_size=batch_size,
-                        allow_code=allow_code, console=_console())
+        keep = [c.strip() for c in keep_columns.split(",") if c.strip()] if keep_columns else None
+        result = predict_command(run_dir, data=data, output=output, probabilities=probabilities,
+                                 batch_size=batch_size, allow_code=allow_code, keep_columns=keep, overwrite=overwrite)
+        if "written" in result:
+            _console(stderr=True).print(f"wrote {result['n']} predictions to {result['written']}", highlight=False)
+        else:
+            _print_predictions(result)
 
     _run(body)
+
+
+PRINT_MAX_COLUMNS = 32  # wider outputs (images, sequences) are written with -o, not printed
+
+
+def _print_predictions(result: dict) -> None:
+    """The predictions as aligned text columns, every number whole; a note instead for outputs too wide."""
+    header, columns = result["header"], result["columns"]
+    if len(header) > PRINT_MAX_COLUMNS:
+        shapes = ", ".join(str(s) for s in result["shapes"])
+        _console(stderr=True).print(
+            f"the predictions have shape {shapes} ({len(header)} values per sample), too many to print; write "
+            "them with -o preds.npy (keeps the shape) or -o preds.csv", highlight=False)
+        return
+    texts = [list(map(str, col)) for col in columns]
+    widths = [max([len(h)] + [len(t) for t in col]) for h, col in zip(header, texts)]
+    typer.echo("  ".join(h.rjust(w) for h, w in zip(header, widths)))
+    for row in zip(*texts):
+        typer.echo("  ".join(v.rjust(w) for v, w in zip(row, widths)))
 
 
 @app.command()
@@ -326,8 +383,38 @@ def evaluate(
     def body():
         from .engine.runner import evaluate_command
 
-        evaluate_command(run_dir, data=data, batch_size=batch_size, as_json=as_json, allow_code=allow_code,
-                         console=_console())
+        results = evaluate_command(run_dir, data=data, batch_size=batch_size, allow_code=allow_code)
+        if as_json:
+            typer.echo(json.dumps(results))
+            return
+        from rich.table import Table
+
+        table = Table("metric", "value", box=None, header_style="bold")
+        for k, v in results.items():
+            table.add_row(k, f"{v:.7g}")
+        _console().print(table)
+
+    _run(body)
+
+
+@app.command()
+def callbacks(
+    name: Optional[str] = typer.Argument(None, metavar="[NAME]", help="Show one callback's parameters."),
+    as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
+):
+    """The training callbacks (training.callbacks) and their parameters, with types and defaults.
+
+    Example: [bold]layerforge callbacks EarlyStopping[/]
+    """
+
+    def body():
+        from .catalog import callback_catalogue, render_callbacks
+
+        rows = callback_catalogue(name)
+        if as_json:
+            typer.echo(json.dumps(rows, indent=2, default=str))
+        else:
+            render_callbacks(rows, _console())
 
     _run(body)
 

@@ -65,7 +65,29 @@ def config_schema() -> dict:
     training = defs.get("TrainingConfig", {}).get("properties")
     if training is not None:  # accepted by TrainingConfig's Keras 1 converter
         training["nb_epoch"] = {"type": "integer", "minimum": 1, "description": "Keras 1 name of `epochs`"}
+    _callback_schemas(defs)
     top["$schema"] = SCHEMA_URI
     top["title"] = "layerforge model config"
     top["$defs"] = defs
     return top
+
+
+def _callback_schemas(defs: dict) -> None:
+    """Each callback's `type` is required; a bare name (`- TerminateOnNaN`) and Keras 1 `epsilon` are accepted."""
+    from .config.training import CALLBACK_ARG_RENAMES, CALLBACK_MODELS
+
+    training = defs.get("TrainingConfig", {}).get("properties", {})
+    if "callbacks" not in training:
+        return
+    for model in CALLBACK_MODELS.values():
+        d = defs.get(model.__name__)
+        if d is None:
+            continue
+        d["required"] = sorted({"type", *d.get("required", [])})
+        for old, new in CALLBACK_ARG_RENAMES.items():
+            if new in d.get("properties", {}):
+                d["properties"][old] = {"type": "number", "description": f"Keras 1 name of `{new}`"}
+    items = training["callbacks"]["items"]
+    items.pop("discriminator", None)  # an OpenAPI keyword; JSON Schema validators go by oneOf
+    items["oneOf"] = [{"enum": list(CALLBACK_MODELS), "description": "a callback with its default parameters"},
+                      *items["oneOf"]]

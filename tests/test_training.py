@@ -126,7 +126,8 @@ def test_resume_equals_uninterrupted_and_seed_repeats(tmp_path):
     assert _train([cfg, "-o", tmp_path / "full", "-q"]).exit_code == 0
     assert _train([cfg, "-o", tmp_path / "again", "-q"]).exit_code == 0
     assert _train([cfg, "-o", tmp_path / "part", "-q", "training.epochs=3"]).exit_code == 0
-    result = _train([cfg, "--resume", tmp_path / "part", "-q"])
+    # the run keeps the overrides it was started with (training.epochs=3): the new total is given again
+    result = _train([cfg, "--resume", tmp_path / "part", "-q", "training.epochs=6"])
     assert result.exit_code == 0, result.output
     full = layerforge.load(tmp_path / "full").get_weights()
     again = layerforge.load(tmp_path / "again").get_weights()
@@ -192,7 +193,7 @@ def test_interrupted_save_leaves_previous_run_loadable(tmp_path, monkeypatch):
     monkeypatch.setattr(rundir, "_save_tensors", crash)
     model = layerforge.load(out)
     with pytest.raises(KeyboardInterrupt):
-        model.save(out)
+        model.save(out, overwrite=True)
     after = layerforge.load(out).get_weights()
     for name in before:
         for a, b in zip(before[name], after[name]):
@@ -252,8 +253,8 @@ def test_nan_loss_exits_1(tmp_path):
     result = _train([cfg, "-o", tmp_path / "n", "-q", "training.optimizer.learning_rate=1e30",
                      "training.epochs=3", "training.callbacks=[TerminateOnNaN]"])
     assert result.exit_code == 1, result.output
-    assert "NaN" in result.output
-    assert (tmp_path / "n" / "history.json").exists()
+    assert "NaN" in result.output and "run saved" not in result.output
+    assert not (tmp_path / "n" / "weights.safetensors").exists()  # no epoch ended with a finite loss
 
 
 def test_keeps_no_temp_dirs_and_copies_nothing_extra(tmp_path):

@@ -28,6 +28,53 @@ def _parse_value(text: str):
         loader.dispose()
 
 
+# Keras 1 spellings outside the layers: training.nb_epoch, an optimizer's lr, a callback's epsilon
+_SECTION_SPELLINGS = {("training",): {"nb_epoch": "epochs"}, ("training", "optimizer"): {"lr": "learning_rate"},
+                      ("training", "callbacks", int): {"epsilon": "min_delta"}}
+
+
+def _layer_spellings(layer: dict) -> dict[str, str]:
+    """Keras 1 name -> modern name for the parameters of a layer mapping (by its `type:`)."""
+    from ..layers import REGISTRY, TYPE_NAMES, ensure_type
+    from ..layers.base import KERAS1_RENAMES
+
+    type_name = layer.get("type")
+    if not isinstance(type_name, str) or not ensure_type(type_name):
+        return {}
+    config_cls = REGISTRY[TYPE_NAMES[type_name][0]].Config
+    fields = set(config_cls.model_fields)
+    renames = {**{o: n for o, n in KERAS1_RENAMES.items() if n in fields and o not in config_cls.keras1_exclude},
+               **config_cls.keras1_renames, **config_cls.keras1_structural}
+    return {old: new for old, new in renames.items() if old not in fields}
+
+
+def _is_layer_path(parent: tuple) -> bool:
+    """("layers", 2), ("layers", 2, "layer"), ("layers", 0, "layers", 1) ...: a layer mapping."""
+    if len(parent) >= 2 and parent[-2] == "layers" and isinstance(parent[-1], int):
+        return True
+    return bool(parent) and parent[-1] in ("layer", "backward_layer")
+
+
+def other_spellings(data, parts: list) -> list[str]:
+    """The keys beside ``parts[-1]`` that name the same parameter under another spelling (Keras 1 or modern)."""
+    parent, last = tuple(parts[:-1]), parts[-1]
+    cur = data
+    for p in parent:
+        try:
+            cur = cur[p]
+        except (KeyError, IndexError, TypeError):
+            return []
+    if not isinstance(cur, dict) or not isinstance(last, str):
+        return []
+    if _is_layer_path(parent):
+        spellings = _layer_spellings(cur)
+    else:
+        shape = tuple(int if isinstance(p, int) else p for p in parent)
+        spellings = _SECTION_SPELLINGS.get(shape, {})
+    meaning = spellings.get(last, last)
+    return [k for k in cur if k != last and spellings.get(k, k) == meaning]
+
+
 def apply_overrides(data, overrides: list[str], source: SourceMap):
     """Set ``training.epochs=5`` or ``layers.2.units=64`` (``layers[2].units`` works too)."""
     problems = []
@@ -73,6 +120,8 @@ def apply_overrides(data, overrides: list[str], source: SourceMap):
                 continue
             cur[last] = value
         elif isinstance(cur, dict):
+            for other in other_spellings(data, parts):
+                cur.pop(other, None)  # the override replaces the value whatever the file called it
             cur[last] = value
         else:
             problems.append(Problem(message=f"override '{key}' does not point into a mapping or list",

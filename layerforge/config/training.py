@@ -5,9 +5,9 @@ Pure tables and pydantic models, so `validate` can check them without the engine
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from ..errors import did_you_mean
 
@@ -62,17 +62,119 @@ SCHEDULES = {
                      "warmup_steps": 0},
 }
 
+# ---------------------------------------------------------------------- callbacks: one typed model per callback
+
+
+def _number(v):
+    """A YAML number (an int is fine); booleans and strings are not numbers."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise ValueError(f"must be a number, not {v!r}")
+    return float(v)
+
+
+def _whole(v):
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ValueError(f"must be a whole number, not {v!r}")
+    return v
+
+
+def _flag(v):
+    if not isinstance(v, bool):
+        raise ValueError(f"must be true or false, not {v!r}")
+    return v
+
+
+Number = Annotated[float, BeforeValidator(_number)]
+Whole = Annotated[int, BeforeValidator(_whole)]
+Flag = Annotated[bool, BeforeValidator(_flag)]
+Mode = Literal["auto", "min", "max"]
+MONITOR_DOC = "the logged value to watch: loss, val_loss, accuracy, val_accuracy, ..."
+MODE_DOC = "min: lower is better, max: higher is better, auto: max for accuracy-like names, else min"
+
+
+class _CallbackConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    verbose: Whole = Field(0, ge=0, description="1: print a line when the callback acts")
+
+
+class EarlyStoppingConfig(_CallbackConfig):
+    """Stop training when the monitored value has stopped improving (Keras 3 semantics)."""
+
+    type: Literal["EarlyStopping"] = "EarlyStopping"
+    monitor: str = Field("val_loss", min_length=1, description=MONITOR_DOC)
+    min_delta: Number = Field(0.0, description="smaller changes do not count as an improvement")
+    patience: Whole = Field(0, ge=0, description="epochs without improvement before training stops")
+    mode: Mode = Field("auto", description=MODE_DOC)
+    baseline: Number | None = Field(None, description="the value to beat: waiting counts until it is beaten")
+    restore_best_weights: Flag = Field(False, description="end with the weights of the best epoch")
+    start_from_epoch: Whole = Field(0, ge=0, description="epochs to train before watching starts (warm-up)")
+
+
+class ModelCheckpointConfig(_CallbackConfig):
+    """Save the model during training: a run directory, or a .safetensors weights file."""
+
+    type: Literal["ModelCheckpoint"] = "ModelCheckpoint"
+    filepath: str = Field("checkpoints/epoch{epoch:03d}", min_length=1,
+                          description="relative to the run directory; {epoch} and logged values are filled in, "
+                                      "e.g. ckpt-{epoch:02d}-{val_loss:.3f}")
+    monitor: str = Field("val_loss", min_length=1, description=MONITOR_DOC)
+    save_best_only: Flag = Field(False, description="save only when the monitored value improves")
+    mode: Mode = Field("auto", description=MODE_DOC)
+    save_weights_only: Flag = Field(False, description="write only the weights (.safetensors) instead of a whole "
+                                                       "run directory")
+    period: Whole = Field(1, ge=1, description="save every this many epochs (Keras 1/2 `period`)")
+    initial_value_threshold: Number | None = Field(None, description="with save_best_only: a value to beat first")
+
+
+class ReduceLROnPlateauConfig(_CallbackConfig):
+    """Lower the learning rate when the monitored value has stopped improving (Keras 3 semantics)."""
+
+    type: Literal["ReduceLROnPlateau"] = "ReduceLROnPlateau"
+    monitor: str = Field("val_loss", min_length=1, description=MONITOR_DOC)
+    factor: Number = Field(0.1, gt=0.0, lt=1.0, description="new learning rate = old * factor")
+    patience: Whole = Field(10, ge=0, description="epochs without improvement before the rate is lowered")
+    mode: Mode = Field("auto", description=MODE_DOC)
+    min_delta: Number = Field(1e-4, description="smaller changes do not count as an improvement")
+    cooldown: Whole = Field(0, ge=0, description="epochs to wait after lowering before watching again")
+    min_lr: Number = Field(0.0, ge=0.0, description="the learning rate never goes below this")
+
+
+class LearningRateSchedulerConfig(_CallbackConfig):
+    """Set the learning rate at the start of every epoch from an expression."""
+
+    type: Literal["LearningRateScheduler"] = "LearningRateScheduler"
+    schedule: str = Field(min_length=1, description="an expression in `epoch` (from 0) and `lr`, "
+                                                    "e.g. \"lr * 0.5 if epoch >= 10 else lr\"")
+
+
+class CSVLoggerConfig(BaseModel):
+    """Write every epoch's logged values to a CSV file."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["CSVLogger"] = "CSVLogger"
+    filename: str = Field("training.csv", min_length=1,
+                          description="relative to the run directory (`train`) or the current folder (Python)")
+    separator: str = Field(",", min_length=1, description="the column separator")
+    append: Flag = Field(False, description="add to an existing file instead of replacing it")
+
+
+class TerminateOnNaNConfig(BaseModel):
+    """Stop training at the first batch whose loss is NaN or infinite."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["TerminateOnNaN"] = "TerminateOnNaN"
+    raise_error: Flag = Field(False, description="fail at once instead of ending the run (the run still keeps "
+                                                 "the last good epoch)")
+
+
+CALLBACK_MODELS: dict[str, type[BaseModel]] = {
+    m.model_fields["type"].default: m for m in (EarlyStoppingConfig, ModelCheckpointConfig, ReduceLROnPlateauConfig,
+                                                LearningRateSchedulerConfig, CSVLoggerConfig, TerminateOnNaNConfig)}
+# name -> {parameter: default}; a required parameter's default is None
 CALLBACKS: dict[str, dict[str, Any]] = {
-    "EarlyStopping": {"monitor": "val_loss", "min_delta": 0.0, "patience": 0, "mode": "auto",
-                      "restore_best_weights": False, "baseline": None, "start_from_epoch": 0, "verbose": 0},
-    "ModelCheckpoint": {"filepath": "checkpoints/epoch{epoch:03d}", "monitor": "val_loss", "save_best_only": False,
-                        "mode": "auto", "save_weights_only": False, "period": 1, "verbose": 0},
-    "ReduceLROnPlateau": {"monitor": "val_loss", "factor": 0.1, "patience": 10, "mode": "auto",
-                          "min_delta": 1e-4, "cooldown": 0, "min_lr": 0.0, "verbose": 0},
-    "LearningRateScheduler": {"schedule": None, "verbose": 0},
-    "CSVLogger": {"filename": "training.csv", "separator": ",", "append": False},
-    "TerminateOnNaN": {},
-}
+    name: {k: (None if f.is_required() else f.default) for k, f in m.model_fields.items() if k != "type"}
+    for name, m in CALLBACK_MODELS.items()}
+CallbackConfig = Annotated[Union[tuple(CALLBACK_MODELS.values())], Field(discriminator="type")]  # noqa: UP007
 CALLBACK_ARG_RENAMES = {"epsilon": "min_delta"}
 
 
@@ -196,7 +298,9 @@ class TrainingConfig(_Strict):
                                                                     "(the last samples, as in Keras)")
     class_weight: dict[str, float] | Literal["balanced"] | None = Field(
         None, description="loss weight per class label, or 'balanced'")
-    callbacks: list[Any] = Field(default_factory=list, description="EarlyStopping, ModelCheckpoint, ...")
+    callbacks: list[CallbackConfig] = Field(
+        default_factory=list, description="EarlyStopping, ModelCheckpoint, ReduceLROnPlateau, LearningRateScheduler, "
+                                          "CSVLogger, TerminateOnNaN (`layerforge callbacks` lists their parameters)")
     initial_epoch: int = Field(0, ge=0, description="epoch to start counting from")
 
     @model_validator(mode="before")

@@ -1,29 +1,47 @@
-"""Keras callbacks, driven by the fit loop at the end of each epoch.
+"""Keras 3 callbacks, driven by the fit loop.
 
-Each callback keeps its state in plain attributes and exposes ``state()`` /
-``load_state()`` so a resumed run continues exactly (EarlyStopping's best and
-wait counters, ReduceLROnPlateau's cooldown ...).
+The decisions follow Keras 3's own code (keras/src/callbacks/*.py): EarlyStopping counts ``wait`` before
+comparing and stops once ``wait >= patience``; ReduceLROnPlateau lowers the rate once ``wait >= patience``
+outside its cooldown; TerminateOnNaN stops at the first batch whose loss is not finite.
+
+Each callback keeps its state in plain attributes and gives it back through ``state()`` (JSON values) and
+``arrays()`` (numpy arrays, e.g. EarlyStopping's best weights), so ``--resume`` continues exactly where an
+interrupted run stopped. ``on_train_begin`` resets the state as Keras does on every ``fit``; a resumed run
+loads the saved state after it.
 """
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 
+from ..errors import ConfigError, Problem, RunFailed
 
-def _mode(monitor: str, mode: str) -> str:
+
+def monitor_direction(monitor: str, mode: str) -> str:
+    """"min" or "max": Keras 3 picks "max" in auto mode for metrics that grow as they get better."""
     if mode != "auto":
         return mode
-    return "max" if any(k in monitor for k in ("acc", "auc", "precision", "recall", "f1")) else "min"
+    name = monitor.removeprefix("val_")
+    return "max" if any(k in name for k in ("acc", "auc", "precision", "recall", "f1")) else "min"
 
 
 class Callback:
-    stop_training = False
+    """Base class. ``set_trainer`` is called by the fit loop (Keras' ``set_model``)."""
 
-    def __init__(self, trainer, **kw):
+    config_model = None  # the pydantic model of the parameters (layerforge.config.training)
+
+    def __init__(self, **params):
+        if self.config_model is not None:
+            params = validate_callback_params(type(self).__name__, params)
+        self.params = params
+        self.__dict__.update(params)
+        self.trainer = None
+
+    def set_trainer(self, trainer) -> None:
         self.trainer = trainer
-        self.__dict__.update(kw)
 
     def on_train_begin(self):
         pass
@@ -31,7 +49,7 @@ class Callback:
     def on_epoch_begin(self, epoch: int):
         pass
 
-    def on_batch_end(self, logs: dict):
+    def on_batch_end(self, batch: int, logs: dict):
         pass
 
     def on_epoch_end(self, epoch: int, logs: dict):
@@ -40,144 +58,267 @@ class Callback:
     def on_train_end(self):
         pass
 
+    def stop(self) -> None:
+        self.trainer.stop_training = True
+
+    def say(self, message: str) -> None:
+        """With ``verbose: 1``, a line as soon as the callback acts (Keras prints the same lines)."""
+        if getattr(self, "verbose", 0):
+            self.trainer.say(message)
+
+    # resume: JSON-able state and arrays
     def state(self) -> dict:
         return {}
 
-    def load_state(self, state: dict):
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def load_state(self, state: dict, arrays: dict[str, np.ndarray]) -> None:
         self.__dict__.update(state)
 
-    def _get(self, logs, key):
+    def _value(self, logs: dict, key: str) -> float:
         if key not in logs:
-            from ..errors import ConfigError, Problem
-
             raise ConfigError(problems=[Problem(
                 message=f"{type(self).__name__} monitors '{key}', which training does not report",
-                found=key, expected=", ".join(sorted(logs)),
-                hint="val_* values need validation data (validation_split or data.validation)")])
-        return logs[key]
+                path="training.callbacks", found=key, expected=", ".join(sorted(logs)),
+                hint="val_* values need validation data (validation_split, validation_data or data.validation)")])
+        return float(logs[key])
+
+
+def validate_callback_params(name: str, params: dict) -> dict:
+    """Check ``params`` against the callback's config model; a ConfigError (not pydantic's) when wrong."""
+    from pydantic import ValidationError
+
+    from ..config.training import CALLBACK_MODELS, normalize_callback
+
+    try:
+        spec = normalize_callback({"type": name, **params})
+        cfg = CALLBACK_MODELS[name].model_validate(spec)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"] if p != name)
+        raise ConfigError(problems=[Problem(message=f"{name}: {field}: {err['msg'].removeprefix('Value error, ')}",
+                                            found=repr(err.get("input")))]) from None
+    except ValueError as exc:
+        raise ConfigError(problems=[Problem(message=str(exc))]) from None
+    return cfg.model_dump(exclude={"type"})
+
+
+class History(Callback):
+    """What ``fit`` returns: ``history`` (name -> one value per epoch) and ``epoch`` (the epoch indices)."""
+
+    def __init__(self):
+        super().__init__()
+        self.history: dict[str, list] = {}
+        self.epoch: list[int] = []
+
+    def on_train_begin(self):
+        self.history, self.epoch = {}, []
+
+    def on_epoch_end(self, epoch, logs):
+        self.epoch.append(epoch)
+        for k, v in logs.items():
+            self.history.setdefault(k, []).append(v)
+
+    def __repr__(self):
+        return f"History(epochs={len(self.epoch)}, keys={list(self.history)})"
 
 
 class _Monitor(Callback):
-    def __init__(self, trainer, **kw):
-        super().__init__(trainer, **kw)
-        self.direction = _mode(self.monitor, self.mode)
-        self.best = math.inf if self.direction == "min" else -math.inf
+    """Keras 3 MonitorCallback: ``best`` starts at None (the first value always improves)."""
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        self.direction = monitor_direction(self.monitor, self.mode)
+        self.best = None
         self.wait = 0
 
-    def improved(self, value: float, min_delta: float) -> bool:
+    def is_improvement(self, value: float, reference) -> bool:
+        if reference is None:
+            return True
+        delta = abs(getattr(self, "min_delta", 0.0) or 0.0)
         if self.direction == "min":
-            return value < self.best - abs(min_delta)
-        return value > self.best + abs(min_delta)
-
-    def state(self):
-        return {"best": self.best, "wait": self.wait}
+            return value + delta < reference
+        return value - delta > reference
 
 
 class EarlyStopping(_Monitor):
-    def __init__(self, trainer, **kw):
-        super().__init__(trainer, **kw)
-        if self.baseline is not None:
-            self.best = self.baseline
-        self.best_weights = None
-        self.best_epoch = None
-        self.stopped_epoch = None
+    from ..config.training import EarlyStoppingConfig as config_model
+
+    def on_train_begin(self):
+        self.wait, self.stopped_epoch, self.best, self.best_weights, self.best_epoch = 0, 0, None, None, 0
 
     def on_epoch_end(self, epoch, logs):
         if epoch < self.start_from_epoch:
             return
-        value = self._get(logs, self.monitor)
-        if self.improved(value, self.min_delta) or (self.best_epoch is None and self.baseline is None):
-            self.best = value
+        current = self._value(logs, self.monitor)
+        if self.restore_best_weights and self.best_weights is None:
+            self.best_weights = self.trainer.model.get_weights()  # Keras: the first watched epoch's weights
             self.best_epoch = epoch
-            self.wait = 0
+        self.wait += 1
+        if self.is_improvement(current, self.best):
+            self.best = current
+            self.best_epoch = epoch
             if self.restore_best_weights:
                 self.best_weights = self.trainer.model.get_weights()
+            if self.baseline is None or self.is_improvement(current, self.baseline):
+                self.wait = 0
             return
-        self.wait += 1
-        if self.wait > self.patience or (self.patience == 0 and self.wait >= 1):
-            self.stop_training = True
+        if self.wait >= self.patience and epoch > 0:
             self.stopped_epoch = epoch
+            self.say(f"Epoch {epoch + 1}: early stopping")
+            self.stop()
 
     def on_train_end(self):
-        if self.stop_training and self.restore_best_weights and self.best_weights is not None:
+        notes = self.trainer.notes
+        if self.stopped_epoch > 0:
+            notes.append(f"EarlyStopping: stopped after epoch {self.stopped_epoch + 1} ({self.monitor} did not "
+                         f"improve for {self.wait} epochs)")
+        if self.restore_best_weights and self.best_weights is not None:
+            self.say(f"Restoring model weights from the end of the best epoch: {self.best_epoch + 1}.")
             self.trainer.set_weights(self.best_weights)
-            self.trainer.notes.append(f"EarlyStopping: restored the weights of epoch {self.best_epoch + 1} "
-                                      f"({self.monitor} {self.best:.4g})")
-        elif self.stop_training:
-            self.trainer.notes.append(f"EarlyStopping: stopped after epoch {self.stopped_epoch + 1}")
+            notes.append(f"EarlyStopping: restored the weights of epoch {self.best_epoch + 1} "
+                         f"({self.monitor} {self.best:.4g})")
 
     def state(self):
-        return {**super().state(), "best_epoch": self.best_epoch}
+        return {"wait": self.wait, "best": self.best, "best_epoch": self.best_epoch,
+                "stopped_epoch": self.stopped_epoch, "has_best_weights": self.best_weights is not None}
 
+    def arrays(self):
+        if self.best_weights is None:
+            return {}
+        return {f"{name}/{i}": a for name, arrays in self.best_weights.items() for i, a in enumerate(arrays)}
 
-class ModelCheckpoint(_Monitor):
-    """Saves the model (a run directory) under `filepath` (relative to the run directory)."""
-
-    def on_epoch_end(self, epoch, logs):
-        if (epoch + 1) % max(1, self.period):
-            return
-        if self.save_best_only:
-            value = self._get(logs, self.monitor)
-            if not self.improved(value, 0.0):
-                return
-            self.best = value
-        path = self.filepath.format(epoch=epoch + 1, **{k: v for k, v in logs.items() if isinstance(v, float)})
-        self.trainer.save_checkpoint(path, epoch)
+    def load_state(self, state, arrays):
+        self.wait, self.best = int(state["wait"]), state["best"]
+        self.best_epoch, self.stopped_epoch = int(state["best_epoch"]), int(state["stopped_epoch"])
+        self.best_weights = None
+        if state.get("has_best_weights"):
+            weights: dict[str, list] = {}
+            for key in sorted(arrays, key=lambda k: (k.rpartition("/")[0], int(k.rpartition("/")[2]))):
+                weights.setdefault(key.rpartition("/")[0], []).append(arrays[key])
+            self.best_weights = weights
 
 
 class ReduceLROnPlateau(_Monitor):
-    def __init__(self, trainer, **kw):
-        super().__init__(trainer, **kw)
-        self.cooldown_counter = 0
+    from ..config.training import ReduceLROnPlateauConfig as config_model
+
+    def on_train_begin(self):
+        self.best, self.cooldown_counter, self.wait = None, 0, 0
 
     def on_epoch_end(self, epoch, logs):
-        value = self._get(logs, self.monitor)
+        current = self._value(logs, self.monitor)
         if self.cooldown_counter > 0:
             self.cooldown_counter -= 1
             self.wait = 0
-        if self.improved(value, self.min_delta):
-            self.best = value
+        if self.is_improvement(current, self.best):
+            self.best = current
             self.wait = 0
-        elif self.cooldown_counter <= 0:
+        elif not self.cooldown_counter > 0:
             self.wait += 1
             if self.wait >= self.patience:
                 opt = self.trainer.optimizer
-                old = opt.current_lr()
-                if old > self.min_lr:
+                old = float(opt.learning_rate)
+                if old > np.float32(self.min_lr):
                     opt.learning_rate = max(old * self.factor, self.min_lr)
+                    self.say(f"Epoch {epoch + 1}: ReduceLROnPlateau reducing learning rate to {opt.learning_rate}.")
                     self.trainer.notes.append(f"ReduceLROnPlateau: learning rate {old:.3g} -> "
                                               f"{opt.learning_rate:.3g} after epoch {epoch + 1}")
                     self.cooldown_counter = self.cooldown
                     self.wait = 0
 
     def state(self):
-        return {**super().state(), "cooldown_counter": self.cooldown_counter}
+        return {"wait": self.wait, "cooldown_counter": self.cooldown_counter, "best": self.best}
+
+
+class ModelCheckpoint(_Monitor):
+    """Saves the model under ``filepath`` (relative to the run directory; the current folder from Python):
+    a whole run directory, or with ``save_weights_only`` a ``.safetensors`` file of the weights."""
+
+    from ..config.training import ModelCheckpointConfig as config_model
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        if not self.save_weights_only and self.filepath.endswith(".safetensors"):
+            raise ConfigError(problems=[Problem(
+                message=f"ModelCheckpoint filepath '{self.filepath}' names a weights file, but save_weights_only "
+                        "is false (a whole run directory is saved)", path="training.callbacks",
+                hint="add `save_weights_only: true`, or drop the .safetensors ending")])
+        self.saved: list[str] = []
+
+    def on_train_begin(self):
+        self.best = self.initial_value_threshold
+
+    def on_epoch_end(self, epoch, logs):
+        if (epoch + 1) % self.period:
+            return
+        path = self.path_for(epoch, logs)
+        if self.save_best_only:
+            current = self._value(logs, self.monitor)
+            if not self.is_improvement(current, self.best):
+                self.say(f"Epoch {epoch + 1}: {self.monitor} did not improve from {self.best:.5f}")
+                return
+            self.best = current
+        self.say(f"Epoch {epoch + 1}: saving model to {path}")
+        self.saved.append(str(path))
+        self.trainer.request_checkpoint(path, weights_only=self.save_weights_only)
+
+    def path_for(self, epoch: int, logs: dict) -> Path:
+        try:
+            name = self.filepath.format(epoch=epoch + 1, **logs)
+        except KeyError as exc:
+            raise ConfigError(problems=[Problem(
+                message=f"ModelCheckpoint filepath '{self.filepath}' names {{{exc.args[0]}}}, which training does "
+                        "not log", path="training.callbacks", expected="{epoch} or one of: " + ", ".join(logs))]) \
+                from None
+        except (ValueError, IndexError) as exc:
+            raise ConfigError(problems=[Problem(
+                message=f"ModelCheckpoint filepath '{self.filepath}' is not a valid template: {exc}",
+                path="training.callbacks", hint="e.g. ckpt-{epoch:02d}-{val_loss:.3f}")]) from None
+        if self.save_weights_only and not name.endswith(".safetensors"):
+            name += ".safetensors"
+        path = Path(name)
+        return path if path.is_absolute() else self.trainer.run_dir / path
+
+    def state(self):
+        return {"best": self.best}
 
 
 class LearningRateScheduler(Callback):
+    from ..config.training import LearningRateSchedulerConfig as config_model
+
     def on_epoch_begin(self, epoch):
         from ..expressions import evaluate_scalar
 
-        lr = float(evaluate_scalar(self.schedule, {"epoch": epoch, "lr": self.trainer.optimizer.current_lr()}))
+        opt = self.trainer.optimizer
+        lr = float(evaluate_scalar(self.schedule, {"epoch": epoch, "lr": float(opt.learning_rate)}))
         if not np.isfinite(lr) or lr <= 0:
-            from ..errors import RunFailed
-
             raise RunFailed(f"LearningRateScheduler gave learning rate {lr} at epoch {epoch + 1}")
-        self.trainer.optimizer.learning_rate = lr
+        opt.learning_rate = lr
+        self.say(f"Epoch {epoch + 1}: LearningRateScheduler setting learning rate to {lr}.")
 
 
 class CSVLogger(Callback):
-    """Writes the history as CSV after every epoch (a relative path starts from the current folder, as in Keras)."""
+    """Writes one row per epoch (``epoch`` from 0, as Keras), the whole file atomically every epoch.
+    A relative filename starts from the run directory (`train`) or the current folder (Python)."""
+
+    from ..config.training import CSVLoggerConfig as config_model
+
+    def _path(self) -> Path:
+        path = Path(self.filename)
+        return path if path.is_absolute() else self.trainer.run_dir / path
 
     def on_train_begin(self):
-        from pathlib import Path
+        self.rows = self._read() if self.append else []
 
-        self.rows = []
-        if self.append and Path(self.filename).exists():
-            import csv
+    def _read(self) -> list[dict]:
+        import csv
 
-            with open(self.filename, newline="") as fh:
-                self.rows = list(csv.DictReader(fh, delimiter=self.separator))
+        path = self._path()
+        if not path.is_file():
+            return []
+        with open(path, newline="") as fh:
+            return list(csv.DictReader(fh, delimiter=self.separator))
 
     def on_epoch_end(self, epoch, logs):
         from ..io.atomic import atomic_write_text
@@ -186,30 +327,52 @@ class CSVLogger(Callback):
         keys = list(dict.fromkeys(k for row in self.rows for k in row))
         lines = [self.separator.join(keys)]
         lines += [self.separator.join(str(row.get(k, "")) for k in keys) for row in self.rows]
-        atomic_write_text(self.filename, "\n".join(lines) + "\n")
+        atomic_write_text(self._path(), "\n".join(lines) + "\n")
 
     def state(self):
-        return {}
+        return {"rows": len(self.rows)}
+
+    def load_state(self, state, arrays):
+        # the file as it was when the run was saved: rows written after that (an epoch cut short) are dropped
+        self.rows = self._read()[: int(state["rows"])]
 
 
 class TerminateOnNaN(Callback):
-    def on_batch_end(self, logs):
+    from ..config.training import TerminateOnNaNConfig as config_model
+
+    def on_batch_end(self, batch, logs):
         loss = logs.get("loss")
-        if loss is not None and not np.isfinite(loss):
-            self.stop_training = True
-            self.trainer.notes.append("TerminateOnNaN: the loss became NaN or infinite; training stopped")
+        if loss is not None and not math.isfinite(loss):
+            epoch = self.trainer.current_epoch
+            message = f"the loss became {loss} in epoch {epoch + 1}, batch {batch + 1}"
+            if self.raise_error:
+                raise RunFailed(message)
+            self.trainer.nan_at = (epoch, batch)
+            self.trainer.notes.append(f"TerminateOnNaN: {message}; training stopped")
+            self.stop()
 
 
 CALLBACK_CLASSES = {c.__name__: c for c in (EarlyStopping, ModelCheckpoint, ReduceLROnPlateau, LearningRateScheduler,
                                             CSVLogger, TerminateOnNaN)}
 
 
-def make_callbacks(trainer, specs: list[dict]) -> list[Callback]:
-    from ..config.training import CALLBACKS
-
+def make_callbacks(specs) -> list[Callback]:
+    """Callbacks from config entries (validated models or dicts) or Callback instances (the Python API)."""
     out = []
-    for spec in specs:
-        args = dict(spec)
-        name = args.pop("type")
-        out.append(CALLBACK_CLASSES[name](trainer, **{**CALLBACKS[name], **args}))
+    for spec in specs or []:
+        if isinstance(spec, Callback):
+            out.append(spec)
+            continue
+        if isinstance(spec, str):
+            spec = {"type": spec}
+        args = spec.model_dump() if hasattr(spec, "model_dump") else dict(spec)
+        name = args.pop("type", None)
+        if name not in CALLBACK_CLASSES:
+            from ..config.training import normalize_callback
+
+            try:
+                name = normalize_callback({"type": name})["type"]
+            except ValueError as exc:
+                raise ConfigError(problems=[Problem(message=str(exc), path="callbacks")]) from None
+        out.append(CALLBACK_CLASSES[name](**args))
     return out

@@ -15,15 +15,17 @@ def format_logs(logs: dict, skip=("time", "learning_rate")) -> str:
 
 
 class EpochProgress:
-    def __init__(self, console, *, quiet: bool = False):
+    def __init__(self, console, *, quiet: bool = False, bars: bool = True):
         self.console = console
         self.quiet = quiet
+        self.bars = bars  # False: one line per epoch only (Keras verbose=2)
         self.progress = None
         self.task = None
         self.first_lr = None  # the learning rate is shown once it differs from the first epoch's
 
     def start_epoch(self, epoch: int, epochs: int, steps: int):
-        if self.quiet or not self.console.is_terminal:  # bars only on a terminal; logs get the epoch lines
+        # bars only on a terminal; logs get the epoch lines
+        if self.quiet or not self.bars or not self.console.is_terminal:
             return
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -38,7 +40,7 @@ class EpochProgress:
         if self.progress is not None:
             self.progress.update(self.task, completed=step, logs=format_logs(logs))
 
-    def end_epoch(self, epoch: int, epochs: int, logs: dict):
+    def end_epoch(self, epoch: int, epochs: int, logs: dict, seconds: float | None = None):
         if self.progress is not None:
             self.progress.stop()
             self.progress = None
@@ -50,7 +52,7 @@ class EpochProgress:
             self.first_lr = lr
         shown_lr = f"lr {lr:.3g}  " if lr is not None and lr != self.first_lr else ""
         self.console.print(f"Epoch {epoch + 1:>{width}}/{epochs}  {format_logs(logs)}  "
-                           f"[dim]{shown_lr}{logs.get('time', 0):.2f}s[/]", highlight=False)
+                           f"[dim]{shown_lr}{seconds or 0:.2f}s[/]", highlight=False)
 
     def stop(self):
         if self.progress is not None:

@@ -37,70 +37,122 @@ def _same_model(saved: dict, current: dict) -> list[str]:
     return [k for k in MODEL_KEYS if saved.get(k) != current.get(k)]
 
 
-def train_command(config: Path, *, overrides, output, resume, data, validation_data, quiet, allow_code, threads,
-                  console) -> None:
+def _resume_hint(config, overrides: list[str], run_dir: Path) -> str:
+    """The command that continues ``run_dir`` with the config and overrides it was started with."""
+    import shlex
+
+    words = ["layerforge", "train", *([str(config)] if config else []), *overrides, "--resume", str(run_dir)]
+    return " ".join(shlex.quote(w) for w in words)
+
+
+def train_command(config: Path | None, *, overrides, output, resume, data, validation_data, quiet, allow_code,
+                  threads, console) -> dict:
+    """Train and write the run directory; returns {"run_dir", "history", "notes", "test", ...} for the CLI to show.
+
+    With ``resume`` and no ``config`` the run's own config.yaml (overrides included) is trained further; with a
+    config, the overrides the run was started with apply first, then ``overrides``."""
     from ..api import Model
     from ..config import load_config
     from ..graph import build_graph
     from ..io.rundir import read_run
 
     _allow_code(allow_code)
-    spec = load_config(config, overrides)
-    graph = build_graph(spec)
     run = None
     seed = None
+    overrides = list(overrides or [])
     if resume is not None:
         run = read_run(resume)
-        diff = _same_model(run["config"], spec.canonical_dict())
-        if diff:
-            raise CheckpointError(problems=[Problem(
-                message=f"the model in {config} differs from the one saved in {resume} ({', '.join(diff)})",
-                file=str(resume), hint="resume with the same model config; only training settings may change")])
-        seed = (run.get("state") or {}).get("seed")
+        state = run.get("state") or {}
+        seed = state.get("seed")
+        started_with = list(state.get("overrides") or [])
+        if config is None:
+            config_file = state.get("config_file")
+            spec = load_config(Path(resume) / "config.yaml", overrides)
+            all_overrides = started_with + overrides
+        else:
+            config_file = str(config)
+            all_overrides = started_with + overrides
+            spec = load_config(config, all_overrides)
+            diff = _same_model(run["config"], spec.canonical_dict())
+            if diff:
+                raise CheckpointError(problems=[Problem(
+                    message=f"the model in {config} differs from the one saved in {resume} ({', '.join(diff)})",
+                    file=str(resume), hint="resume with the same model config; only training settings may change")])
+    else:
+        if config is None:
+            raise ConfigError(problems=[Problem(message="no config given", file="<command line>",
+                                                hint="layerforge train CONFIG, or layerforge train --resume RUN")])
+        config_file, all_overrides = str(config), overrides
+        spec = load_config(config, overrides)
+    graph = build_graph(spec)
     model = Model(spec, graph, seed=seed)
+    model.overrides, model.config_file = all_overrides, config_file
     run_dir = Path(output) if output else (Path(resume) if resume else default_run_dir(spec.config.name))
     _check_output_dir(run_dir, Path(resume) if resume else None)
+    model.trainer.run_dir = run_dir
+    model.trainer.say = lambda message: console.print(message, highlight=False)
     if run is not None:
         model.restore(run)
         done = model.trainer.epoch
+        if (run.get("state") or {}).get("stopped_early"):
+            raise ConfigError(problems=[Problem(
+                message=f"the run was stopped by a callback (EarlyStopping) after epoch {done}; there is nothing "
+                        "to resume", file=str(resume),
+                hint="start a new run (e.g. with more patience) to train further")])
         if done >= spec.config.training.epochs:
             raise ConfigError(problems=[Problem(
                 message=f"the run already has {done} epochs and the config asks for "
                         f"{spec.config.training.epochs}", file=str(resume),
-                hint=f"raise the total, e.g. `layerforge train {config} --resume {resume} "
-                     f"training.epochs={done + 10}`")])
+                hint=f"raise the total, e.g. `layerforge train --resume {resume} training.epochs={done + 10}`")])
+    hint_config = config if config is not None else None
+    hint_overrides = all_overrides if config is not None else overrides
 
     def save(trainer, epoch):
-        model.save(run_dir)
+        if np.isfinite(trainer.history[-1]["loss"]):  # a NaN epoch never replaces the last good one
+            model.save(run_dir, overwrite=True)
 
     started = time.perf_counter()
     if not quiet:
         console.print(f"[bold]{spec.config.name}[/]: {graph.total_params:,} parameters, "
                       f"{len(graph.nodes)} layers, seed {model.seed}"
                       + (f", resuming after epoch {model.trainer.epoch}" if run is not None else ""), highlight=False)
+    saved_before = model.trainer.epoch if run is not None else 0
     try:
-        history = model.fit(data=data, validation_data=validation_data, quiet=quiet, console=console,
-                            on_epoch_end=save)
+        history = model.fit(data=data, validation_data=validation_data, verbose=0 if quiet else 1, console=console,
+                            on_epoch_end=save, resume=run is not None)
     except KeyboardInterrupt:
-        done = model.trainer.epoch
+        done = _saved_epochs(run_dir, saved_before)
         if done:
             console.print(f"[yellow]interrupted[/]: {run_dir} holds epoch {done}; continue with "
-                          f"`layerforge train {config} --resume {run_dir}`")
+                          f"`{_resume_hint(hint_config, hint_overrides, run_dir)}`", highlight=False)
         raise
-    if not history:
+    trainer = model.trainer
+    result = {"run_dir": run_dir, "history": history, "notes": list(trainer.notes), "seconds":
+              time.perf_counter() - started, "test": None, "failed": None, "saved": True}
+    if not history.epoch:
         raise RunFailed("no epoch ran")
-    model.save(run_dir)  # after callbacks such as EarlyStopping(restore_best_weights)
-    for note in model.trainer.notes:
-        console.print(f"[dim]{note}[/]", highlight=False)
-    from .progress import format_logs
+    if trainer.nan_at is not None:
+        kept = _saved_epochs(run_dir, saved_before)
+        epoch, batch = trainer.nan_at
+        where = f"epoch {epoch + 1}" + (f", batch {batch + 1}" if batch is not None else "")
+        result["saved"] = False
+        result["failed"] = (f"the loss became NaN or infinite in {where}; lower the learning rate or check the data. "
+                            + (f"{run_dir} keeps the weights after epoch {kept}, the last good one" if kept else
+                               "no epoch finished with a finite loss, so nothing was saved"))
+        return result
+    model.save(run_dir, overwrite=True)  # after callbacks such as EarlyStopping(restore_best_weights)
+    d = spec.config.data
+    if d is not None and d.test is not None and data is None:  # as Ludwig's `experiment`: end with the test set
+        result["test"] = model.evaluate(data=d.test)
+    return result
 
-    last = history[-1]
-    elapsed = time.perf_counter() - started
-    console.print(f"[green]done[/] {len(history)} epochs in {elapsed:.1f}s  {format_logs(last)}", highlight=False)
-    console.print(f"run saved to [bold]{run_dir}[/]  (predict: layerforge predict {run_dir} --data FILE)",
-                  highlight=False)
-    if not np.isfinite(last["loss"]):
-        raise RunFailed("the loss became NaN or infinite; lower the learning rate or check the data")
+
+def _saved_epochs(run_dir: Path, before: int) -> int:
+    """Epochs held by the run directory on disk (0 when it has none yet)."""
+    try:
+        return int(json.loads((run_dir / "state.json").read_text()).get("epoch", before))
+    except (OSError, ValueError):
+        return 0
 
 
 def _load_run_model(run_dir: Path, allow_code: bool):
@@ -110,89 +162,105 @@ def _load_run_model(run_dir: Path, allow_code: bool):
     return load(run_dir)
 
 
-def decode_outputs(model, outs: list[np.ndarray], probabilities: bool) -> tuple[list[str], list[np.ndarray]]:
-    """Columns to write: class labels (mapped back), probabilities, or raw values."""
-    names, columns = [], []
-    for info, out in zip(model._output_infos(), outs):
-        enc = (model.encoders or {}).get(info.name) or {}
-        classes = enc.get("classes")
-        flat = out.reshape(len(out), -1)
-        is_classifier = info.sparse or info.categorical or (classes is not None)
-        if probabilities or not is_classifier:
-            if flat.shape[1] == 1:
-                names.append(info.name if not probabilities else f"p_{classes[-1] if classes else info.name}")
-                columns.append(flat[:, 0])
-            else:
-                labels = classes if classes is not None and len(classes) == flat.shape[1] else range(flat.shape[1])
-                for j, c in enumerate(labels):
-                    names.append(f"p_{c}" if probabilities else f"{info.name}_{j}")
-                    columns.append(flat[:, j])
-            continue
-        idx = (flat[:, 0] > 0.5).astype(np.int64) if flat.shape[1] == 1 else flat.argmax(axis=1)
-        labels = np.asarray(classes, dtype=object)[idx] if classes is not None else idx
-        names.append(info.name)
-        columns.append(labels)
-    return names, columns
+CLASSIFIER_LOSSES = ("sparse_categorical_crossentropy", "categorical_crossentropy", "binary_crossentropy",
+                     "categorical_hinge")
+
+
+def prediction_encoders(model) -> dict:
+    """Label mapping per classifier output: the saved one, or 0/1 (0..k-1) for numeric labels, so a model
+    trained on 0/1 labels predicts labels too."""
+    out = {}
+    for info, loss in zip(model._output_infos(), model._loss_per_output()):
+        enc = (model.encoders or {}).get(info.name)
+        kind = loss["type"] if isinstance(loss, dict) else str(loss)
+        width = info.shape[-1] if info.shape else None
+        if enc is None and kind in CLASSIFIER_LOSSES and len(info.shape) == 1 and width:
+            enc = {"classes": [0, 1] if width == 1 else list(range(width)), "kind": "int"}
+        if enc is not None:
+            out[info.name] = enc
+    return out
+
+
+def target_column_names(model) -> list[str]:
+    """The CSV column each output's predictions are named after: the training target column when the model
+    was trained from a CSV with named targets, else the output's name."""
+    names = list(model.output_names)
+    d = model.spec.config.data
+    target = d.train.target if d is not None and d.train is not None else None
+    targets = target if isinstance(target, list) else [target] if target is not None else []
+    trained_csv = d is not None and d.train is not None and not str(d.train.path).lower().endswith((".npy", ".npz"))
+    if trained_csv and len(targets) == len(names) and all(isinstance(t, str) for t in targets):
+        return [str(t) for t in targets]
+    return names
 
 
 def predict_command(run_dir: Path, *, data: Path, output: Path | None, probabilities: bool, batch_size: int,
-                    allow_code: bool, console) -> None:
+                    allow_code: bool, keep_columns: list[str] | None = None, overwrite: bool = False) -> dict:
+    """Predict; writes ``output`` when given, else returns the columns (or the shape of outputs too large
+    to print) for the CLI to show."""
+    from ..data.writers import check_output_path, prediction_columns, write_predictions
+
     model = _load_run_model(run_dir, allow_code)
+    encoders = prediction_encoders(model)
+    if probabilities and not encoders:
+        losses = [loss["type"] if isinstance(loss, dict) else str(loss) for loss in model._loss_per_output()]
+        raise ConfigError(problems=[Problem(
+            message=f"--probabilities needs a classifier, but {', '.join(model.output_names)} "
+                    f"{'is a regression output' if len(losses) == 1 else 'are regression outputs'} "
+                    f"(loss {', '.join(losses)})", file="<command line>",
+            hint="drop --probabilities: the predictions are the values themselves")])
+    if output is not None:
+        check_output_path(Path(output), overwrite=overwrite)
+    passthrough = _input_columns(Path(data), keep_columns) if keep_columns else {}
     ds = model.load_data(data, require_target=False)
     outs = model.trainer.predict(ds.xs, batch_size)
-    names, columns = decode_outputs(model, outs, probabilities)
-    if output is None:
-        from rich.table import Table
-
-        table = Table(*names, box=None, header_style="bold")
-        for row in zip(*columns):
-            table.add_row(*[f"{v:.6g}" if isinstance(v, (float, np.floating)) else str(v) for v in row])
-        console.print(table)
-        return
-    _write_predictions(Path(output), names, columns, outs)
-    console.print(f"wrote {len(columns[0]) if columns else 0} predictions to {output}", highlight=False)
-
-
-def _write_predictions(path: Path, names, columns, outs) -> None:
-    from ..io.atomic import atomic_write_bytes, atomic_write_text
-
-    suffix = path.suffix.lower()
-    if suffix == ".npy":
-        import io
-
-        arr = np.column_stack(columns) if all(np.asarray(c).dtype != object for c in columns) else \
-            np.column_stack(columns).astype(str)
-        buf = io.BytesIO()
-        np.save(buf, arr if arr.shape[1] > 1 else arr[:, 0])
-        atomic_write_bytes(path, buf.getvalue())
-        return
-    if suffix not in (".csv", ".tsv", ".txt"):
-        raise ConfigError(problems=[Problem(message=f"cannot write predictions as '{suffix or path.name}'",
-                                            file=str(path), expected=".csv, .tsv or .npy")])
-    sep = "\t" if suffix == ".tsv" else ","
-    lines = [sep.join(names)]
-    for row in zip(*columns):
-        lines.append(sep.join(f"{v:.9g}" if isinstance(v, (float, np.floating)) else str(v) for v in row))
-    atomic_write_text(path, "\n".join(lines) + "\n")
+    mode = "probabilities" if probabilities else "labels"
+    names = target_column_names(model)
+    if passthrough and len(next(iter(passthrough.values()))) != len(outs[0]):
+        raise ConfigError(problems=[Problem(message="--keep-columns: the columns and the predictions have "
+                                                    "different numbers of rows", file=str(data))])
+    if output is not None:
+        write_predictions(Path(output), outs, model.output_names, encoders=encoders, mode=mode, column_names=names,
+                          passthrough=passthrough, overwrite=True)
+        return {"written": Path(output), "n": len(outs[0])}
+    header, columns = prediction_columns(outs, model.output_names, encoders=encoders, mode=mode, column_names=names)
+    shapes = [tuple(o.shape) for o in outs]
+    return {"header": [*passthrough, *header],
+            "columns": [np.asarray(v).astype(str) for v in passthrough.values()] + columns,
+            "shapes": shapes, "n": len(outs[0])}
 
 
-def evaluate_command(run_dir: Path, *, data: Path | None, batch_size: int, as_json: bool, allow_code: bool,
-                     console) -> None:
+def _input_columns(path: Path, names: list[str]) -> dict:
+    """Columns of a CSV input, by name, as text (for --keep-columns)."""
+    import csv
+
+    if path.suffix.lower() not in (".csv", ".tsv", ".txt"):
+        raise ConfigError(problems=[Problem(message="--keep-columns names columns of a CSV/TSV input",
+                                            file=str(path), hint="drop --keep-columns for .npy/.npz inputs")])
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            rows = list(csv.reader(fh, delimiter="\t" if path.suffix.lower() == ".tsv" else ","))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(problems=[Problem(message=f"cannot read the input: {exc}", file=str(path))]) from None
+    if not rows:
+        return {}
+    header = [h.strip() for h in rows[0]]
+    missing = [n for n in names if n not in header]
+    if missing:
+        raise ConfigError(problems=[Problem(message=f"--keep-columns: no column '{missing[0]}' in the input",
+                                            file=str(path), expected=", ".join(header))])
+    body = [r for r in rows[1:] if r]
+    return {n: np.array([r[header.index(n)] if header.index(n) < len(r) else "" for r in body], dtype=object)
+            for n in names}
+
+
+def evaluate_command(run_dir: Path, *, data: Path | None, batch_size: int, allow_code: bool) -> dict:
+    """Loss and metrics of a run on ``data`` (default: the config's data.test)."""
     model = _load_run_model(run_dir, allow_code)
     if data is None:
         d = model.spec.config.data
         if not (d and d.test):
             raise ConfigError(problems=[Problem(message="no evaluation data", file=str(run_dir),
                                                 hint="pass --data FILE (or set data.test in the config)")])
-        results = model.evaluate(data=d.test, batch_size=batch_size)
-    else:
-        results = model.evaluate(data=data, batch_size=batch_size)
-    if as_json:
-        console.print_json(json.dumps(results))
-        return
-    from rich.table import Table
-
-    table = Table("metric", "value", box=None, header_style="bold")
-    for k, v in results.items():
-        table.add_row(k, f"{v:.6g}")
-    console.print(table)
+        return model.evaluate(data=d.test, batch_size=batch_size)
+    return model.evaluate(data=data, batch_size=batch_size)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -109,7 +110,15 @@ class Trainer:
         self.history: list[dict] = []
         self.epoch = 0  # epochs completed
         self.notes: list[str] = []
-        self.save_checkpoint = lambda path, epoch: None  # set by the run-directory writer
+        self.callbacks: list = []  # the callbacks of the latest fit, whose state a save keeps
+        self.saved_callback_state = None  # (states, arrays) of a loaded run, for --resume
+        self.stop_training = False  # set by callbacks (EarlyStopping, TerminateOnNaN)
+        self.current_epoch = 0
+        self.nan_at = None  # (epoch, batch) where the loss stopped being finite
+        self.run_dir = Path.cwd()  # where relative checkpoint and CSV log paths start
+        self.say = print  # where callbacks with verbose: 1 report (the CLI prints through its console)
+        self.save_checkpoint = None  # path -> None: writes a whole run directory (set by layerforge.Model)
+        self._pending_checkpoints: list = []
 
     # ------------------------------------------------------------------ weights
     def set_weights(self, weights: dict[str, list[np.ndarray]]) -> None:
@@ -177,32 +186,46 @@ class Trainer:
         for start in range(0, stop, step):
             yield order[start:start + step]
 
-    def fit(self, train, val=None, **kwargs) -> list[dict]:
+    def fit(self, train, val=None, **kwargs):
+        """Train epochs ``initial_epoch`` .. ``epochs - 1`` from the current weights (Keras ``fit``); returns the
+        History of this call. Every call appends its epochs to ``self.history``, the run's record."""
         # overflow on a diverging run is reported as a NaN/inf loss, not as numpy warnings
         with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
             return self._fit(train, val, **kwargs)
 
-    def _fit(self, train, val=None, *, epochs: int, batch_size: int, callbacks=(), progress=None,
-             on_epoch_end=None) -> list[dict]:
+    def _fit(self, train, val=None, *, epochs: int, batch_size: int, initial_epoch: int = 0,
+             shuffle: bool | None = None, callbacks=(), progress=None, on_epoch_end=None, callback_state=None):
+        from .callbacks import History
+
         n = train.n
         fixed = self.model.graph.batch_size
         if fixed and n < fixed:
             raise DataError(problems=[Problem(message=f"the model has a fixed batch size of {fixed} but the training "
                                                       f"data has only {n} samples")])
+        self.notes = []
         if fixed and n % fixed:
             self.notes.append(f"the last {n % fixed} samples of each epoch are skipped: the model's batch size is "
                               f"fixed at {fixed}")
+        shuffle = self.cfg.shuffle if shuffle is None else shuffle
         steps = (n // fixed) if fixed else math.ceil(n / batch_size)
         sw_all = train.sample_weight
+        history = History()
+        callbacks = [*callbacks, history]
+        self.callbacks = [cb for cb in callbacks if cb is not history]
+        self.stop_training = False
+        self.nan_at = None
         for cb in callbacks:
+            cb.set_trainer(self)
             cb.on_train_begin()
+        if callback_state is not None:  # --resume: the callbacks continue where the saved run left them
+            self._load_callback_state(*callback_state)
         head_loss = [_Mean(f"{h.key}_loss") for h in self.heads]
-        stop = False
-        for epoch in range(self.epoch, epochs):
+        for epoch in range(initial_epoch, epochs):
+            self.current_epoch = epoch
             for cb in callbacks:
                 cb.on_epoch_begin(epoch)
             self.model.reset_states()
-            order = self.rng.permutation(n) if self.cfg.shuffle and not fixed else np.arange(n)
+            order = self.rng.permutation(n) if shuffle and not fixed else np.arange(n)
             for m in [m for h in self.heads for m in h.metrics] + head_loss:
                 m.reset()
             running, seen = 0.0, 0
@@ -222,9 +245,8 @@ class Trainer:
                 if progress:
                     progress.update(step + 1, logs)
                 for cb in callbacks:
-                    cb.on_batch_end({"loss": loss})
-                if any(cb.stop_training for cb in callbacks):
-                    stop = True
+                    cb.on_batch_end(step, {"loss": loss})
+                if self.stop_training:
                     break
             logs = {"loss": running / max(seen, 1)}
             if len(self.heads) > 1:
@@ -233,22 +255,72 @@ class Trainer:
             if val is not None and val.n:
                 logs.update({f"val_{k}": v for k, v in self.evaluate(val, batch_size).items()})
             logs["learning_rate"] = float(self.optimizer.current_lr())
-            logs["time"] = round(time.perf_counter() - started, 4)
+            seconds = time.perf_counter() - started
             self.history.append(logs)
             self.epoch = epoch + 1
+            self._pending_checkpoints = []
             for cb in callbacks:
                 cb.on_epoch_end(epoch, logs)
+            finite = bool(np.isfinite(logs["loss"]))
+            if finite:  # checkpoints are written once every callback has updated its state
+                for path, weights_only in self._pending_checkpoints:
+                    self.write_checkpoint(path, weights_only=weights_only)
             if progress:
-                progress.end_epoch(epoch, epochs, logs)
-            if not np.isfinite(logs["loss"]) and not stop:
+                progress.end_epoch(epoch, epochs, logs, seconds=seconds)
+            if not finite and self.nan_at is None:
+                self.nan_at = (epoch, None)
                 self.notes.append("the loss is NaN or infinite; lower the learning rate or check the data")
             if on_epoch_end:
                 on_epoch_end(self, epoch)
-            if stop or any(cb.stop_training for cb in callbacks):
+            if self.stop_training:
                 break
         for cb in callbacks:
             cb.on_train_end()
-        return self.history
+        return history
+
+    # ------------------------------------------------------------------ checkpoints
+    def request_checkpoint(self, path, *, weights_only: bool) -> None:
+        """ModelCheckpoint asks for a save; it is written after every callback's on_epoch_end."""
+        self._pending_checkpoints.append((Path(path), weights_only))
+
+    def write_checkpoint(self, path: Path, *, weights_only: bool) -> None:
+        from ..io.atomic import atomic_write_bytes
+
+        path = Path(path)
+        ours = path.is_file() and path.suffix == ".safetensors" if weights_only else \
+            path.is_dir() and (path / "state.json").exists()
+        if path.exists() and not ours and not (path.is_dir() and not any(path.iterdir())):
+            raise ConfigError(problems=[Problem(
+                message="ModelCheckpoint would overwrite a file it did not write", file=str(path),
+                path="training.callbacks", hint="choose another filepath, or move that file away")])
+        if weights_only:
+            from safetensors.numpy import save
+
+            tensors = {f"{name}/{spec.name}": np.ascontiguousarray(arr) for name, spec, arr in
+                       self.model.weight_items()}
+            atomic_write_bytes(path, save(tensors, metadata={"format": "layerforge", "epoch": str(self.epoch)}))
+        elif self.save_checkpoint is None:
+            raise ConfigError(problems=[Problem(
+                message="ModelCheckpoint saving a whole run directory needs a layerforge.Model",
+                path="training.callbacks", hint="set save_weights_only: true")])
+        else:
+            self.save_checkpoint(path)
+
+    # ------------------------------------------------------------------ callback state (resume)
+    def callback_state(self) -> tuple[list[dict], dict[str, np.ndarray]]:
+        states, arrays = [], {}
+        for i, cb in enumerate(self.callbacks):
+            states.append({"type": type(cb).__name__, "state": cb.state()})
+            arrays.update({f"{i}/{k}": v for k, v in cb.arrays().items()})
+        return states, arrays
+
+    def _load_callback_state(self, states: list[dict], arrays: dict[str, np.ndarray]) -> None:
+        if [s["type"] for s in states] != [type(cb).__name__ for cb in self.callbacks]:
+            self.notes.append("the callbacks differ from the saved run's, so they start afresh")
+            return
+        for i, (cb, saved) in enumerate(zip(self.callbacks, states)):
+            prefix = f"{i}/"
+            cb.load_state(saved["state"], {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)})
 
     def _metric_logs(self) -> dict:
         out = {}
@@ -330,13 +402,17 @@ class Trainer:
 
     # ------------------------------------------------------------------ resume
     def state(self) -> dict:
+        callbacks, _ = self.callback_state()
         return {"epoch": self.epoch, "rng": self.rng.bit_generator.state, "history": self.history,
-                "layer_rngs": {k: r.bit_generator.state for k, r in self.model.layer_rngs.items()}}
+                "layer_rngs": {k: r.bit_generator.state for k, r in self.model.layer_rngs.items()},
+                "callbacks": callbacks, "stopped_early": bool(self.stop_training and self.nan_at is None)}
 
-    def load_state(self, state: dict) -> None:
+    def load_state(self, state: dict, callback_arrays: dict | None = None) -> None:
         self.epoch = int(state["epoch"])
         self.rng.bit_generator.state = state["rng"]
         self.history = list(state.get("history", []))
         for name, rng_state in (state.get("layer_rngs") or {}).items():
             if name in self.model.layer_rngs:
                 self.model.layer_rngs[name].bit_generator.state = rng_state
+        if state.get("callbacks"):
+            self.saved_callback_state = (state["callbacks"], dict(callback_arrays or {}))

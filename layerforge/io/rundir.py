@@ -3,7 +3,8 @@
     config.yaml            the resolved config, canonical names
     weights.safetensors    every weight, key "<layer>/<weight>" (Keras 3 layout)
     optimizer.safetensors  optimizer slots (and its scalar state in state.json)
-    state.json             epochs done, RNG state, callback state, optimizer scalars
+    state.json             epochs done, RNG state, callback state, optimizer scalars, the overrides
+    callbacks.safetensors  arrays of callback state (EarlyStopping's best weights), when there are any
     history.csv / .json    one row per epoch
     schema.json            inputs/outputs (names, shapes, dtypes), data columns, label mappings
 
@@ -27,6 +28,8 @@ from .atomic import atomic_directory
 
 FORMAT_VERSION = 1
 REQUIRED = ("config.yaml", "weights.safetensors", "schema.json")
+CALLBACK_ARRAYS = "callbacks.safetensors"  # arrays of callback state (EarlyStopping's best weights)
+RUN_FILES = {*REQUIRED, "optimizer.safetensors", "state.json", "history.json", "history.csv", CALLBACK_ARRAYS}
 
 
 def _save_tensors(path: Path, tensors: dict[str, np.ndarray], metadata: dict[str, str] | None = None) -> None:
@@ -79,10 +82,15 @@ def join_optimizer_state(arrays: dict, scalars: dict) -> dict:
 
 
 def write_run(path: str | Path, *, config: dict, weights: dict[str, np.ndarray], optimizer_state: dict | None,
-              state: dict, history: list[dict], schema: dict) -> Path:
-    """Write a complete run directory atomically (replacing an older one at the same path)."""
+              state: dict, history: list[dict], schema: dict, callback_arrays: dict[str, np.ndarray] | None = None
+              ) -> Path:
+    """Write a complete run directory atomically (replacing an older one at the same path).
+
+    Anything else in an older directory at ``path`` (checkpoints, a CSV log) is carried into the new one."""
     path = Path(path)
     with atomic_directory(path) as tmp:
+        if callback_arrays:
+            _save_tensors(tmp / CALLBACK_ARRAYS, callback_arrays)
         (tmp / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
         _save_tensors(tmp / "weights.safetensors", weights, {"format": "layerforge", "version": str(FORMAT_VERSION)})
         full_state = dict(state)
@@ -95,7 +103,31 @@ def write_run(path: str | Path, *, config: dict, weights: dict[str, np.ndarray],
         (tmp / "history.json").write_text(json.dumps(history, indent=1, default=_json_default))
         (tmp / "history.csv").write_text(history_csv(history))
         (tmp / "schema.json").write_text(json.dumps(schema, indent=1, default=_json_default))
+        _carry_over(path, tmp)
     return path
+
+
+def _carry_over(old: Path, new: Path) -> None:
+    """Hard-link (copy where links fail) what the old run directory holds beyond the files write_run writes:
+    the old directory stays whole until the new one replaces it."""
+    if not old.is_dir():
+        return
+    for entry in old.iterdir():
+        if entry.name in RUN_FILES or (new / entry.name).exists() or entry.name.startswith("."):
+            continue
+        if entry.is_dir():
+            shutil.copytree(entry, new / entry.name, copy_function=_link_or_copy, symlinks=True)
+        else:
+            _link_or_copy(entry, new / entry.name)
+
+
+def _link_or_copy(src, dst) -> None:
+    import os
+
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
 
 
 def _json_default(o):
@@ -141,5 +173,6 @@ def read_run(path: str | Path) -> dict:
     if (path / "optimizer.safetensors").exists():
         arrays = {k: v for k, v in _load_tensors(path / "optimizer.safetensors").items() if k != "_empty"}
         optimizer = join_optimizer_state(arrays, state.get("optimizer", {}))
+    callback_arrays = _load_tensors(path / CALLBACK_ARRAYS) if (path / CALLBACK_ARRAYS).exists() else {}
     return {"path": path, "config": config, "schema": schema, "state": state, "history": history,
-            "weights": weights, "optimizer": optimizer}
+            "weights": weights, "optimizer": optimizer, "callback_arrays": callback_arrays}
