@@ -185,7 +185,8 @@ def test_nan_run_keeps_the_last_good_epoch_and_does_not_say_saved(tmp_path):
 
 
 CALLBACK_CASES = {
-    "early_stopping": "[{type: EarlyStopping, monitor: loss, min_delta: 0.15, patience: 2, restore_best_weights: true}]",
+    "early_stopping": "[{type: EarlyStopping, monitor: loss, min_delta: 0.15, patience: 2, "
+                      "restore_best_weights: true}]",
     "early_stopping_baseline": "[{type: EarlyStopping, monitor: val_accuracy, baseline: 0.99, patience: 4}]",
     "reduce_lr": "[{type: ReduceLROnPlateau, monitor: loss, min_delta: 0.1, patience: 2, cooldown: 1, factor: 0.5}]",
     "checkpoint_best": "[{type: ModelCheckpoint, filepath: 'best', save_best_only: true, monitor: val_loss}]",

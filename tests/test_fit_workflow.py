@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 import layerforge
 from layerforge.cli import app
 from layerforge.engine.callbacks import EarlyStopping, History
-from layerforge.errors import CheckpointError, ConfigError, DataError, UserError
+from layerforge.errors import CheckpointError, DataError, UserError
 
 ROOT = Path(__file__).resolve().parent.parent
 IRIS = ROOT / "examples" / "data" / "iris.csv"
@@ -22,8 +22,9 @@ def small(**training):
     return {"name": "small", "seed": 5, "input_shape": [4],
             "layers": [{"type": "Dense", "units": 6, "activation": "tanh"},
                        {"type": "Dense", "units": 3, "activation": "softmax"}],
-            "training": {"loss": "sparse_categorical_crossentropy", "optimizer": {"type": "adam", "learning_rate": 0.01},
-                         "metrics": ["accuracy"], "batch_size": 8, **training}}
+            "training": {"loss": "sparse_categorical_crossentropy",
+                         "optimizer": {"type": "adam", "learning_rate": 0.01}, "metrics": ["accuracy"],
+                         "batch_size": 8, **training}}
 
 
 def data(n=40, seed=0):
@@ -235,5 +236,6 @@ def test_model_checkpoint_bad_template_is_a_clear_error(tmp_path):
     result = train(cfg, "-o", tmp_path / "r", "-q",
                    "training.callbacks=[{type: ModelCheckpoint, filepath: 'c-{val_los:.2f}'}]")
     assert result.exit_code == 2 and "val_los" in result.output and "Traceback" not in result.output
-    result = train(cfg, "-o", tmp_path / "r2", "-q", "training.callbacks=[{type: ModelCheckpoint, filepath: x.safetensors}]")
+    result = train(cfg, "-o", tmp_path / "r2", "-q",
+                   "training.callbacks=[{type: ModelCheckpoint, filepath: x.safetensors}]")
     assert result.exit_code == 2 and "save_weights_only" in result.output
