@@ -78,6 +78,7 @@ class Model:
         self.feature_names: list | None = None
         self.overrides: list[str] = []  # the KEY=VALUE overrides the config was loaded with (kept by save)
         self.config_file: str | None = None
+        self.history = None  # the History of the latest fit, as Keras' model.history
         self._trainer = None
 
     # ------------------------------------------------------------------ construction
@@ -346,9 +347,10 @@ class Model:
                 console = Console(highlight=False, soft_wrap=True)
             progress = EpochProgress(console, bars=verbose == 1)
         try:
-            return trainer.fit(train, val, epochs=epochs, initial_epoch=initial_epoch, batch_size=batch_size,
-                               shuffle=shuffle, callbacks=cbs, progress=progress, on_epoch_end=on_epoch_end,
-                               callback_state=callback_state)
+            self.history = trainer.fit(train, val, epochs=epochs, initial_epoch=initial_epoch, batch_size=batch_size,
+                                       shuffle=shuffle, callbacks=cbs, progress=progress, on_epoch_end=on_epoch_end,
+                                       callback_state=callback_state)
+            return self.history
         finally:
             if progress:
                 progress.stop()

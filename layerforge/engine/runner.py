@@ -142,7 +142,7 @@ def train_command(config: Path | None, *, overrides, output, resume, data, valid
         return result
     model.save(run_dir, overwrite=True)  # after callbacks such as EarlyStopping(restore_best_weights)
     d = spec.config.data
-    if d is not None and d.test is not None and data is None:  # as Ludwig's `experiment`: end with the test set
+    if d is not None and d.test is not None:  # as Ludwig's `experiment`: end with the test set
         result["test"] = model.evaluate(data=d.test)
     return result
 
