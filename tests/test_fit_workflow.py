@@ -239,3 +239,14 @@ def test_model_checkpoint_bad_template_is_a_clear_error(tmp_path):
     result = train(cfg, "-o", tmp_path / "r2", "-q",
                    "training.callbacks=[{type: ModelCheckpoint, filepath: x.safetensors}]")
     assert result.exit_code == 2 and "save_weights_only" in result.output
+
+
+def test_a_monitor_training_does_not_log_is_refused_before_training(tmp_path):
+    x, y = data()
+    model = layerforge.Model.from_yaml(small())
+    before = flat(model.get_weights())
+    with pytest.raises(UserError, match="val_loss.*validation"):
+        model.fit(x, y, epochs=3, callbacks=[EarlyStopping()])  # val_loss without validation data
+    with pytest.raises(UserError, match="'acc'"):
+        model.fit(x, y, epochs=3, callbacks=[{"type": "ModelCheckpoint", "filepath": str(tmp_path / "c{acc}")}])
+    np.testing.assert_array_equal(before, flat(model.get_weights()))  # nothing trained

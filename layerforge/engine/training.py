@@ -214,6 +214,7 @@ class Trainer:
         self.callbacks = [cb for cb in callbacks if cb is not history]
         self.stop_training = False
         self.nan_at = None
+        self._check_monitors(callbacks, has_validation=val is not None and val.n > 0)
         for cb in callbacks:
             cb.set_trainer(self)
             cb.on_train_begin()
@@ -277,6 +278,38 @@ class Trainer:
         for cb in callbacks:
             cb.on_train_end()
         return history
+
+    def log_keys(self, *, has_validation: bool) -> list[str]:
+        """The names every epoch's logs will hold (what callbacks may monitor)."""
+        keys = ["loss"] + ([f"{h.key}_loss" for h in self.heads] if len(self.heads) > 1 else [])
+        single = len(self.heads) == 1
+        keys += [m.name if single else f"{h.key}_{m.name}" for h in self.heads for m in h.metrics]
+        if has_validation:
+            keys += [f"val_{k}" for k in keys]
+        return keys + ["learning_rate"]
+
+    def _check_monitors(self, callbacks, *, has_validation: bool) -> None:
+        """A monitored value or checkpoint field that training will not log is an error before the first epoch."""
+        import string
+
+        keys = self.log_keys(has_validation=has_validation)
+        hint = "val_* values need validation data (validation_split, validation_data or data.validation)"
+        for cb in callbacks:
+            name = type(cb).__name__
+            wanted = [cb.monitor] if hasattr(cb, "monitor") and (
+                name != "ModelCheckpoint" or cb.save_best_only) else []
+            if name == "ModelCheckpoint":
+                try:
+                    wanted += [f.split(".")[0].split("[")[0] for _, f, _, _ in string.Formatter().parse(cb.filepath)
+                               if f and f != "epoch"]
+                except ValueError:
+                    pass  # reported with the template at the first save
+            for key in wanted:
+                if key not in keys:
+                    raise ConfigError(problems=[Problem(
+                        message=f"{name} {'monitors' if key == getattr(cb, 'monitor', None) else 'names'} "
+                                f"'{key}', which training does not report", path="training.callbacks", found=key,
+                        expected=", ".join(keys), hint=hint if key.startswith("val_") else None)])
 
     # ------------------------------------------------------------------ checkpoints
     def request_checkpoint(self, path, *, weights_only: bool) -> None:
