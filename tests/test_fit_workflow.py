@@ -245,7 +245,7 @@ def test_a_monitor_training_does_not_log_is_refused_before_training(tmp_path):
     x, y = data()
     model = layerforge.Model.from_yaml(small())
     before = flat(model.get_weights())
-    with pytest.raises(UserError, match="val_loss.*validation"):
+    with pytest.raises(UserError, match="(?s)val_loss.*validation"):
         model.fit(x, y, epochs=3, callbacks=[EarlyStopping()])  # val_loss without validation data
     with pytest.raises(UserError, match="'acc'"):
         model.fit(x, y, epochs=3, callbacks=[{"type": "ModelCheckpoint", "filepath": str(tmp_path / "c{acc}")}])
