@@ -66,6 +66,11 @@ class Callback:
         if getattr(self, "verbose", 0):
             self.trainer.say(message)
 
+    def note(self, message: str) -> None:
+        """A line for the end-of-training summary, unless ``verbose: 1`` said it already."""
+        if not getattr(self, "verbose", 0):
+            self.trainer.notes.append(message)
+
     # resume: JSON-able state and arrays
     def state(self) -> dict:
         return {}
@@ -170,15 +175,14 @@ class EarlyStopping(_Monitor):
             self.stop()
 
     def on_train_end(self):
-        notes = self.trainer.notes
         if self.stopped_epoch > 0:
-            notes.append(f"EarlyStopping: stopped after epoch {self.stopped_epoch + 1} ({self.monitor} did not "
-                         f"improve for {self.wait} epochs)")
+            self.note(f"EarlyStopping: stopped after epoch {self.stopped_epoch + 1} ({self.monitor} did not "
+                      f"improve for {self.wait} epoch{'s' if self.wait != 1 else ''})")
         if self.restore_best_weights and self.best_weights is not None:
             self.say(f"Restoring model weights from the end of the best epoch: {self.best_epoch + 1}.")
             self.trainer.set_weights(self.best_weights)
-            notes.append(f"EarlyStopping: restored the weights of epoch {self.best_epoch + 1} "
-                         f"({self.monitor} {self.best:.4g})")
+            self.note(f"EarlyStopping: restored the weights of epoch {self.best_epoch + 1} "
+                      f"({self.monitor} {self.best:.4g})")
 
     def state(self):
         return {"wait": self.wait, "best": self.best, "best_epoch": self.best_epoch,
@@ -222,8 +226,8 @@ class ReduceLROnPlateau(_Monitor):
                 if old > np.float32(self.min_lr):
                     opt.learning_rate = max(old * self.factor, self.min_lr)
                     self.say(f"Epoch {epoch + 1}: ReduceLROnPlateau reducing learning rate to {opt.learning_rate}.")
-                    self.trainer.notes.append(f"ReduceLROnPlateau: learning rate {old:.3g} -> "
-                                              f"{opt.learning_rate:.3g} after epoch {epoch + 1}")
+                    self.note(f"ReduceLROnPlateau: learning rate {old:.3g} -> {opt.learning_rate:.3g} after epoch "
+                              f"{epoch + 1}")
                     self.cooldown_counter = self.cooldown
                     self.wait = 0
 

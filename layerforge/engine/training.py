@@ -259,6 +259,8 @@ class Trainer:
             seconds = time.perf_counter() - started
             self.history.append(logs)
             self.epoch = epoch + 1
+            if progress:  # the epoch's line first, then what the callbacks say about it (as Keras prints)
+                progress.end_epoch(epoch, epochs, logs, seconds=seconds)
             self._pending_checkpoints = []
             for cb in callbacks:
                 cb.on_epoch_end(epoch, logs)
@@ -266,8 +268,6 @@ class Trainer:
             if finite:  # checkpoints are written once every callback has updated its state
                 for path, weights_only in self._pending_checkpoints:
                     self.write_checkpoint(path, weights_only=weights_only)
-            if progress:
-                progress.end_epoch(epoch, epochs, logs, seconds=seconds)
             if not finite and self.nan_at is None:
                 self.nan_at = (epoch, None)
                 self.notes.append("the loss is NaN or infinite; lower the learning rate or check the data")
