@@ -194,6 +194,11 @@ class Model:
                                 "targets are not whole numbers")
             return y.reshape(n).astype(np.int64) if y.size == n else y.astype(np.int64)
         shape = tuple(info.shape)
+        if info.categorical and y.ndim == 1 and len(shape) == 1 and shape[0] and np.array_equal(y, np.round(y)):
+            if y.size and (y.min() < 0 or y.max() >= shape[0]):
+                raise DataError(f"output '{info.name}' has {shape[0]} classes, but a target class id is "
+                                f"{int(y.min() if y.min() < 0 else y.max())}")
+            return np.eye(shape[0], dtype=np.float32)[y.astype(np.int64)]  # class ids one-hot, as the CLI does
         if y.shape[1:] != shape and None not in shape and y.size == n * int(np.prod(shape)):
             y = y.reshape((n, *shape))  # (n,) targets for an output of shape (1,), as Keras accepts
         if None not in shape and y.shape[1:] != shape:

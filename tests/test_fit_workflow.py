@@ -250,3 +250,15 @@ def test_a_monitor_training_does_not_log_is_refused_before_training(tmp_path):
     with pytest.raises(UserError, match="'acc'"):
         model.fit(x, y, epochs=3, callbacks=[{"type": "ModelCheckpoint", "filepath": str(tmp_path / "c{acc}")}])
     np.testing.assert_array_equal(before, flat(model.get_weights()))  # nothing trained
+
+
+def test_class_ids_for_a_categorical_output_are_one_hot_encoded():
+    x, y = data()
+    config = small(loss="categorical_crossentropy")
+    a = layerforge.Model.from_yaml(config, seed=2)
+    b = layerforge.Model.from_yaml(config, seed=2)
+    a.fit(x, y, epochs=1, shuffle=False)
+    b.fit(x, np.eye(3)[y], epochs=1, shuffle=False)
+    np.testing.assert_array_equal(flat(a.get_weights()), flat(b.get_weights()))
+    with pytest.raises(DataError, match="3 classes"):
+        a.fit(x, np.full(len(x), 5), epochs=1)
