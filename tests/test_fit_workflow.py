@@ -262,3 +262,16 @@ def test_class_ids_for_a_categorical_output_are_one_hot_encoded():
     np.testing.assert_array_equal(flat(a.get_weights()), flat(b.get_weights()))
     with pytest.raises(DataError, match="3 classes"):
         a.fit(x, np.full(len(x), 5), epochs=1)
+
+
+def test_checkpoints_and_csv_log_from_python_start_in_the_current_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    x, y = data()
+    model = layerforge.Model.from_yaml(small())
+    model.fit(x, y, epochs=2, callbacks=[{"type": "ModelCheckpoint", "filepath": "ck/e{epoch}", "monitor": "loss"},
+                                         {"type": "CSVLogger", "filename": "log.csv"}])
+    assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == ["e1", "e2"]
+    np.testing.assert_array_equal(flat(layerforge.load(tmp_path / "ck" / "e2").get_weights()),
+                                  flat(model.get_weights()))
+    lines = (tmp_path / "log.csv").read_text().splitlines()
+    assert lines[0].startswith("epoch,loss") and [ln.split(",")[0] for ln in lines[1:]] == ["0", "1"]

@@ -46,6 +46,12 @@ class Callback:
     def on_train_begin(self):
         pass
 
+    def resolve(self, path: str) -> Path:
+        """A relative path starts from the run directory (`train`), or the current folder (Python)."""
+        p = Path(path)
+        base = self.trainer.run_dir
+        return p if p.is_absolute() else (Path(base) if base is not None else Path.cwd()) / p
+
     def on_epoch_begin(self, epoch: int):
         pass
 
@@ -116,6 +122,7 @@ class History(Callback):
         super().__init__()
         self.history: dict[str, list] = {}
         self.epoch: list[int] = []
+        self.params: dict = {}  # epochs, steps per epoch, initial_epoch (set by the fit loop)
 
     def on_train_begin(self):
         self.history, self.epoch = {}, []
@@ -281,8 +288,7 @@ class ModelCheckpoint(_Monitor):
                 path="training.callbacks", hint="e.g. ckpt-{epoch:02d}-{val_loss:.3f}")]) from None
         if self.save_weights_only and not name.endswith(".safetensors"):
             name += ".safetensors"
-        path = Path(name)
-        return path if path.is_absolute() else self.trainer.run_dir / path
+        return self.resolve(name)
 
     def state(self):
         return {"best": self.best}
@@ -309,8 +315,7 @@ class CSVLogger(Callback):
     from ..config.training import CSVLoggerConfig as config_model
 
     def _path(self) -> Path:
-        path = Path(self.filename)
-        return path if path.is_absolute() else self.trainer.run_dir / path
+        return self.resolve(self.filename)
 
     def on_train_begin(self):
         self.rows = self._read() if self.append else []

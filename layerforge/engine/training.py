@@ -115,7 +115,7 @@ class Trainer:
         self.stop_training = False  # set by callbacks (EarlyStopping, TerminateOnNaN)
         self.current_epoch = 0
         self.nan_at = None  # (epoch, batch) where the loss stopped being finite
-        self.run_dir = Path.cwd()  # where relative checkpoint and CSV log paths start
+        self.run_dir: Path | None = None  # where relative checkpoint and CSV log paths start (None: the current folder)
         self.say = print  # where callbacks with verbose: 1 report (the CLI prints through its console)
         self.save_checkpoint = None  # path -> None: writes a whole run directory (set by layerforge.Model)
         self._pending_checkpoints: list = []
@@ -210,6 +210,7 @@ class Trainer:
         steps = (n // fixed) if fixed else math.ceil(n / batch_size)
         sw_all = train.sample_weight
         history = History()
+        history.params = {"epochs": epochs, "steps": steps, "initial_epoch": initial_epoch}
         callbacks = [*callbacks, history]
         self.callbacks = [cb for cb in callbacks if cb is not history]
         self.stop_training = False
