@@ -104,7 +104,7 @@ def train_command(config: Path | None, *, overrides, output, resume, data, valid
                 message=f"the run already has {done} epochs and the config asks for "
                         f"{spec.config.training.epochs}", file=str(resume),
                 hint=f"raise the total, e.g. `layerforge train --resume {resume} training.epochs={done + 10}`")])
-    hint_config = config if config is not None else None
+    # the Ctrl-C hint: with the CONFIG, every override the run has; without, the run's config.yaml holds them
     hint_overrides = all_overrides if config is not None else overrides
 
     def save(trainer, epoch):
@@ -116,26 +116,24 @@ def train_command(config: Path | None, *, overrides, output, resume, data, valid
         console.print(f"[bold]{spec.config.name}[/]: {graph.total_params:,} parameters, "
                       f"{len(graph.nodes)} layers, seed {model.seed}"
                       + (f", resuming after epoch {model.trainer.epoch}" if run is not None else ""), highlight=False)
-    saved_before = model.trainer.epoch if run is not None else 0
     try:
         history = model.fit(data=data, validation_data=validation_data, verbose=0 if quiet else 1, console=console,
                             on_epoch_end=save, resume=run is not None)
     except KeyboardInterrupt:
-        done = _saved_epochs(run_dir, saved_before)
+        done = _saved_epochs(run_dir)
         if done:
             console.print(f"[yellow]interrupted[/]: {run_dir} holds epoch {done}; continue with "
-                          f"`{_resume_hint(hint_config, hint_overrides, run_dir)}`", highlight=False)
+                          f"`{_resume_hint(config, hint_overrides, run_dir)}`", highlight=False)
         raise
     trainer = model.trainer
     result = {"run_dir": run_dir, "history": history, "notes": list(trainer.notes), "seconds":
-              time.perf_counter() - started, "test": None, "failed": None, "saved": True}
+              time.perf_counter() - started, "test": None, "failed": None}
     if not history.epoch:
         raise RunFailed("no epoch ran")
     if trainer.nan_at is not None:
-        kept = _saved_epochs(run_dir, saved_before)
+        kept = _saved_epochs(run_dir)
         epoch, batch = trainer.nan_at
         where = f"epoch {epoch + 1}" + (f", batch {batch + 1}" if batch is not None else "")
-        result["saved"] = False
         result["failed"] = (f"the loss became NaN or infinite in {where}; lower the learning rate or check the data. "
                             + (f"{run_dir} keeps the weights after epoch {kept}, the last good one" if kept else
                                "no epoch finished with a finite loss, so nothing was saved"))
@@ -147,10 +145,10 @@ def train_command(config: Path | None, *, overrides, output, resume, data, valid
     return result
 
 
-def _saved_epochs(run_dir: Path, before: int) -> int:
+def _saved_epochs(run_dir: Path) -> int:
     """Epochs held by the run directory on disk (0 when it has none yet)."""
     try:
-        return int(json.loads((run_dir / "state.json").read_text()).get("epoch", before))
+        return int(json.loads((run_dir / "state.json").read_text()).get("epoch", 0))
     except (OSError, ValueError):
         return 0
 
