@@ -65,36 +65,36 @@ SCHEDULES = {
 # ---------------------------------------------------------------------- callbacks: one typed model per callback
 
 
-def _number(v):
+def _callback_number(v):
     """A YAML number (an int is fine); booleans and strings are not numbers."""
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise ValueError(f"must be a number, not {v!r}")
     return float(v)
 
 
-def _whole(v):
+def _callback_whole(v):
     if isinstance(v, bool) or not isinstance(v, int):
         raise ValueError(f"must be a whole number, not {v!r}")
     return v
 
 
-def _flag(v):
+def _callback_flag(v):
     if not isinstance(v, bool):
         raise ValueError(f"must be true or false, not {v!r}")
     return v
 
 
-Number = Annotated[float, BeforeValidator(_number)]
-Whole = Annotated[int, BeforeValidator(_whole)]
-Flag = Annotated[bool, BeforeValidator(_flag)]
-Mode = Literal["auto", "min", "max"]
+CbNumber = Annotated[float, BeforeValidator(_callback_number)]
+CbWhole = Annotated[int, BeforeValidator(_callback_whole)]
+CbFlag = Annotated[bool, BeforeValidator(_callback_flag)]
+CbMode = Literal["auto", "min", "max"]
 MONITOR_DOC = "the logged value to watch: loss, val_loss, accuracy, val_accuracy, ..."
 MODE_DOC = "min: lower is better, max: higher is better, auto: max for accuracy-like names, else min"
 
 
 class _CallbackConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    verbose: Whole = Field(0, ge=0, description="1: print a line when the callback acts")
+    verbose: CbWhole = Field(0, ge=0, description="1: print a line when the callback acts")
 
 
 class EarlyStoppingConfig(_CallbackConfig):
@@ -102,12 +102,12 @@ class EarlyStoppingConfig(_CallbackConfig):
 
     type: Literal["EarlyStopping"] = "EarlyStopping"
     monitor: str = Field("val_loss", min_length=1, description=MONITOR_DOC)
-    min_delta: Number = Field(0.0, description="smaller changes do not count as an improvement")
-    patience: Whole = Field(0, ge=0, description="epochs without improvement before training stops")
-    mode: Mode = Field("auto", description=MODE_DOC)
-    baseline: Number | None = Field(None, description="the value to beat: waiting counts until it is beaten")
-    restore_best_weights: Flag = Field(False, description="end with the weights of the best epoch")
-    start_from_epoch: Whole = Field(0, ge=0, description="epochs to train before watching starts (warm-up)")
+    min_delta: CbNumber = Field(0.0, description="smaller changes do not count as an improvement")
+    patience: CbWhole = Field(0, ge=0, description="epochs without improvement before training stops")
+    mode: CbMode = Field("auto", description=MODE_DOC)
+    baseline: CbNumber | None = Field(None, description="the value to beat: waiting counts until it is beaten")
+    restore_best_weights: CbFlag = Field(False, description="end with the weights of the best epoch")
+    start_from_epoch: CbWhole = Field(0, ge=0, description="epochs to train before watching starts (warm-up)")
 
 
 class ModelCheckpointConfig(_CallbackConfig):
@@ -118,12 +118,12 @@ class ModelCheckpointConfig(_CallbackConfig):
                           description="relative to the run directory; {epoch} and logged values are filled in, "
                                       "e.g. ckpt-{epoch:02d}-{val_loss:.3f}")
     monitor: str = Field("val_loss", min_length=1, description=MONITOR_DOC)
-    save_best_only: Flag = Field(False, description="save only when the monitored value improves")
-    mode: Mode = Field("auto", description=MODE_DOC)
-    save_weights_only: Flag = Field(False, description="write only the weights (.safetensors) instead of a whole "
+    save_best_only: CbFlag = Field(False, description="save only when the monitored value improves")
+    mode: CbMode = Field("auto", description=MODE_DOC)
+    save_weights_only: CbFlag = Field(False, description="write only the weights (.safetensors) instead of a whole "
                                                        "run directory")
-    period: Whole = Field(1, ge=1, description="save every this many epochs (Keras 1/2 `period`)")
-    initial_value_threshold: Number | None = Field(None, description="with save_best_only: a value to beat first")
+    period: CbWhole = Field(1, ge=1, description="save every this many epochs (Keras 1/2 `period`)")
+    initial_value_threshold: CbNumber | None = Field(None, description="with save_best_only: a value to beat first")
 
 
 class ReduceLROnPlateauConfig(_CallbackConfig):
@@ -131,12 +131,12 @@ class ReduceLROnPlateauConfig(_CallbackConfig):
 
     type: Literal["ReduceLROnPlateau"] = "ReduceLROnPlateau"
     monitor: str = Field("val_loss", min_length=1, description=MONITOR_DOC)
-    factor: Number = Field(0.1, gt=0.0, lt=1.0, description="new learning rate = old * factor")
-    patience: Whole = Field(10, ge=0, description="epochs without improvement before the rate is lowered")
-    mode: Mode = Field("auto", description=MODE_DOC)
-    min_delta: Number = Field(1e-4, description="smaller changes do not count as an improvement")
-    cooldown: Whole = Field(0, ge=0, description="epochs to wait after lowering before watching again")
-    min_lr: Number = Field(0.0, ge=0.0, description="the learning rate never goes below this")
+    factor: CbNumber = Field(0.1, gt=0.0, lt=1.0, description="new learning rate = old * factor")
+    patience: CbWhole = Field(10, ge=0, description="epochs without improvement before the rate is lowered")
+    mode: CbMode = Field("auto", description=MODE_DOC)
+    min_delta: CbNumber = Field(1e-4, description="smaller changes do not count as an improvement")
+    cooldown: CbWhole = Field(0, ge=0, description="epochs to wait after lowering before watching again")
+    min_lr: CbNumber = Field(0.0, ge=0.0, description="the learning rate never goes below this")
 
 
 class LearningRateSchedulerConfig(_CallbackConfig):
@@ -155,7 +155,7 @@ class CSVLoggerConfig(BaseModel):
     filename: str = Field("training.csv", min_length=1,
                           description="relative to the run directory (`train`) or the current folder (Python)")
     separator: str = Field(",", min_length=1, description="the column separator")
-    append: Flag = Field(False, description="add to an existing file instead of replacing it")
+    append: CbFlag = Field(False, description="add to an existing file instead of replacing it")
 
 
 class TerminateOnNaNConfig(BaseModel):
@@ -163,7 +163,7 @@ class TerminateOnNaNConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     type: Literal["TerminateOnNaN"] = "TerminateOnNaN"
-    raise_error: Flag = Field(False, description="fail at once instead of ending the run (the run still keeps "
+    raise_error: CbFlag = Field(False, description="fail at once instead of ending the run (the run still keeps "
                                                  "the last good epoch)")
 
 
