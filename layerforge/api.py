@@ -192,6 +192,12 @@ class Model:
             if not np.array_equal(y, np.round(y)):
                 raise DataError(f"output '{info.name}' takes class ids (sparse_categorical_crossentropy), but the "
                                 "targets are not whole numbers")
+            ids_shape = tuple(info.shape[:-1])
+            if y.shape[1:] not in (ids_shape, ids_shape + (1,)) and None not in ids_shape:
+                raise DataError(problems=[Problem(
+                    message=f"output '{info.name}' takes class ids (sparse_categorical_crossentropy) of shape "
+                            f"{ids_shape} per sample, but the targets have shape {y.shape[1:]}",
+                    hint="one-hot targets need loss categorical_crossentropy")])
             return y.reshape(n).astype(np.int64) if y.size == n else y.astype(np.int64)
         shape = tuple(info.shape)
         if info.categorical and y.ndim == 1 and len(shape) == 1 and shape[0] and np.array_equal(y, np.round(y)):
@@ -344,6 +350,7 @@ class Model:
         cbs = make_callbacks(cfg.callbacks if callbacks is None else callbacks)
         if quiet is not None and verbose == 0:
             verbose = 0 if quiet else 1
+        verbose = 1 if verbose == "auto" else verbose  # Keras' default spelling
         progress = None
         if verbose:
             if console is None:

@@ -132,6 +132,9 @@ def test_api_user_errors_are_layerforge_errors():
         lambda: EarlyStopping(mode="up"),
         lambda: model.set_weights({"dense": [np.zeros((3, 3)), np.zeros(6)]}),
         lambda: model.evaluate(x),
+        lambda: model.fit(x, np.zeros((len(x), 5))),  # one-hot rows for a sparse loss
+        lambda: model.fit(x, y, callbacks=[3]),
+        lambda: model.predict(None),
     ]
     for call in bad_calls:
         with pytest.raises(UserError) as info:

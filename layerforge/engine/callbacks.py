@@ -374,6 +374,10 @@ def make_callbacks(specs) -> list[Callback]:
             continue
         if isinstance(spec, str):
             spec = {"type": spec}
+        if not isinstance(spec, dict) and not hasattr(spec, "model_dump"):
+            raise ConfigError(problems=[Problem(
+                message=f"a callback is a Callback object or {{type: EarlyStopping, ...}}, not {spec!r}",
+                path="callbacks")])
         args = spec.model_dump() if hasattr(spec, "model_dump") else dict(spec)
         name = args.pop("type", None)
         if name not in CALLBACK_CLASSES:
