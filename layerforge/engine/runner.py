@@ -124,6 +124,8 @@ def train_command(config: Path | None, *, overrides, output, resume, data, valid
         if done:
             console.print(f"[yellow]interrupted[/]: {run_dir} holds epoch {done}; continue with "
                           f"`{_resume_hint(config, hint_overrides, run_dir)}`", highlight=False)
+        else:
+            console.print("[yellow]interrupted[/] before the first epoch ended; nothing was saved", highlight=False)
         raise
     trainer = model.trainer
     result = {"run_dir": run_dir, "history": history, "notes": list(trainer.notes), "seconds":
