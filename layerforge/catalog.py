@@ -138,7 +138,8 @@ def render_catalogue(rows: list[dict], console) -> None:
                "[green]yes[/]" if r["trainable"] else "[yellow]not yet[/]"]
         table.add_row(*row, r["description"]) if wide else table.add_row(*row)
     console.print(table)
-    console.print(f"{len(rows)} layer types. Details: [bold]layerforge layers TYPE[/]")
+    console.print(f"{len(rows)} layer types. Details: [bold]layerforge layers TYPE[/]; training callbacks: "
+                  "[bold]layerforge callbacks[/]")
 
 
 def render_layer_info(info: dict, console) -> None:
