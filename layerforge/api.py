@@ -57,6 +57,7 @@ class Model:
         self.compiled = CompiledModel(self.graph, seed=seed)
         self.encoders: dict = {}
         self.feature_names: list | None = None
+        self.preprocessing: dict | None = None  # fitted text vocabulary / scaling (data/preprocess.py)
         self._trainer = None
 
     # ------------------------------------------------------------------ construction
@@ -106,7 +107,8 @@ class Model:
 
         return _per_output(self.spec.config.training.loss, self.output_names, "loss")
 
-    def load_data(self, source, *, require_target: bool = True, encoders: dict | None = None, where: str = ""):
+    def load_data(self, source, *, require_target: bool = True, encoders: dict | None = None, where: str = "",
+                  holdout_fraction: float = 0.0):
         """Read a data file (a path or a DataSource) for this model."""
         from .config.training import DataSource
         from .data import load_source
@@ -117,7 +119,8 @@ class Model:
             source = DataSource(path=str(Path(source).resolve()), **{k: v for k, v in keep.items() if v is not None})
         return load_source(source, self.spec.base_dir, inputs=self._input_infos(), outputs=self._output_infos(),
                            require_target=require_target, encoders=encoders if encoders is not None else
-                           (self.encoders or None), feature_names=self.feature_names, where=where)
+                           (self.encoders or None), feature_names=self.feature_names, where=where,
+                           preprocessing=self.preprocessing, holdout_fraction=holdout_fraction)
 
     def _as_data(self, x, y=None, sample_weight=None):
         xs = self._as_inputs(x)
@@ -229,11 +232,15 @@ class Model:
             raise ConfigError(problems=[self.spec.source.problem(
                 ("data",), "no training data", hint="add `data: {train: {path: my.csv, target: label}}` to the "
                 "config, or pass --data FILE")])
-        loaded = self.load_data(source, where="data.train" if data is None else "")
+        d = self.spec.config.data
+        # preprocessing is fitted on the rows validation_split leaves for training
+        holdout = 0.0 if d and d.validation else self.spec.config.training.validation_split
+        loaded = self.load_data(source, where="data.train" if data is None else "", holdout_fraction=holdout)
         if loaded.ys is None:
             raise DataError("the training data has no targets")
         self.encoders = dict(getattr(loaded, "encoders", None) or {})
         self.feature_names = getattr(loaded, "feature_names", None)
+        self.preprocessing = getattr(loaded, "preprocessing", None)
         return loaded
 
     def _validation_data(self, validation_data):
@@ -298,6 +305,7 @@ class Model:
                         for k, r, loss in zip(self.output_names, self.graph.outputs, self._loss_per_output())],
             "feature_names": self.feature_names,
             "encoders": self.encoders,
+            "preprocessing": self.preprocessing,
         }
 
     def save(self, path: str | Path) -> Path:
@@ -337,6 +345,7 @@ class Model:
         schema = run.get("schema") or {}
         self.encoders = schema.get("encoders") or {}
         self.feature_names = schema.get("feature_names")
+        self.preprocessing = schema.get("preprocessing")
         state = run.get("state") or {}
         if with_optimizer and state.get("epoch") is not None:
             trainer = self.trainer

@@ -141,6 +141,8 @@ def predict_command(run_dir: Path, *, data: Path, output: Path | None, probabili
     ds = model.load_data(data, require_target=False)
     outs = model.trainer.predict(ds.xs, batch_size)
     names, columns = decode_outputs(model, outs, probabilities)
+    if getattr(ds, "files", None):  # images: the file each prediction is for
+        names, columns = ["file", *names], [np.asarray(ds.files, dtype=object), *columns]
     if output is None:
         from rich.table import Table
 
