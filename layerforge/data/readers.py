@@ -835,7 +835,8 @@ def load_source(source, base_dir: Path | str, *, inputs: list, outputs: list, re
                for o in outputs]
     encoders = {k: dict(v) for k, v in (encoders or {}).items()}
     wanted = set()
-    for spec in (source.target, source.features, source.sample_weight, feature_names):
+    text_column = source.text.column if source.text is not None else None
+    for spec in (source.target, source.features, source.sample_weight, feature_names, text_column):
         for v in (spec if isinstance(spec, list) else [spec]):
             if isinstance(v, str):
                 wanted.add(v)

@@ -99,8 +99,20 @@ def train_command(config: Path, *, overrides, output, resume, data, validation_d
     console.print(f"[green]done[/] {len(history)} epochs in {elapsed:.1f}s  {format_logs(last)}", highlight=False)
     console.print(f"run saved to [bold]{run_dir}[/]  (predict: layerforge predict {run_dir} --data FILE)",
                   highlight=False)
+    _print_sparkline(history, console, quiet)
     if not np.isfinite(last["loss"]):
         raise RunFailed("the loss became NaN or infinite; lower the learning rate or check the data")
+
+
+def _print_sparkline(history: list[dict], console, quiet: bool) -> None:
+    """On a terminal: the validation loss over the epochs as one line of block characters."""
+    if quiet or not getattr(console, "is_terminal", False):
+        return
+    from ..viz.sparkline import loss_sparkline_line
+
+    line = loss_sparkline_line(history)
+    if line:
+        console.print(line, highlight=False)
 
 
 def _load_run_model(run_dir: Path, allow_code: bool):
@@ -138,6 +150,13 @@ def decode_outputs(model, outs: list[np.ndarray], probabilities: bool) -> tuple[
 def predict_command(run_dir: Path, *, data: Path, output: Path | None, probabilities: bool, batch_size: int,
                     allow_code: bool, console) -> None:
     model = _load_run_model(run_dir, allow_code)
+    from .streaming import stream_predict, wants_streaming
+
+    if output is not None and wants_streaming(model, data, output):  # a file over the data memory budget
+        rows = stream_predict(model, data, output, probabilities=probabilities, batch_size=batch_size,
+                              decode=decode_outputs)
+        console.print(f"wrote {rows} predictions to {output}", highlight=False)
+        return
     ds = model.load_data(data, require_target=False)
     outs = model.trainer.predict(ds.xs, batch_size)
     names, columns = decode_outputs(model, outs, probabilities)
@@ -188,7 +207,10 @@ def evaluate_command(run_dir: Path, *, data: Path | None, batch_size: int, as_js
                                                 hint="pass --data FILE (or set data.test in the config)")])
         results = model.evaluate(data=d.test, batch_size=batch_size)
     else:
-        results = model.evaluate(data=data, batch_size=batch_size)
+        from .streaming import stream_evaluate, wants_streaming
+
+        results = stream_evaluate(model, data, batch_size) if wants_streaming(model, data) else \
+            model.evaluate(data=data, batch_size=batch_size)
     if as_json:
         console.print_json(json.dumps(results))
         return
