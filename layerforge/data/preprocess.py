@@ -200,7 +200,7 @@ def _feature_columns(table: Table, source, outputs, P: Problems) -> list[int]:
 
 
 def _numeric_step(table: Table, source, state: dict | None, fit_rows: int, outputs, P: Problems):
-    cells = table.cells.copy()
+    cells = table.cells.astype(object)  # fixed-width strings would cut the rewritten (longer) numbers
     if state is None:
         opts = source.preprocess
         unknown = [c for c in opts.columns if (table.columns is None or c not in table.columns)
@@ -247,11 +247,11 @@ def _numeric_step(table: Table, source, state: dict | None, fit_rows: int, outpu
         if st["kind"] != "none" or st["fill"] is not None:
             scaled = (vals - st["shift"]) / st["scale"]
             col = cells[:, j].copy()
-            col[ok] = _cells(scaled[ok])
+            col[ok] = _cells(scaled[ok]).astype(object)
             if st["fill"] is None:
                 col[missing] = cells[missing, j]
             cells[:, j] = col
-    new = Table(path=table.path, format=table.format, columns=table.columns, cells=cells, lines=table.lines,
+    new = Table(path=table.path, format=table.format, columns=table.columns, cells=cells.astype(str), lines=table.lines,
                 delimiter=table.delimiter, header_line=table.header_line)
     return new, state
 
