@@ -47,7 +47,7 @@ def data_budget() -> int:
     else:
         mult = 1
     try:
-        return max(1 << 16, int(float(raw) * mult))
+        return max(1024, int(float(raw) * mult))
     except ValueError:
         return DEFAULT_BUDGET
 
