@@ -87,11 +87,21 @@ def curves_figure(runs: list[tuple[str, list[dict]]], *, title: str | None = Non
         panel.set_xlabel("epoch")
         panel.grid(alpha=0.3)
         panel.xaxis.get_major_locator().set_params(integer=True)
-        if panel.get_legend_handles_labels()[0]:
-            panel.legend(fontsize=7)
+    # one legend for the figure, below the panels (every panel draws the same series)
+    handles, labels = {}, []
+    for panel in axes.flat[:len(names)]:
+        for h, lab in zip(*panel.get_legend_handles_labels()):
+            if lab not in handles:
+                handles[lab] = h
+                labels.append(lab)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
+    ncol = min(len(labels), 3 if len(runs) > 1 else 3)
+    rows_of_legend = math.ceil(len(labels) / max(ncol, 1))
+    fig.tight_layout(rect=(0, 0.06 * rows_of_legend / rows, 1, 1))
+    if labels:
+        fig.legend([handles[lab] for lab in labels], labels, loc="lower center", ncol=ncol, fontsize=8,
+                   frameon=False)
     return fig
 
 

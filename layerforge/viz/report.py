@@ -135,7 +135,8 @@ def _regression_figure(t, p, name: str):
 # ---------------------------------------------------------------------------------------------- html
 
 CSS = """
-body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px auto;max-width:1000px;color:#222}
+body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px auto;padding:0 16px;
+max-width:1000px;color:#222}
 h1{font-size:22px;margin-bottom:2px} h2{font-size:17px;border-bottom:1px solid #ddd;padding-bottom:3px;margin-top:28px}
 h3{font-size:15px} .meta{color:#666;font-size:13px}
 table{border-collapse:collapse;font-size:13px;margin:8px 0} th,td{border:1px solid #ddd;padding:3px 8px}
