@@ -245,4 +245,26 @@ def count_rows(source, base_dir: Path, where: str = "") -> int:
 
         pa = _pyarrow(path)
         return int(pa.parquet.ParquetFile(path).metadata.num_rows)
+    if fmt in ("csv", "tsv"):
+        return _count_csv_rows(path, fmt, source)
     return sum(t.n_rows for t in iter_tables(source, base_dir, where=where))
+
+
+def _count_csv_rows(path: Path, fmt: str, source) -> int:
+    """Data rows of a CSV/TSV: the csv module alone (no cell arrays), the header decided as the reader does."""
+    from .table import _pick_delimiter
+
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8-sig", newline="") as fh:
+        head = fh.read(65536)
+        fh.seek(0)
+        reader = csv.reader(fh, delimiter=_pick_delimiter(head, fmt, source.delimiter))
+        first: list[list[str]] = []
+        n = 0
+        for row in reader:
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue
+            n += 1
+            if len(first) <= HEADER_SAMPLE_ROWS:
+                first.append([c.strip() for c in row])
+    return n - (1 if first and _has_header(source, first) else 0)

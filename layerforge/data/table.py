@@ -171,7 +171,7 @@ class Table:
     """
 
     path: Path
-    format: str  # "csv" | "tsv" | "npy" | "npz"
+    format: str  # "csv" | "tsv" | "npy" | "npz" | "parquet" | "feather" | "jsonl"
     columns: list[str] | None = None
     cells: np.ndarray | None = None
     lines: np.ndarray | None = None
