@@ -268,7 +268,9 @@ def test_graph_dot_and_mermaid():
     assert 'subgraph "cluster_context"' in dot and '"context/forward_context"' in dot
     assert '"cluster_tags"' in dot and '"tags/tags"' in dot
     assert '"input" -> "words";' in dot and '"words" -> "context";' in dot
-    assert "(None, None, 128)" in dot  # shapes shown
+    assert "(None, None, 128)" in dot  # shapes shown, the wrapped layers' too (one time step for TimeDistributed)
+    tags = dot[dot.index('"tags/tags" [label='):]
+    assert tags.index("(None, 128)") < tags.index("(None, 17)") < tags.index("];")
     mm = graph_mermaid(g)
     assert mm.startswith("flowchart TB") and "n_words --> n_context" in mm and "subgraph n_sg_context" in mm
 

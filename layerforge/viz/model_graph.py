@@ -38,6 +38,21 @@ def inner_layers(layer) -> list:
     return found
 
 
+def inner_with_shapes(layer, in_shape) -> list[tuple]:
+    """[(inner layer, its input shape, its output shape)]; shapes None where they cannot be worked out."""
+    kids = inner_layers(layer)
+    try:
+        if isinstance(getattr(layer, "inner", None), list):  # Sequential: a chain
+            shapes = layer._shapes(in_shape)
+            return [(k, shapes[i], shapes[i + 1]) for i, k in enumerate(kids)]
+        if hasattr(layer, "_inner_shape"):  # TimeDistributed: the inner layer sees one time step
+            child_in = layer._inner_shape(in_shape)
+            return [(k, child_in, k.output_shape(child_in)) for k in kids]
+        return [(k, in_shape, k.output_shape(in_shape)) for k in kids]  # Bidirectional: both see the input
+    except Exception:  # noqa: BLE001 - a picture without inner shapes is still a picture
+        return [(k, None, None) for k in kids]
+
+
 def _node_shapes(graph, node):
     ins = [graph.shape_of(ref) for ref in node.inputs]
     return (ins[0] if len(ins) == 1 else ins), node.output_shapes if len(node.output_shapes) > 1 else \
@@ -73,7 +88,7 @@ def graph_dot(graph) -> str:
             lines.append(f'    label={_dot_id(node.layer.type + " " + node.name)}; style="rounded,dashed"; '
                          'color="#888888";')
             lines.append(f"    {_dot_id(node.name)} [label={label}];")
-            _dot_children(lines, node.name, children, depth=2)
+            _dot_children(lines, node.name, inner_with_shapes(node.layer, ins), depth=2)
             lines.append("  }")
         else:
             lines.append(f"  {_dot_id(node.name)} [label={label}];")
@@ -87,18 +102,21 @@ def graph_dot(graph) -> str:
 
 def _dot_children(lines: list[str], parent: str, children, depth: int) -> None:
     pad = "  " * depth
-    for child in children:
+    for child, cin, cout in children:
         cid = f"{parent}/{child.name}"
-        grand = inner_layers(child)
         title = f"{child.name}: {child.type}"
+        label = _table(title, cin, cout, "#f1f3f4") if cout is not None else \
+            f"<<B>{html.escape(title)}</B>>, shape=box, style=rounded"
+        grand = inner_layers(child)
         if grand:
             lines.append(f"{pad}subgraph {_dot_id('cluster_' + cid)} {{")
             lines.append(f'{pad}  label={_dot_id(child.type + " " + child.name)}; style="rounded,dashed";')
-            lines.append(f'{pad}  {_dot_id(cid)} [label=<<B>{html.escape(title)}</B>>, shape=box, style=rounded];')
-            _dot_children(lines, cid, grand, depth + 1)
+            lines.append(f"{pad}  {_dot_id(cid)} [label={label}];")
+            _dot_children(lines, cid, inner_with_shapes(child, cin) if cin is not None else
+                          [(g, None, None) for g in grand], depth + 1)
             lines.append(f"{pad}}}")
         else:
-            lines.append(f'{pad}{_dot_id(cid)} [label=<<B>{html.escape(title)}</B>>, shape=box, style=rounded];')
+            lines.append(f"{pad}{_dot_id(cid)} [label={label}];")
         lines.append(f'{pad}{_dot_id(parent)} -> {_dot_id(cid)} [style=dotted, arrowhead=none];')
 
 
@@ -123,7 +141,7 @@ def graph_mermaid(graph) -> str:
         if children:
             lines.append(f'  subgraph {_mm_id("sg_" + node.name)}["{node.layer.type} {_mm_text(node.name)}"]')
             lines.append(f"    {box}")
-            _mm_children(lines, node.name, children, 2)
+            _mm_children(lines, node.name, inner_with_shapes(node.layer, ins), 2)
             lines.append("  end")
         else:
             lines.append(f"  {box}")
@@ -135,13 +153,16 @@ def graph_mermaid(graph) -> str:
 
 def _mm_children(lines, parent, children, depth):
     pad = "  " * depth
-    for child in children:
+    for child, cin, cout in children:
         cid = f"{parent}/{child.name}"
-        lines.append(f'{pad}{_mm_id(cid)}("{_mm_text(child.name)}: {child.type}")')
+        shapes = "" if cout is None else (f"<br/>input: {_mm_text(_shape_text(cin))}<br/>output: "
+                                          f"{_mm_text(_shape_text(cout))}")
+        lines.append(f'{pad}{_mm_id(cid)}("{_mm_text(child.name)}: {child.type}{shapes}")')
         lines.append(f"{pad}{_mm_id(parent)} -.- {_mm_id(cid)}")
         grand = inner_layers(child)
         if grand:
-            _mm_children(lines, cid, grand, depth)
+            _mm_children(lines, cid, inner_with_shapes(child, cin) if cin is not None else
+                         [(g, None, None) for g in grand], depth)
 
 
 def dot_program() -> str | None:
