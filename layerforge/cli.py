@@ -195,8 +195,10 @@ def summary(
         if graph_file is not None:
             from .viz.model_graph import write_graph
 
+            existed = {p: p.exists() for p in (Path(graph_file), Path(graph_file).with_suffix(".dot"))}
             written, note = write_graph(graph, graph_file)
-            _console(stderr=True).print(f"wrote {written}: {note}", highlight=False)
+            again = " (replacing the earlier file)" if existed.get(Path(written)) else ""
+            _console(stderr=True).print(f"wrote {written}{again}: {note}", highlight=False)
 
     _run(body)
 
@@ -393,8 +395,10 @@ def plot(
         if label and len(label) != len(runs):
             raise ConfigError(problems=[Problem(message=f"{len(label)} --label for {len(runs)} runs",
                                                 path="--label", hint="give one --label per run, in order")])
+        existed = Path(output).exists()
         written = plot_runs(runs, output, labels=list(label) if label else None)
-        _console(stderr=True).print(f"wrote {written}", highlight=False)
+        _console(stderr=True).print(f"wrote {written}" + (" (replacing the earlier file)" if existed else ""),
+                                    highlight=False)
 
     _run(body)
 
@@ -421,8 +425,10 @@ def report(
         from .viz.report import write_report
 
         _allow_code(allow_code)
+        existed = Path(output).exists()
         written = write_report(run_dir, data=data, output=output, batch_size=batch_size)
-        _console(stderr=True).print(f"wrote {written}", highlight=False)
+        _console(stderr=True).print(f"wrote {written}" + (" (replacing the earlier file)" if existed else ""),
+                                    highlight=False)
 
     _run(body)
 
