@@ -95,6 +95,12 @@ def list_images(source, base_dir: Path, *, labelled: bool, where: str = "") -> t
                 hint="for training and evaluation give a folder with one subfolder per class")])
         return [path], None
     subdirs = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if source.format == "auto" and not _images_in(path) and not any(_images_in(d) for d in subdirs):
+        from .table import KNOWN_FORMATS
+
+        raise DataError(problems=[Problem(
+            message=f"{display_path(path)} is a folder without images, not a data file", path=key,
+            hint=f"name a file: {KNOWN_FORMATS} (an image folder holds one subfolder of images per class)")])
     if not subdirs:
         files = _images_in(path)
         if labelled or not files:
@@ -199,8 +205,8 @@ def load_images(source, base_dir: Path, *, inputs: list[InputInfo], outputs: lis
     if len(inputs) != 1:
         raise P.fail(f"an image folder feeds a model with one input; this model has {len(inputs)}")
     inp = inputs[0]
-    h, w, mode = _geometry(source, inp, P)
     files, labels = list_images(source, base_dir, labelled=require_target, where=where)
+    h, w, mode = _geometry(source, inp, P)
     pixels = decode_images(files, h, w, mode, source.interpolation, P)
     x = pixels.astype(np.float32)
     if source.rescale is not None:
