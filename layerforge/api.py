@@ -255,7 +255,12 @@ class Model:
 
     # ------------------------------------------------------------------ inference
     def predict(self, x, batch_size: int = 256):
-        """Model outputs for ``x`` (an array, a list/dict of arrays, or a data file path)."""
+        """Model outputs for ``x`` (an array, a list/dict of arrays, a data file path, or a list of image files)."""
+        if isinstance(x, (list, tuple)) and x and all(isinstance(v, (str, Path)) for v in x):
+            from .data.images import load_image_files
+
+            train = self.spec.config.data.train if self.spec.config.data else None
+            x = load_image_files(x, train, self._input_infos()[0])
         xs = self.load_data(x, require_target=False).xs if isinstance(x, (str, Path)) else self._as_inputs(x)
         outs = self.trainer.predict(xs, batch_size)
         return outs[0] if len(outs) == 1 else outs

@@ -120,6 +120,14 @@ def test_shipped_image_config_trains_and_predicts(tmp_path):
     lines = (tmp_path / "p.csv").read_text().splitlines()
     assert lines[0] == "file,digit" and len(lines) == 51
     assert sum(line.endswith(",4") for line in lines[1:]) >= 45
+    import layerforge
+
+    model = layerforge.load(run)
+    files = sorted((ROOT / "examples/data/digit_images/4").glob("*.png"))[:5]
+    probs = model.predict([str(f) for f in files])
+    assert probs.shape == (5, 10)
+    expected = [line.split(",")[1] for line in lines[1:6]]
+    assert [str(k) for k in probs.argmax(1)] == expected
 
 
 def test_shipped_image_folder_is_small():

@@ -232,3 +232,22 @@ def load_images(source, base_dir: Path, *, inputs: list[InputInfo], outputs: lis
                  input_names=[inp.name], output_names=[o.name for o in outputs], source=folder,
                  files=[str(f) for f in files])
     return ds
+
+
+def load_image_files(files: list, options, inp: InputInfo) -> np.ndarray:
+    """Image files (paths) -> the model input array, with the image settings of ``options`` (the training
+    data source: image_size, color_mode, interpolation, rescale; None: the defaults)."""
+    from ..config.training import DataSource
+
+    source = options if options is not None else DataSource(path=str(files[0]))
+    P = Problems(None)
+    paths = [Path(os.path.expanduser(str(f))) for f in files]
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        raise P.fail(f"image file not found: {missing[0]}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1
+                                                             else ""))
+    h, w, mode = _geometry(source, inp, P)
+    x = decode_images(paths, h, w, mode, source.interpolation, P).astype(np.float32)
+    if source.rescale is not None:
+        x *= np.float32(source.rescale)
+    return x if np.dtype(inp.dtype) == np.float32 else x.astype(inp.dtype)
