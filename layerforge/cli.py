@@ -385,7 +385,7 @@ def plot(
 ):
     """Learning curves: loss and every metric per epoch, training vs validation, learning-rate changes marked.
 
-    Example: [bold]layerforge plot runs/iris-a runs/iris-b -o curves.png[/]  (needs layerforge[plot])
+    Example: [bold]layerforge plot runs/iris-a runs/iris-b -o curves.png[/]  (needs layerforge\\[plot])
     """
 
     def body():
@@ -417,7 +417,7 @@ def report(
     per-class precision/recall/F1 (ROC and PR curves for two classes), or predicted vs actual for regression.
 
     Example: [bold]layerforge report runs/iris --data examples/data/iris.csv -o report.html[/]
-    (needs layerforge[plot])
+    (needs layerforge\\[plot])
     """
     _set_threads(threads)
 
