@@ -134,3 +134,20 @@ def test_shipped_image_folder_is_small():
     folder = ROOT / "examples" / "data" / "digit_images"
     files = list(folder.rglob("*.png"))
     assert len(files) == 500 and sum(f.stat().st_size for f in files) < 1_000_000
+
+
+def test_missing_pillow_is_a_clear_message(tmp_path, monkeypatch):
+    import builtins
+
+    make_folder(tmp_path / "imgs")
+    real = builtins.__import__
+
+    def no_pil(name, *a, **k):
+        if name == "PIL" or name.startswith("PIL."):
+            raise ImportError(name)
+        return real(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", no_pil)
+    with pytest.raises(DataError) as exc:
+        load("imgs", tmp_path)
+    assert "layerforge[data]" in exc.value.problems[0].hint
