@@ -79,6 +79,7 @@ class Model:
         self.overrides: list[str] = []  # the KEY=VALUE overrides the config was loaded with (kept by save)
         self.config_file: str | None = None
         self.history = None  # the History of the latest fit, as Keras' model.history
+        self.preprocessing: dict | None = None  # fitted text vocabulary / scaling (data/preprocess.py)
         self._trainer = None
 
     # ------------------------------------------------------------------ construction
@@ -133,7 +134,8 @@ class Model:
 
         return _per_output(self.spec.config.training.loss, self.output_names, "loss")
 
-    def load_data(self, source, *, require_target: bool = True, encoders: dict | None = None, where: str = ""):
+    def load_data(self, source, *, require_target: bool = True, encoders: dict | None = None, where: str = "",
+                  holdout_fraction: float = 0.0):
         """Read a data file (a path or a DataSource) for this model."""
         from .config.training import DataSource
         from .data import load_source
@@ -142,7 +144,8 @@ class Model:
             source = DataSource(path=str(Path(source).resolve()), **self._training_source_options(Path(source)))
         return load_source(source, self.spec.base_dir, inputs=self._input_infos(), outputs=self._output_infos(),
                            require_target=require_target, encoders=encoders if encoders is not None else
-                           (self.encoders or None), feature_names=self.feature_names, where=where)
+                           (self.encoders or None), feature_names=self.feature_names, where=where,
+                           preprocessing=self.preprocessing, holdout_fraction=holdout_fraction)
 
     def _training_source_options(self, path: Path) -> dict:
         """The training data source's column/array choices that also apply to ``path``: a file of the same kind
@@ -380,11 +383,15 @@ class Model:
             raise ConfigError(problems=[self.spec.source.problem(
                 ("data",), "no training data", hint="add `data: {train: {path: my.csv, target: label}}` to the "
                 "config, or pass --data FILE")])
-        loaded = self.load_data(source, where="data.train" if data is None else "")
+        d = self.spec.config.data
+        # preprocessing is fitted on the rows validation_split leaves for training
+        holdout = 0.0 if d and d.validation else self.spec.config.training.validation_split
+        loaded = self.load_data(source, where="data.train" if data is None else "", holdout_fraction=holdout)
         if loaded.ys is None:
             raise DataError("the training data has no targets")
         self.encoders = dict(getattr(loaded, "encoders", None) or {})
         self.feature_names = getattr(loaded, "feature_names", None)
+        self.preprocessing = getattr(loaded, "preprocessing", None)
         return loaded
 
     def _validation_data(self, validation_data):
@@ -401,8 +408,13 @@ class Model:
 
     # ------------------------------------------------------------------ inference
     def predict(self, x, batch_size: int = 256, verbose: int = 0):
-        """Model outputs for ``x`` (an array, a list/dict of arrays, or a data file path)."""
+        """Model outputs for ``x`` (an array, a list/dict of arrays, a data file path, or a list of image files)."""
         batch_size = _count(batch_size, "batch_size", 1)
+        if isinstance(x, (list, tuple)) and x and all(isinstance(v, (str, Path)) for v in x):
+            from .data.images import load_image_files
+
+            train = self.spec.config.data.train if self.spec.config.data else None
+            x = load_image_files(x, train, self._input_infos()[0])
         xs = self.load_data(x, require_target=False).xs if isinstance(x, (str, Path)) else self._as_inputs(x)
         outs = self.trainer.predict(xs, batch_size)
         return outs[0] if len(outs) == 1 else outs
@@ -461,6 +473,7 @@ class Model:
                         for k, r, loss in zip(self.output_names, self.graph.outputs, self._loss_per_output())],
             "feature_names": self.feature_names,
             "encoders": self.encoders,
+            "preprocessing": self.preprocessing,
         }
 
     def runnable_config(self) -> dict:
@@ -524,6 +537,7 @@ class Model:
         schema = run.get("schema") or {}
         self.encoders = schema.get("encoders") or {}
         self.feature_names = schema.get("feature_names")
+        self.preprocessing = schema.get("preprocessing")
         state = run.get("state") or {}
         self.overrides = list(state.get("overrides") or [])
         self.config_file = state.get("config_file")

@@ -173,10 +173,13 @@ def summary(
                                              help="Also show activation memory for this batch size."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
     allow_code: bool = ALLOW_CODE_OPT,
+    graph_file: Optional[Path] = typer.Option(None, "--graph", help="Also draw the layer graph with shapes: "
+                                              ".svg/.png/.pdf (Graphviz's dot), .dot or .mmd (Mermaid) text."),
 ):
     """Keras-style table: output shapes, parameters, FLOPs and memory per layer.
 
-    Example: [bold]layerforge summary configs/mnist_cnn.yaml --batch-size 64[/]
+    Example: [bold]layerforge summary configs/mnist_cnn.yaml --batch-size 64[/],
+    [bold]layerforge summary configs/seq_tagger.yaml --graph model.svg[/]
     """
 
     def body():
@@ -189,6 +192,13 @@ def summary(
             typer.echo(json.dumps(data, indent=2))
         else:
             render_summary(data, _console())
+        if graph_file is not None:
+            from .viz.model_graph import write_graph
+
+            existed = {p: p.exists() for p in (Path(graph_file), Path(graph_file).with_suffix(".dot"))}
+            written, note = write_graph(graph, graph_file)
+            again = " (replacing the earlier file)" if existed.get(Path(written)) else ""
+            _console(stderr=True).print(f"wrote {written}{again}: {note}", highlight=False)
 
     _run(body)
 
@@ -288,12 +298,12 @@ def train(
         result = train_command(config, overrides=overrides, output=output, resume=resume, data=data,
                                validation_data=validation_data, quiet=quiet, allow_code=allow_code, threads=threads,
                                console=console)
-        _show_training_result(result, console)
+        _show_training_result(result, console, quiet=quiet)
 
     _run(body)
 
 
-def _show_training_result(result: dict, console) -> None:
+def _show_training_result(result: dict, console, *, quiet: bool = False) -> None:
     from .engine.progress import format_logs
     from .errors import RunFailed
 
@@ -310,6 +320,13 @@ def _show_training_result(result: dict, console) -> None:
         console.print(f"[bold]test[/] (data.test)  {format_logs(result['test'])}", highlight=False)
     console.print(f"run saved to [bold]{run_dir}[/]  (predict: layerforge predict {run_dir} --data FILE)",
                   highlight=False)
+    if not quiet and console.is_terminal:  # the validation loss at a glance
+        from .viz.sparkline import loss_sparkline_line
+
+        rows = [dict(zip(history.history, values)) for values in zip(*history.history.values())]
+        line = loss_sparkline_line(rows)
+        if line:
+            console.print(line, highlight=False)
 
 
 @app.command()
@@ -449,6 +466,63 @@ def bench(
             typer.echo(json.dumps(data, indent=2))
         else:
             render_bench(data, _console())
+
+    _run(body)
+
+
+@app.command()
+def plot(
+    runs: list[Path] = typer.Argument(..., help="Run directories written by `train` (several: one figure).",
+                                      show_default=False),
+    output: Path = typer.Option(Path("curves.png"), "--output", "-o", help="Picture to write (.png, .svg, .pdf)."),
+    label: Optional[list[str]] = typer.Option(None, "--label", help="Name of each run in the legend (repeat)."),
+):
+    """Learning curves: loss and every metric per epoch, training vs validation, learning-rate changes marked.
+
+    Example: [bold]layerforge plot runs/iris-a runs/iris-b -o curves.png[/]  (needs layerforge\\[plot])
+    """
+
+    def body():
+        from .errors import ConfigError, Problem
+        from .viz.curves import plot_runs
+
+        if label and len(label) != len(runs):
+            raise ConfigError(problems=[Problem(message=f"{len(label)} --label for {len(runs)} runs",
+                                                path="--label", hint="give one --label per run, in order")])
+        existed = Path(output).exists()
+        written = plot_runs(runs, output, labels=list(label) if label else None)
+        _console(stderr=True).print(f"wrote {written}" + (" (replacing the earlier file)" if existed else ""),
+                                    highlight=False)
+
+    _run(body)
+
+
+@app.command()
+def report(
+    run_dir: Path = typer.Argument(..., help="A run directory written by `train`.", show_default=False),
+    data: Optional[Path] = typer.Option(None, "--data", help="Labelled test data (default: data.test of the "
+                                                              "config)."),
+    output: Path = typer.Option(Path("report.html"), "--output", "-o", help="HTML file to write."),
+    batch_size: int = typer.Option(256, "--batch-size", "-b", min=1, help="Samples per forward pass."),
+    allow_code: bool = ALLOW_CODE_OPT,
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Threads for BLAS and Numba."),
+):
+    """One self-contained HTML page: model summary, learning curves, test metrics, confusion matrix and
+    per-class precision/recall/F1 (ROC and PR curves for two classes), or predicted vs actual for regression.
+
+    Example: [bold]layerforge report runs/iris --data examples/data/iris.csv -o report.html[/]
+    (needs layerforge\\[plot])
+    """
+    _set_threads(threads)
+
+    def body():
+        from .viz.report import write_report
+
+        _allow_code(allow_code)
+        existed = Path(output).exists()
+        written = write_report(run_dir, data=data, output=output, batch_size=batch_size)
+        _console(stderr=True).print(f"wrote {written}" + (" (replacing the earlier file)" if existed else ""),
+                                    highlight=False)
 
     _run(body)
 

@@ -47,7 +47,7 @@ def config_schema() -> dict:
     top = ModelConfig.model_json_schema(ref_template="#/$defs/{model}")
     defs = top.pop("$defs", {})
     branches = []
-    for name, cls in REGISTRY.items():
+    for name, cls in sorted(REGISTRY.items()):  # sorted: the same schema whatever order layers were imported in
         s, d = _layer_schema(cls)
         defs.update(d)
         defs[f"layer_{name}"] = s

@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from ..errors import did_you_mean
+from .data_options import PreprocessOptions, TextOptions, check_image_size
 
 LOSSES = {
     "mean_squared_error": {}, "mean_absolute_error": {}, "mean_absolute_percentage_error": {},
@@ -355,8 +356,10 @@ class TrainingConfig(_Strict):
 
 
 class DataSource(_Strict):
-    path: str = Field(description="CSV/TSV, NPY or NPZ file (relative to the config file's folder)")
-    format: Literal["auto", "csv", "tsv", "npy", "npz"] = Field("auto", description="file format; auto = by extension")
+    path: str = Field(description="CSV/TSV, NPY, NPZ, Parquet, Feather or JSON Lines file, or a folder of images "
+                                  "(relative to the config file's folder)")
+    format: Literal["auto", "csv", "tsv", "npy", "npz", "parquet", "feather", "jsonl", "image_folder"] = Field(
+        "auto", description="file format; auto = by extension (a folder: image_folder)")
     target: str | int | list[str | int] | None = Field(
         None, description="CSV: target column name(s) or index; NPZ: array name of the targets")
     features: list[str | int] | None = Field(None, description="CSV: feature columns (default: all but the target); "
@@ -366,6 +369,24 @@ class DataSource(_Strict):
     header: bool | None = Field(None, description="CSV has a header row (default: detected)")
     delimiter: str | None = Field(None, description="CSV delimiter (default: ',' for .csv, tab for .tsv)")
     mmap: bool | None = Field(None, description="NPY: memory-map (default: when the file is over 100 MB)")
+    # image folders (layerforge.data.images), raw text and numeric preprocessing (layerforge.data.preprocess)
+    image_size: list[int] | None = Field(None, description="image_folder: [height, width] every image is resized "
+                                                           "to (default: the model input's)")
+    color_mode: Literal["grayscale", "rgb", "rgba"] | None = Field(
+        None, description="image_folder: channels (default: by the model input's last axis: 1, 3 or 4)")
+    interpolation: Literal["bilinear", "nearest", "bicubic", "lanczos", "box", "hamming"] = Field(
+        "bilinear", description="image_folder: resizing filter")
+    rescale: float | None = Field(None, description="image_folder: multiply pixel values (0..255) by this, "
+                                                    "e.g. 0.00392156862745098 for [0, 1]")
+    text: TextOptions | None = Field(None, description="a raw text column turned into token ids (vocabulary "
+                                                       "fitted on the training split, saved with the run)")
+    preprocess: PreprocessOptions | None = Field(None, description="numeric feature scaling and missing-value "
+                                                                   "filling, fitted on the training split")
+
+    @field_validator("image_size", mode="before")
+    @classmethod
+    def _image_size(cls, v):
+        return check_image_size(v)
 
     @model_validator(mode="before")
     @classmethod

@@ -101,6 +101,9 @@ class Dataset:
     input_names: list[str] = field(default_factory=list)
     output_names: list[str] = field(default_factory=list)
     source: str | None = None  # the file, as shown in messages
+    # fitted text vocabulary / numeric scaling (data/preprocess.py); save with the run, pass back to load_source
+    preprocessing: dict | None = None
+    files: list[str] | None = None  # image folders: the image file of each sample
 
     def encoder(self, output_index: int = 0) -> dict | None:
         if not self.output_names:
@@ -125,7 +128,9 @@ class Dataset:
             ys=None if self.ys is None else [np.asarray(y[idx]) for y in self.ys],
             sample_weight=None if self.sample_weight is None else self.sample_weight[idx],
             encoders=self.encoders, feature_names=self.feature_names, n=int(len(idx)),
-            input_names=self.input_names, output_names=self.output_names, source=self.source)
+            input_names=self.input_names, output_names=self.output_names, source=self.source,
+            preprocessing=self.preprocessing,
+            files=None if self.files is None else [self.files[i] for i in idx.reshape(-1).tolist()])
 
     def split(self, validation_split: float) -> tuple[Dataset, Dataset]:
         """Hold out the LAST ``validation_split`` fraction of the samples (before any shuffling), as Keras."""

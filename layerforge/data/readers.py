@@ -812,7 +812,7 @@ def _from_npz(table: Table, source, inputs, outputs, require_target, encoders, P
 
 def load_source(source, base_dir: Path | str, *, inputs: list, outputs: list, require_target: bool = True,
                 encoders: dict | None = None, feature_names: list[str] | None = None,
-                where: str = "") -> Dataset:
+                where: str = "", preprocessing: dict | None = None, holdout_fraction: float = 0.0) -> Dataset:
     """Read the file a data source names and fit it to the model's inputs and outputs.
 
     ``source``: a DataSource (or a path string). ``base_dir``: the config file's folder (relative paths
@@ -820,6 +820,9 @@ def load_source(source, base_dir: Path | str, *, inputs: list, outputs: list, re
     ``encoders``: the label mappings saved with the training run. ``feature_names``: the CSV columns
     the model was trained on (a predict file with a header then may hold extra columns, in any order).
     ``where``: the config path of the source, e.g. "data.train", used in messages.
+    ``preprocessing``: the fitted text/numeric preprocessing saved with the run (None: fit it here, on the
+    rows that a ``holdout_fraction`` validation split at the end leaves for training). Image folders and
+    Parquet/Feather/JSON Lines files are read by data/images.py, data/arrow.py and data/jsonl.py.
     Raises DataError naming the file, row and column for anything wrong in the data."""
     from ..config.training import DataSource
 
@@ -832,16 +835,31 @@ def load_source(source, base_dir: Path | str, *, inputs: list, outputs: list, re
                for o in outputs]
     encoders = {k: dict(v) for k, v in (encoders or {}).items()}
     wanted = set()
-    for spec in (source.target, source.features, source.sample_weight, feature_names):
+    text_column = source.text.column if source.text is not None else None
+    for spec in (source.target, source.features, source.sample_weight, feature_names, text_column):
         for v in (spec if isinstance(spec, list) else [spec]):
             if isinstance(v, str):
                 wanted.add(v)
     base_dir = Path(base_dir)
+    from .images import is_image_source
+
+    if is_image_source(source, base_dir):
+        from .images import load_images
+
+        return load_images(source, base_dir, inputs=inputs, outputs=outputs, require_target=require_target,
+                           encoders=encoders, where=where)
     table = read_table(source, base_dir, where=where, wanted_names=wanted)
     P = Problems(table.path, where)
     try:
         if table.is_text:
-            return _from_csv(table, source, inputs, outputs, require_target, encoders, feature_names, P)
+            from .preprocess import prepare_table
+
+            n = table.n_rows
+            table, source, state = prepare_table(table, source, preprocessing, outputs=outputs, where=where,
+                                                 fit_rows=n - int(round(n * holdout_fraction)))
+            ds = _from_csv(table, source, inputs, outputs, require_target, encoders, feature_names, P)
+            ds.preprocessing = state
+            return ds
         if table.format == "npy":
             return _from_npy(table, source, base_dir, inputs, outputs, require_target, encoders, where, P)
         return _from_npz(table, source, inputs, outputs, require_target, encoders, P)

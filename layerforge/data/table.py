@@ -25,9 +25,13 @@ MMAP_THRESHOLD = 100 * 1024 * 1024  # NPY files over this size are memory-mapped
 MAX_PROBLEMS = 10  # problems listed per error; the rest are counted
 HEADER_SAMPLE_ROWS = 200  # rows looked at to decide whether the first row is a header
 MISSING = frozenset({"", "na", "n/a", "nan", "null", "none", "?", "#n/a", "-nan"})
-FORMAT_BY_SUFFIX = {".csv": "csv", ".txt": "csv", ".tsv": "tsv", ".tab": "tsv", ".npy": "npy", ".npz": "npz"}
+FORMAT_BY_SUFFIX = {".csv": "csv", ".txt": "csv", ".tsv": "tsv", ".tab": "tsv", ".npy": "npy", ".npz": "npz",
+                    ".parquet": "parquet", ".pq": "parquet", ".feather": "feather", ".arrow": "feather",
+                    ".ipc": "feather", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+COLUMNAR_FORMATS = ("parquet", "feather", "jsonl")  # read into cell tables like CSV (data/arrow.py, data/jsonl.py)
 KNOWN_FORMATS = ("CSV (.csv, .txt), TSV (.tsv, .tab) — either may be gzipped (.csv.gz) — "
-                 "NumPy .npy (with target_path: for the targets) and NumPy .npz")
+                 "NumPy .npy (with target_path: for the targets), NumPy .npz, Parquet (.parquet), "
+                 "Feather (.feather, .arrow), JSON Lines (.jsonl, .ndjson), or a folder of images")
 
 _NPY_MAGIC = b"\x93NUMPY"
 _ZIP_MAGIC = b"PK\x03\x04"
@@ -138,12 +142,15 @@ def detect_format(path: Path, fmt: str = "auto", *, where: str = "") -> str:
     name = path.name.lower()
     suffix = Path(name[:-3]).suffix if name.endswith(".gz") else Path(name).suffix
     found = FORMAT_BY_SUFFIX.get(suffix)
-    if found is None or (name.endswith(".gz") and found in ("npy", "npz")):
-        hint = "set `format:` (csv, tsv, npy or npz) in the data source if the extension is misleading"
+    if found is None or (name.endswith(".gz") and found not in ("csv", "tsv", "jsonl")):
+        hint = ("set `format:` (csv, tsv, npy, npz, parquet, feather or jsonl) in the data source if the extension "
+                "is misleading")
         if suffix in (".xls", ".xlsx", ".ods"):
             hint = "save the spreadsheet as CSV (File > Save as > CSV UTF-8)"
-        elif suffix in (".parquet", ".feather", ".h5", ".hdf5", ".pkl", ".pickle", ".json"):
-            hint = "convert it to CSV or to NumPy arrays (np.savez('data.npz', x=..., y=...))"
+        elif suffix == ".json":
+            hint = "write one JSON object per line and name the file .jsonl (JSON Lines)"
+        elif suffix in (".h5", ".hdf5", ".pkl", ".pickle"):
+            hint = "convert it to CSV, Parquet or NumPy arrays (np.savez('data.npz', x=..., y=...))"
         raise DataError(problems=[Problem(
             message=f"cannot tell the format of {display_path(path)} from its extension {suffix or '(none)'!r}",
             path=f"{where}.path" if where else "path", expected=KNOWN_FORMATS, hint=hint)])
@@ -164,7 +171,7 @@ class Table:
     """
 
     path: Path
-    format: str  # "csv" | "tsv" | "npy" | "npz"
+    format: str  # "csv" | "tsv" | "npy" | "npz" | "parquet" | "feather" | "jsonl"
     columns: list[str] | None = None
     cells: np.ndarray | None = None
     lines: np.ndarray | None = None
@@ -175,7 +182,8 @@ class Table:
 
     @property
     def is_text(self) -> bool:
-        return self.format in ("csv", "tsv")
+        """A table of cells (CSV/TSV, and Parquet/Feather/JSON Lines read the same way)."""
+        return self.format in ("csv", "tsv") + COLUMNAR_FORMATS
 
     @property
     def n_rows(self) -> int:
@@ -454,6 +462,14 @@ def read_table(source, base_dir: Path, *, where: str = "", wanted_names: set[str
     if fmt in ("csv", "tsv"):
         return read_csv(path, fmt, header=source.header, delimiter=source.delimiter, wanted_names=wanted_names,
                         where=where)
+    if fmt in ("parquet", "feather"):
+        from .arrow import read_arrow
+
+        return read_arrow(path, fmt, where=where)
+    if fmt == "jsonl":
+        from .jsonl import read_jsonl
+
+        return read_jsonl(path, where=where)
     if fmt == "npy":
         arr = load_npy(path, source.mmap, problems)
         return Table(path=path, format="npy", arrays={"x": arr}, mmapped=isinstance(arr, np.memmap))

@@ -194,6 +194,15 @@ def target_column_names(model) -> list[str]:
     return names
 
 
+def decode_outputs(model, outs: list[np.ndarray], probabilities: bool) -> tuple[list[str], list[np.ndarray]]:
+    """The prediction columns (header, columns) of ``outs``, as the one prediction writer makes them."""
+    from ..data.writers import prediction_columns
+
+    return prediction_columns(outs, model.output_names, encoders=prediction_encoders(model),
+                              mode="probabilities" if probabilities else "labels",
+                              column_names=target_column_names(model))
+
+
 def predict_command(run_dir: Path, *, data: Path, output: Path | None, probabilities: bool, batch_size: int,
                     allow_code: bool, keep_columns: list[str] | None = None, overwrite: bool = False) -> dict:
     """Predict; writes ``output`` when given, else returns the columns (or the shape of outputs too large
@@ -211,11 +220,19 @@ def predict_command(run_dir: Path, *, data: Path, output: Path | None, probabili
             hint="drop --probabilities: the predictions are the values themselves")])
     if output is not None:
         check_output_path(Path(output), overwrite=overwrite)
+    mode = "probabilities" if probabilities else "labels"
+    names = target_column_names(model)
+    from .streaming import stream_predict, wants_streaming
+
+    if output is not None and wants_streaming(model, data, output):  # a file over the data memory budget
+        rows = stream_predict(model, data, output, probabilities=probabilities, batch_size=batch_size,
+                              decode=decode_outputs)
+        return {"written": Path(output), "n": rows}
     passthrough = _input_columns(Path(data), keep_columns) if keep_columns else {}
     ds = model.load_data(data, require_target=False)
     outs = model.trainer.predict(ds.xs, batch_size)
-    mode = "probabilities" if probabilities else "labels"
-    names = target_column_names(model)
+    if getattr(ds, "files", None):  # images: the file each prediction is for
+        passthrough = {"file": np.asarray(ds.files, dtype=object), **passthrough}
     if passthrough and len(next(iter(passthrough.values()))) != len(outs[0]):
         raise ConfigError(problems=[Problem(message="--keep-columns: the columns and the predictions have "
                                                     "different numbers of rows", file=str(data))])
@@ -263,4 +280,8 @@ def evaluate_command(run_dir: Path, *, data: Path | None, batch_size: int, allow
             raise ConfigError(problems=[Problem(message="no evaluation data", file=str(run_dir),
                                                 hint="pass --data FILE (or set data.test in the config)")])
         return model.evaluate(data=d.test, batch_size=batch_size)
+    from .streaming import stream_evaluate, wants_streaming
+
+    if wants_streaming(model, data):  # a file over the data memory budget: read piece by piece
+        return stream_evaluate(model, data, batch_size)
     return model.evaluate(data=data, batch_size=batch_size)
