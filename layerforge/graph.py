@@ -120,7 +120,8 @@ def build_graph(spec: ModelSpec) -> Graph:
             shape = tuple(first.batch_input_shape[1:])
         else:
             shape = tuple(first.input_shape)
-        inputs = [InputNode("input", shape, cfg.input_dtype or "float32")]
+        declared_dtype = getattr(first, "dtype", None) if first.type == "InputLayer" else None  # Keras' InputLayer
+        inputs = [InputNode("input", shape, cfg.input_dtype or declared_dtype or "float32")]
     else:
         problems.append(source.problem(
             ("layers", 0), "the model has no input shape",
