@@ -112,4 +112,5 @@ TYPE_MODULES: dict[str, str] = {
     "AdditiveAttention": "attention",
     "Attention": "attention",
     "MultiHeadAttention": "attention",
+    "ConvLSTM2D": "conv_recurrent",
 }
