@@ -294,7 +294,8 @@ class ReLU(Layer):
     class Config(LayerConfig):
         max_value: float | None = Field(None, ge=0, description="upper bound of the output; null: none")
         negative_slope: float = Field(0.0, ge=0, description="slope below the threshold")
-        threshold: float = Field(0.0, description="below this value the output is negative_slope * (x - threshold)")
+        threshold: float = Field(0.0, ge=0, description="below this value the output is negative_slope * (x - "
+                                                        "threshold)")
 
     examples = [
         Example({"type": "ReLU"}, (6,), output_shape=(6,), params=0),

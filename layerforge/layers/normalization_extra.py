@@ -119,8 +119,8 @@ class LayerNormalization(Layer):
                 note="two axes jointly"),
         Example({"type": "LayerNormalization", "axis": 1, "epsilon": 1e-5, **_RANDOM_AFFINE}, (4, 3), params=8,
                 note="non-last axis"),
-        Example({"type": "LayerNormalization", "rms_scaling": True, "center": False, **_RANDOM_AFFINE}, (6,),
-                params=6),
+        Example({"type": "LayerNormalization", "rms_scaling": True, **_RANDOM_AFFINE}, (6,), params=6,
+                note="rms_scaling: gamma only"),
         Example({"type": "LayerNormalization", "center": False, "scale": False}, (7,), params=0),
     ]
 
@@ -139,8 +139,8 @@ class LayerNormalization(Layer):
         shape = self._param_shape(input_shape)
         c = self.config
         specs = _affine_specs(c, shape)
-        if c.rms_scaling:  # Keras 3 builds beta but never reads it with rms_scaling
-            specs = [s for s in specs if s.name == "gamma"] + [s for s in specs if s.name == "beta"]
+        if c.rms_scaling:  # Keras 3 builds no beta with rms_scaling
+            specs = [s for s in specs if s.name == "gamma"]
         return specs
 
     def flops(self, input_shape, output_shape):
@@ -172,8 +172,7 @@ class LayerNormalization(Layer):
         if "gamma" in params:
             grads["gamma"] = dg.reshape(params["gamma"].shape).astype(params["gamma"].dtype)
         if "beta" in params:
-            grads["beta"] = (np.zeros_like(params["beta"]) if self.config.rms_scaling
-                             else db.reshape(params["beta"].shape).astype(params["beta"].dtype))
+            grads["beta"] = db.reshape(params["beta"].shape).astype(params["beta"].dtype)
         return _from_rows(dx2, shape, perm), grads
 
 
