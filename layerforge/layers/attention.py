@@ -1,9 +1,10 @@
 """Attention layers of Keras 2/3: MultiHeadAttention, Attention (Luong), AdditiveAttention (Bahdanau).
 
 Keras 3 semantics and weight layout. All heads and all positions go through batched GEMMs at once (``np.matmul``
-on arrays stacked as (batch, heads, positions, features), each a BLAS call) and one fused Numba softmax over
-(rows, keys) (kernels/layer_norm.py): the maximum is subtracted first, masked positions take -1e9 before the
-softmax and 0 after it, as Keras' masked Softmax does. No Python loop over heads or time steps.
+on arrays stacked as (batch, heads, positions, features), each a BLAS call) and one numerically stable softmax
+over the keys, in place on the scores (kernels/layer_norm.py; its backward a fused Numba kernel): the maximum is
+subtracted first, masked positions take -1e9 before the softmax and 0 after it, as Keras' masked Softmax does. No
+Python loop over heads or time steps.
 
 Inputs are listed as Keras calls them: ``inputs: [query, value]`` or ``[query, value, key]`` (key defaults to
 value); MultiHeadAttention also takes a single input (self-attention: query = value = key). Keras masks of the
@@ -63,13 +64,10 @@ def _keep_matrix(q_mask, v_mask, causal: bool, B: int, Tq: int, Tk: int):
 
 
 def _softmax(scores, keep):
-    """Softmax of the last axis of scores (..., Tk) with an optional keep array broadcastable to it."""
+    """Softmax of the last axis of scores (..., Tk), in place; keep (bool, broadcastable) marks what counts."""
     from ..kernels import layer_norm as K
 
-    Tk = scores.shape[-1]
-    s2 = np.ascontiguousarray(scores).reshape(-1, Tk)
-    k2 = None if keep is None else np.ascontiguousarray(np.broadcast_to(keep, scores.shape)).reshape(-1, Tk)
-    return K.softmax_rows(s2, k2).reshape(scores.shape)
+    return K.softmax_(scores, keep)
 
 
 def _softmax_grad(p, dp):
