@@ -142,6 +142,7 @@ class MultiHeadAttention(Layer):
         activity_regularizer: RegularizerSpec = Field(None, description="penalty on the output")
         kernel_constraint: ConstraintSpec = Field(None, description="constraint on the kernels")
         bias_constraint: ConstraintSpec = Field(None, description="constraint on the biases")
+        keras1_exclude = frozenset({"dropout_W", "dropout_U"})  # a Keras 2/3 layer: no Keras 1 dropout names
 
         @field_validator("output_shape", "attention_axes", mode="before")
         @classmethod
@@ -515,6 +516,7 @@ class Attention(_ScoreAttention):
                                                                  "(name:1)")
         seed: int | None = Field(None, description="per-layer seed of the dropout")
         causal: bool | None = Field(None, description="Keras 2.x name of use_causal_mask")
+        keras1_exclude = frozenset({"dropout_W", "dropout_U"})
 
         @model_validator(mode="after")
         def _modes(self):
@@ -593,6 +595,7 @@ class AdditiveAttention(_ScoreAttention):
                                                                  "(name:1)")
         seed: int | None = Field(None, description="per-layer seed of the dropout")
         causal: bool | None = Field(None, description="Keras 2.x name of use_causal_mask")
+        keras1_exclude = frozenset({"dropout_W", "dropout_U"})
 
         @model_validator(mode="after")
         def _causal(self):

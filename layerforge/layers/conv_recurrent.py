@@ -35,7 +35,7 @@ class ConvLSTM2D(Layer):
     Keras 1's 0.2x+0.5), forget_bias_init, W/U/b_regularizer, dropout_W/dropout_U."""
 
     type = "ConvLSTM2D"
-    family = "conv_recurrent"
+    family = "recurrent"
     stochastic = True
     state_names: ClassVar[tuple[str, ...]] = ("h", "c")
 

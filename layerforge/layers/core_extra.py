@@ -28,7 +28,7 @@ class InputLayer(Layer):
     them under the top-level ``inputs:``; an InputLayer that names one of them in ``inputs:`` checks its shape."""
 
     type = "InputLayer"
-    family = "core_extra"
+    family = "core"
     aliases = {"Input": {}}
     supports_masking = True
 
@@ -105,7 +105,7 @@ class Identity(Layer):
     """Returns its input unchanged (Keras 3 ``Identity``); the mask passes through."""
 
     type = "Identity"
-    family = "core_extra"
+    family = "core"
     supports_masking = True
 
     class Config(LayerConfig):
@@ -132,7 +132,7 @@ class TimeDistributedDense(Layer):
     (output_dim,)``. Same maths as ``TimeDistributed(Dense)``; the mask passes through."""
 
     type = "TimeDistributedDense"
-    family = "core_extra"
+    family = "core"
     supports_masking = True
 
     class Config(KernelBiasConfig):
@@ -197,7 +197,7 @@ class TimeDistributedDense(Layer):
 class _SpatialDropout(Layer):
     """Dropout of whole feature maps: one draw per (sample, channel), shared along every spatial / time axis."""
 
-    family = "core_extra"
+    family = "core"
     stochastic = True
     supports_masking = True
     rank: ClassVar[int] = 1
@@ -288,7 +288,7 @@ class ReLU(Layer):
     ``negative_slope * (x - threshold)`` below the threshold. The mask passes through."""
 
     type = "ReLU"
-    family = "core_extra"
+    family = "core"
     supports_masking = True
 
     class Config(LayerConfig):
@@ -331,7 +331,7 @@ class Softmax(Layer):
     the softmax and 0 after it, as Keras does with a mask. Numerically stable (the maximum is subtracted)."""
 
     type = "Softmax"
-    family = "core_extra"
+    family = "core"
     supports_masking = True
 
     class Config(LayerConfig):

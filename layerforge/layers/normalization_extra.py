@@ -99,7 +99,7 @@ class LayerNormalization(Layer):
     inference; the mask passes through. Runs as one fused Numba kernel over a (rows, features) view."""
 
     type = "LayerNormalization"
-    family = "normalization_extra"
+    family = "normalization"
     supports_masking = True
 
     class Config(_AffineConfig):
@@ -186,7 +186,7 @@ class GroupNormalization(Layer):
     normalisation, ``groups: 1`` normalises over everything but the batch. Same in training and inference."""
 
     type = "GroupNormalization"
-    family = "normalization_extra"
+    family = "normalization"
     supports_masking = True
 
     class Config(_AffineConfig):
@@ -291,7 +291,7 @@ class UnitNormalization(Layer):
     ``x * min(1/||x||, 1e12)``). No weights; the mask passes through."""
 
     type = "UnitNormalization"
-    family = "normalization_extra"
+    family = "normalization"
     supports_masking = True
 
     class Config(LayerConfig):
