@@ -111,3 +111,39 @@ def test_convlstm_masked_steps_keep_the_state():
     # sample 0 without its masked step: same result as the sequence with that step removed
     short, _ = built.layer.forward(built.params, x[:1, [0, 2, 3]])
     np.testing.assert_allclose(y[0, 3], short[0, 2], rtol=1e-12)
+
+
+def test_input_layers_declare_a_functional_models_inputs():
+    """As in a Keras functional model file: each InputLayer is a model input under its own name."""
+    from layerforge.config.model import load_config
+    from layerforge.graph import build_graph
+
+    spec = load_config({"layers": [
+        {"type": "InputLayer", "batch_shape": [None, 5, 4], "name": "query_tokens"},
+        {"type": "InputLayer", "shape": [7, 4], "name": "context"},
+        {"type": "MultiHeadAttention", "num_heads": 2, "key_dim": 3, "inputs": ["query_tokens", "context"],
+         "name": "attend"},
+        {"type": "GlobalAveragePooling1D"},
+        {"type": "Dense", "units": 3}]})
+    graph = build_graph(spec)
+    assert [(i.name, i.shape) for i in graph.inputs] == [("query_tokens", (5, 4)), ("context", (7, 4))]
+    assert [n.name for n in graph.nodes] == ["attend", "global_average_pooling1d", "dense"]
+    assert graph.output_shapes == [(3,)]
+    unnamed = build_graph(load_config({"layers": [{"type": "Input", "shape": [3]}, {"type": "Dense", "units": 1}]}))
+    assert [i.name for i in unnamed.inputs] == ["input"] and len(unnamed.nodes) == 1
+
+
+def test_model_with_input_layers_trains_and_predicts():
+    import layerforge
+
+    model = layerforge.Model.from_yaml({"seed": 0, "layers": [
+        {"type": "InputLayer", "batch_shape": [None, 6, 4], "name": "seq"},
+        {"type": "LayerNormalization"},
+        {"type": "MultiHeadAttention", "num_heads": 2, "key_dim": 2},
+        {"type": "Flatten"},
+        {"type": "Dense", "units": 1}], "training": {"loss": "mse", "optimizer": "adam"}})
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((16, 6, 4)).astype(np.float32)
+    y = x.sum(axis=(1, 2))[:, None]
+    model.fit(x, y, epochs=2, batch_size=8)
+    assert model.predict(x).shape == (16, 1)

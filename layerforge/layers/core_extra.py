@@ -23,9 +23,11 @@ _DTYPES = {"float32": "float32", "float64": "float64", "int32": "int32", "int64"
 class InputLayer(Layer):
     """An explicit input declaration, as Keras writes it in a model file: ``{type: InputLayer, batch_shape: [null,
     28, 28, 1]}`` (Keras 3), ``batch_input_shape`` (Keras 1/2), ``shape`` (the Keras 3 ``Input(shape=...)``
-    call) or ``input_shape``. As the first layer it declares the model's input (shape and dtype); it computes
-    nothing (its output is its input) and the incoming mask passes through. A model with several inputs lists
-    them under the top-level ``inputs:``; an InputLayer that names one of them in ``inputs:`` checks its shape."""
+    call) or ``input_shape``, and ``dtype``. When the config has no top-level ``input_shape:``/``inputs:``, each
+    InputLayer without ``inputs:`` is a model input under the layer's name (unnamed: input, input_1, ...), as in
+    a Keras functional model: other layers list it in their ``inputs:`` (or, right after it, take it as the
+    previous layer). Otherwise an InputLayer is a layer that checks the shape it receives and passes it (and its
+    mask) on unchanged."""
 
     type = "InputLayer"
     family = "core"
