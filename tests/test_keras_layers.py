@@ -45,6 +45,7 @@ def test_forward_matches_keras3(case):
 
 @pytest.mark.parametrize("config,shape,axes", [
     ({"type": "SpatialDropout1D", "rate": 0.5}, (6, 8), (1,)),
+    ({"type": "SpatialDropout1D", "rate": 0.5, "data_format": "channels_first"}, (8, 6), (2,)),
     ({"type": "SpatialDropout2D", "rate": 0.5}, (4, 4, 8), (1, 2)),
     ({"type": "SpatialDropout2D", "rate": 0.5, "data_format": "channels_first"}, (8, 4, 4), (2, 3)),
     ({"type": "SpatialDropout3D", "rate": 0.5}, (2, 3, 3, 8), (1, 2, 3)),

@@ -221,7 +221,7 @@ class _SpatialDropout(Layer):
         return elements(input_shape)
 
     def _noise_shape(self, x):
-        if self.rank == 1 or self.config.data_format == "channels_last":
+        if self.config.data_format == "channels_last":
             return (x.shape[0],) + (1,) * self.rank + (x.shape[-1],)
         return (x.shape[0], x.shape[1]) + (1,) * self.rank
 
@@ -243,8 +243,9 @@ class _SpatialDropout(Layer):
 
 @register
 class SpatialDropout1D(_SpatialDropout):
-    """Drops whole channels of a (steps, channels) input: one draw per sample and channel, shared by every time
-    step, survivors scaled by 1/(1-rate) (Keras 3; Keras 1 name of rate: p). Identity in inference."""
+    """Drops whole channels of a (steps, channels) input (channels_first: (channels, steps)): one draw per sample
+    and channel, shared by every time step, survivors scaled by 1/(1-rate) (Keras 3; Keras 1 name of rate: p).
+    Identity in inference."""
 
     type = "SpatialDropout1D"
     rank = 1
