@@ -88,6 +88,8 @@ class ConvLSTM2D(Layer):
         unroll: bool = Field(False, description="accepted for Keras compatibility; same maths")
         keras1_renames = {"inner_activation": "_keras1_inner_activation", "forget_bias_init": "_forget_bias_init"}
         keras1_structural = {"nb_row": "kernel_size", "nb_col": "kernel_size"}
+        # Keras 1.2's ConvLSTM2D took none of the 1D / atrous names
+        keras1_exclude = frozenset({"filter_length", "subsample_length", "stride", "atrous_rate"})
 
         @classmethod
         def upgrade(cls, data: dict[str, Any]) -> dict[str, Any]:
