@@ -265,12 +265,23 @@ def train(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars; only the final line."),
     allow_code: bool = typer.Option(False, "--allow-code", help="Allow Lambda `function:` to run Python code."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Threads for BLAS and Numba."),
+    distributed: bool = typer.Option(False, "--distributed",
+                                     help="Data-parallel training over MPI: run under `mpirun -n N` (extra "
+                                          "layerforge[mpi]); each rank takes 1/N of every batch."),
+    sync_batchnorm: bool = typer.Option(False, "--sync-batchnorm",
+                                        help="With --distributed: BatchNormalization statistics over the whole "
+                                             "global batch (default: per rank, as Horovod)."),
 ):
     """Train a model and write a run directory (config, weights, optimizer state, history).
 
-    Example: [bold]layerforge train configs/iris.yaml training.epochs=50[/]
+    Example: [bold]layerforge train configs/iris.yaml training.epochs=50[/]; on 2 processes:
+    [bold]mpirun -n 2 layerforge train configs/iris.yaml --distributed[/]
     """
     _set_threads(threads)
+    if distributed or sync_batchnorm:
+        _train_distributed(config, overrides, output, resume, data, validation_data, quiet, allow_code, threads,
+                           sync_batchnorm)
+        return
 
     def body():
         from .engine.runner import train_command
@@ -278,6 +289,18 @@ def train(
         train_command(config, overrides=list(overrides or []), output=output, resume=resume, data=data,
                       validation_data=validation_data, quiet=quiet, allow_code=allow_code, threads=threads,
                       console=_console())
+
+    _run(body)
+
+
+def _train_distributed(config, overrides, output, resume, data, validation_data, quiet, allow_code, threads,
+                       sync_batchnorm):
+    def body():
+        from .distributed.train import distributed_train_command
+
+        distributed_train_command(config, overrides=list(overrides or []), output=output, resume=resume, data=data,
+                                  validation_data=validation_data, quiet=quiet, allow_code=allow_code,
+                                  threads=threads, sync_batchnorm=sync_batchnorm, console=_console())
 
     _run(body)
 
