@@ -389,6 +389,63 @@ def bench(
     _run(body)
 
 
+@app.command()
+def sweep(
+    config: Optional[Path] = typer.Argument(None, help="The model's YAML file (not needed with --resume).",
+                                            show_default=False),
+    overrides: Optional[list[str]] = OVERRIDES_ARG,
+    space: Optional[Path] = typer.Option(None, "--space", "-s", help="The search space: config paths mapped to "
+                                         "{loguniform|uniform|int: [low, high]} or {choice: [...]}."),
+    trials: Optional[int] = typer.Option(None, "--trials", "-n", min=1,
+                                         help="Trials the study should hold in the end (default 20)."),
+    jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Trials run at once (local processes, or Dask "
+                                                            "workers for --dask local); the cores are divided."),
+    storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage URL (default: an SQLite file "
+                                          "in the sweep directory), e.g. postgresql://user@host/db: several "
+                                          "machines can then join one study."),
+    dask: Optional[str] = typer.Option(None, "--dask", help="Run the trials on the Dask cluster at this scheduler "
+                                       "address (tcp://host:8786), or `local` for a LocalCluster of --jobs workers."),
+    pruner: str = typer.Option("median", "--pruner", help="Stop poor trials early from their per-epoch values: "
+                               "median, hyperband, halving or none."),
+    sampler: str = typer.Option("tpe", "--sampler", help="tpe (Optuna's TPE) or random."),
+    metric: Optional[str] = typer.Option(None, "--metric", help="What a trial is judged by, its best epoch's value "
+                                         "(default val_loss, or loss without validation data)."),
+    direction: Optional[str] = typer.Option(None, "--direction", help="minimize or maximize (default: maximize "
+                                            "for accuracy-like metrics)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Sweep directory to write (default "
+                                          "sweeps/<name>-<time>)."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the sweep in this directory (after a "
+                                          "kill, or with a larger --trials)."),
+    study_name: Optional[str] = typer.Option(None, "--study-name", help="Study name in the storage (default: the "
+                                             "sweep directory's name)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the sampler."),
+    allow_code: bool = ALLOW_CODE_OPT,
+):
+    """Hyperparameter sweep on Optuna: each trial is a run directory under the sweep directory; the best config
+    is written as YAML. Needs the extra layerforge[sweep].
+
+    Example: [bold]layerforge sweep configs/iris.yaml --space space.yaml --trials 20 --jobs 2[/]
+    """
+
+    def body():
+        from .errors import ConfigError, Problem
+
+        for value, allowed, flag in ((pruner, ("median", "hyperband", "halving", "none"), "--pruner"),
+                                     (sampler, ("tpe", "random"), "--sampler"),
+                                     (direction, ("minimize", "maximize", None), "--direction")):
+            if value not in allowed:
+                raise ConfigError(problems=[Problem(message=f"{flag} {value} is not known", file="<command line>",
+                                                    expected=", ".join(a for a in allowed if a))])
+        from .sweep.command import sweep_command
+
+        sweep_command(config, space=space, overrides=list(overrides or []), trials=trials, jobs=jobs,
+                      storage=storage, dask=dask, pruner=pruner, sampler=sampler, metric=metric,
+                      direction=direction, output=output, resume=resume, study_name=study_name, seed=seed,
+                      allow_code=allow_code, console=_console())
+
+    _run(body)
+
+
 def main():
     app(prog_name="layerforge")
 
