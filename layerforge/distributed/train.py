@@ -108,7 +108,7 @@ def distributed_train_command(config: Path, *, overrides, output, resume, data, 
                       f"seed {seed}, {size} ranks sharing each global batch of {cfg.batch_size}"
                       + (", BatchNormalization synchronised" if sync_batchnorm else "")
                       + (f", resuming after epoch {trainer.epoch}" if run is not None else ""), highlight=False)
-    started = time.perf_counter()
+    started, first_epoch = time.perf_counter(), trainer.epoch
     try:
         history = model.fit(data=data, validation_data=validation_data, quiet=not shown,
                             console=console if rank == 0 else None, on_epoch_end=save)
@@ -131,9 +131,9 @@ def distributed_train_command(config: Path, *, overrides, output, resume, data, 
 
         for note in trainer.notes:
             console.print(f"[dim]{note}[/]", highlight=False)
-        busy = sum(row.get("time", 0.0) for row in history)
+        busy = sum(row.get("time", 0.0) for row in history[first_epoch:])  # this session's epochs
         share = parallel.allreduce_seconds / busy if busy > 0 else 0.0
-        console.print(f"[green]done[/] {len(history)} epochs in {elapsed:.1f}s on {size} ranks "
+        console.print(f"[green]done[/] {len(history) - first_epoch} epochs in {elapsed:.1f}s on {size} ranks "
                       f"(gradient Allreduce {100 * share:.1f}% of the epochs' time)  {format_logs(history[-1])}",
                       highlight=False)
         if drift > 0:
