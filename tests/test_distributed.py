@@ -122,3 +122,19 @@ def test_config_error_under_mpirun_is_reported_once(tmp_path):
     assert bad.returncode == 2, bad.stdout + bad.stderr
     text = bad.stdout + bad.stderr
     assert "epochs" in text and "Traceback" not in text
+
+
+def test_a_nan_on_one_rank_stops_every_rank(tmp_path):
+    # one sample overflows: only its rank computes a NaN gradient, and every rank must stop in the same step
+    # (TerminateOnNaN), none left waiting in an Allreduce
+    rows = IRIS.read_text().splitlines()
+    first = rows[5].split(",")
+    first[:4] = ["3e38"] * 4  # finite, but its products overflow float32
+    rows[5] = ",".join(first)
+    data = tmp_path / "iris_bad.csv"
+    data.write_text("\n".join(rows) + "\n")
+    config = _config(tmp_path, batchnorm=False)
+    res = _train(config, tmp_path / "nan", f"data.train.path={data}", "training.epochs=3", "layers.0.activation=relu",
+                 "training.callbacks=[TerminateOnNaN]", "training.shuffle=false", ranks=2)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "NaN" in res.stdout + res.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
@@ -76,14 +77,16 @@ class DataParallel:
         self.local_batch = hi - lo
         return idx[lo:hi]
 
-    def reduce_gradients(self, flat: np.ndarray, batch: int) -> None:
-        """Average the packed gradients over the global batch, in place."""
+    def reduce_gradients(self, flat: np.ndarray, batch: int) -> bool:
+        """Average the packed gradients over the global batch, in place; returns whether they are finite (the
+        same answer on every rank, so a rank never stops alone while the others wait in the next Allreduce)."""
         if self.size > 1:
             flat *= flat.dtype.type(batch / self.global_batch)
             started = time.perf_counter()
             self.comm.Allreduce(self._mpi.IN_PLACE, flat, op=self._mpi.SUM)
             self.allreduce_seconds += time.perf_counter() - started
         self.steps += 1
+        return math.isfinite(float(np.add.reduce(flat, dtype=np.float64))) if flat.size else True
 
     def reduce_logs(self, logs: dict, seen: int) -> dict:
         """The epoch's logs averaged over the ranks (Horovod's MetricAverageCallback): training values weighted

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -143,7 +142,3 @@ def distributed_train_command(config: Path, *, overrides, output, resume, data, 
     if not np.isfinite(history[-1]["loss"]):
         raise RunFailed("the loss became NaN or infinite; lower the learning rate or check the data")
 
-
-def launched_by_mpi() -> bool:
-    """Whether this process was started by mpirun/mpiexec (MPICH, Open MPI, Intel MPI, Slurm's srun)."""
-    return any(v in os.environ for v in ("PMI_RANK", "PMIX_RANK", "OMPI_COMM_WORLD_RANK", "PMI_SIZE"))

@@ -159,7 +159,9 @@ class Trainer:
         params = [model.params[n][p] for n, p in self.pairs]
         flat = [grads[n][p] for n, p in self.pairs]
         if self.parallel is not None:
-            flat = self._reduce_gradients(flat, batch)
+            flat, finite = self._reduce_gradients(flat, batch)
+            if not finite:  # a NaN/inf on any process: all of them see it in the same step (TerminateOnNaN)
+                loss = math.nan
         self.optimizer.step(params, flat, grad_buffer=model.flat_grads)
         model.apply_constraints()
         for head, y_pred, mask, y_true in zip(self.heads, outs, masks, ys):
@@ -167,9 +169,9 @@ class Trainer:
                 m.update(y_true, y_pred, self._metric_weight(sw, mask, y_pred))
         return loss, per_head
 
-    def _reduce_gradients(self, grads: list, batch: int) -> list:
+    def _reduce_gradients(self, grads: list, batch: int) -> tuple[list, bool]:
         """Gather the gradients into the model's packed buffer, reduce it across processes in one call, and
-        return views into it (the optimizer then finds them in place)."""
+        return views into it (the optimizer then finds them in place) and whether the result is finite."""
         model = self.model
         if model.flat_grads is None:  # weights not packed (no trainable weights, or mixed dtypes)
             buffer = np.concatenate([g.reshape(-1) for g in grads]) if grads else np.zeros(0, model.dtype)
@@ -183,8 +185,8 @@ class Trainer:
             for view, g in zip(views, grads):
                 if g is not view:
                     view[...] = g
-        self.parallel.reduce_gradients(buffer, batch)
-        return views
+        finite = self.parallel.reduce_gradients(buffer, batch)
+        return views, finite
 
     @staticmethod
     def _metric_weight(sw, mask, y_pred):

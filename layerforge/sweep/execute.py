@@ -48,7 +48,10 @@ def dask_client(address: str, processes: int):
         raise ConfigError(problems=[Problem(message=f"--dask needs dask.distributed, which cannot be imported "
                                                     f"({exc})", hint='pip install "layerforge[sweep]"')]) from None
     if address == "local":
-        cluster = LocalCluster(n_workers=processes, threads_per_worker=1, processes=True, dashboard_address=None)
+        import logging
+
+        cluster = LocalCluster(n_workers=processes, threads_per_worker=1, processes=True, dashboard_address=None,
+                               silence_logs=logging.ERROR)
         return Client(cluster), cluster
     try:
         return Client(address, timeout=30), None
