@@ -71,6 +71,11 @@ def sweep_command(config: Path | None, *, space: Path | None, overrides: list[st
     if resume is not None:
         sweep_dir = Path(resume)
         spec = SweepSpec.load(sweep_dir)
+        if overrides or (config is not None and "=" in str(config)):
+            raise ConfigError(problems=[Problem(
+                message="a resumed sweep keeps its config and overrides (sweep.json); KEY=VALUE cannot change them",
+                file="<command line>", hint=f"resume with `layerforge sweep --resume {sweep_dir}` (--trials N "
+                                            "raises the number of trials), or start a new sweep")])
         if config is not None and Path(config).resolve() != Path(spec.config):
             raise ConfigError(problems=[Problem(message=f"this sweep was started with {spec.config}, not {config}",
                                                 file=str(sweep_dir / "sweep.json"),
@@ -177,7 +182,7 @@ def trials_table(rows: list[dict], spec: SweepSpec, best: int | None = None):
     table = Table(header_style="bold", box=None)
     for name in ("trial", "state", spec.metric, "epochs", "time", *paths):
         table.add_column(name, overflow="fold")
-    styles = {"COMPLETE": "green", "PRUNED": "yellow", "FAIL": "red", "RUNNING": "cyan"}
+    styles = {"COMPLETE": "green", "PRUNED": "yellow", "FAIL": "red", "RUNNING": "cyan", "INTERRUPTED": "dim"}
     for r in sorted(rows, key=lambda r: r["number"]):
         value = "" if r.get("value") is None else f"{r['value']:.5g}"
         cells = [str(r["number"]), f"[{styles.get(r['state'], '')}]{r['state'].lower()}[/]", value,
@@ -194,7 +199,10 @@ def _rows_from_study(study) -> list[dict]:
             if t.datetime_complete and t.datetime_start else None
         value = t.value if t.state.name == "COMPLETE" else \
             (t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values else None)
-        rows.append({"number": t.number, "state": t.state.name, "value": value,
+        state = t.state.name
+        if state == "FAIL" and "error" not in t.user_attrs:  # killed with its sweep; --resume runs it again
+            state = "INTERRUPTED"
+        rows.append({"number": t.number, "state": state, "value": value,
                      "epochs": len(t.intermediate_values), "seconds": seconds,
                      "params": {p: v for p, v in t.user_attrs.get("assignments", [])},
                      "message": t.user_attrs.get("error", "")})
@@ -212,7 +220,8 @@ def _finish(spec: SweepSpec, sweep_dir: Path, study, console) -> None:
         console.width = max(console.width, 200)
     console.print(trials_table(rows, spec, best.number if best else None))
     atomic_write_text(sweep_dir / "trials.csv", _trials_csv(rows))
-    states = {s: sum(1 for r in rows if r["state"] == s) for s in ("COMPLETE", "PRUNED", "FAIL", "RUNNING")}
+    states = {s: sum(1 for r in rows if r["state"] == s)
+              for s in ("COMPLETE", "PRUNED", "FAIL", "INTERRUPTED", "RUNNING")}
     console.print(", ".join(f"{n} {s.lower()}" for s, n in states.items() if n), highlight=False)
     if best is None:
         console.print("[yellow]no trial completed[/]; see the messages above and trials.csv", highlight=False)

@@ -8,6 +8,11 @@ from ..errors import ConfigError, Problem
 
 
 def _init_worker(threads: int) -> None:
+    import signal
+
+    # Ctrl-C reaches the whole process group: the sweep process handles it (and ends the workers), so a worker
+    # is never interrupted half-way through an import and then handed the next trial
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     # a fresh (spawned) interpreter: the thread counts are set before numpy's BLAS and Numba load
     from ..engine.threads import set_threads
 
@@ -16,28 +21,25 @@ def _init_worker(threads: int) -> None:
 
 def run_local(jobs_list: list[dict], processes: int, threads: int):
     """Yield each trial's result as it finishes, running ``processes`` trials at a time."""
-    if processes == 1:  # in this process: no start-up cost, and Ctrl-C behaves as in `train`
-        from .objective import run_trial
+    from .objective import run_trial
 
+    if processes == 1:  # in this process: no start-up cost, and Ctrl-C behaves as in `train`
         for job in jobs_list:
             yield run_trial(job)
         return
     import multiprocessing
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-
-    from .objective import run_trial
 
     ctx = multiprocessing.get_context("spawn")  # never fork a process that holds Numba's threads
-    pool = ProcessPoolExecutor(max_workers=processes, mp_context=ctx, initializer=_init_worker,
-                               initargs=(threads,))
+    pool = ctx.Pool(processes, initializer=_init_worker, initargs=(threads,))
     try:
-        pending = {pool.submit(run_trial, job) for job in jobs_list}
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                yield future.result()
+        # one trial per task, handed out as workers free up, so the trials on this machine never exceed --jobs
+        yield from pool.imap_unordered(run_trial, jobs_list, chunksize=1)
+        pool.close()
+    except BaseException:
+        pool.terminate()  # Ctrl-C or an error: the running trials stay RUNNING and `--resume` runs them again
+        raise
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        pool.join()
 
 
 def dask_client(address: str, processes: int):
