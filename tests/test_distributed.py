@@ -4,6 +4,7 @@ Runs `mpirun -n 2 layerforge train ... --distributed` (oversubscription is fine:
 skipped with the reason when mpi4py or mpirun is missing (the `test` extra installs both: mpi4py + MPICH).
 """
 
+import importlib.util
 import json
 import os
 import shutil
@@ -14,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from typer.testing import CliRunner
 
-pytest.importorskip("mpi4py", reason="needs mpi4py (pip install 'layerforge[mpi]')")
+from layerforge.cli import app
 
 ROOT = Path(__file__).resolve().parent.parent
 IRIS = ROOT / "examples" / "data" / "iris.csv"
@@ -23,7 +25,9 @@ BIN = Path(sys.executable).parent
 MPIRUN = shutil.which("mpirun", path=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
 LAYERFORGE = [sys.executable, "-m", "layerforge"]
 
-pytestmark = pytest.mark.skipif(MPIRUN is None, reason="no mpirun on PATH (pip install mpich)")
+HAS_MPI4PY = importlib.util.find_spec("mpi4py") is not None
+needs_mpi = pytest.mark.skipif(not HAS_MPI4PY or MPIRUN is None,
+                               reason="needs mpi4py and mpirun (pip install 'layerforge[mpi]')")
 
 
 def _config(tmp_path, *, batchnorm: bool, dropout: float = 0.0, optimizer=None) -> Path:
@@ -69,6 +73,7 @@ def _assert_same(a: dict, b: dict, *, skip=()):
         np.testing.assert_allclose(a[k], b[k], rtol=2e-5, atol=2e-6, err_msg=k)
 
 
+@needs_mpi
 def test_two_ranks_equal_one_process_after_10_steps(tmp_path):
     # 150 rows, 120 for training, batch 12: one epoch is 10 optimizer steps
     config = _config(tmp_path, batchnorm=False)
@@ -89,6 +94,7 @@ def test_two_ranks_equal_one_process_after_10_steps(tmp_path):
     _assert_same(_weights(tmp_path / "one"), _weights(tmp_path / "two"))
 
 
+@needs_mpi
 def test_synchronised_batchnorm_equals_one_process(tmp_path):
     # SGD: Adam's first steps move each weight by about ±lr whatever the gradient's size, so a gradient of ~0
     # that rounds to the other sign moves it by 2·lr; SGD keeps the comparison at rounding level
@@ -105,6 +111,7 @@ def test_synchronised_batchnorm_equals_one_process(tmp_path):
     assert not np.allclose(_weights(tmp_path / "one")[gamma], _weights(tmp_path / "local")[gamma], atol=1e-7)
 
 
+@needs_mpi
 def test_dropout_runs_repeat_exactly(tmp_path):
     config = _config(tmp_path, batchnorm=False, dropout=0.3)
     a = _train(config, tmp_path / "a", ranks=2)
@@ -115,6 +122,7 @@ def test_dropout_runs_repeat_exactly(tmp_path):
         np.testing.assert_array_equal(wa[k], wb[k])
 
 
+@needs_mpi
 def test_config_error_under_mpirun_is_reported_once(tmp_path):
     # every rank finds the error; one reports it, all exit with code 2
     config = _config(tmp_path, batchnorm=False)
@@ -124,6 +132,7 @@ def test_config_error_under_mpirun_is_reported_once(tmp_path):
     assert "epochs" in text and "Traceback" not in text
 
 
+@needs_mpi
 def test_a_nan_on_one_rank_stops_every_rank(tmp_path):
     # one sample overflows: only its rank computes a NaN gradient, and every rank must stop in the same step
     # (TerminateOnNaN), none left waiting in an Allreduce
@@ -138,3 +147,10 @@ def test_a_nan_on_one_rank_stops_every_rank(tmp_path):
                  "training.callbacks=[TerminateOnNaN]", "training.shuffle=false", ranks=2)
     assert res.returncode == 1, res.stdout + res.stderr
     assert "NaN" in res.stdout + res.stderr
+
+
+def test_missing_mpi4py_is_a_clear_message(monkeypatch):
+    monkeypatch.setitem(sys.modules, "mpi4py", None)
+    res = CliRunner().invoke(app, ["train", str(ROOT / "configs" / "iris.yaml"), "--distributed", "training.epochs=1"])
+    assert res.exit_code == 2
+    assert "needs mpi4py" in res.output and "layerforge[mpi]" in res.output

@@ -160,3 +160,54 @@ def test_sweep_needs_validation_data_for_val_metric(tmp_path, space):
     res = runner.invoke(app, ["sweep", str(IRIS_CONFIG), "training.validation_split=0", "--space", str(space),
                               "--metric", "val_accuracy", "-o", str(tmp_path / "s")])
     assert res.exit_code == 2 and "needs validation data" in res.output
+
+
+def test_sampling_conditional_and_fixed_values():
+    from layerforge.config.source import parse_yaml_text
+    from layerforge.sweep.space import ordered_overrides, parse_space, sample
+
+    text = SPACE + "training.epochs: 2\nlayers.2.units: {int: [4, 12], step: 4}\n"
+    space = parse_space(*parse_yaml_text(text, "space.yaml"), text)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = set()
+    for _ in range(12):
+        trial = study.ask()
+        picked = dict(sample(trial, space))
+        seen.add(picked["training.optimizer.type"])
+        assert picked["training.epochs"] == 2 and picked["layers.2.units"] in (4, 8, 12)
+        assert 1e-3 <= picked["training.optimizer.learning_rate"] <= 1e-1
+        # the momentum exists exactly in the trials that chose sgd
+        assert ("training.optimizer.momentum" in picked) == (picked["training.optimizer.type"] == "sgd")
+        study.tell(trial, 0.0)
+    assert seen == {"adam", "sgd"}
+    # a path is applied before the paths inside it, whatever the order in the file
+    assert ordered_overrides([("training.optimizer.learning_rate", 0.01), ("training.optimizer", {"type": "sgd"})]) \
+        == ['training.optimizer={"type": "sgd"}', "training.optimizer.learning_rate=0.01"]
+
+
+def test_choice_of_mappings_uses_indices():
+    from layerforge.config.source import parse_yaml_text
+    from layerforge.sweep.space import parse_space, sample
+
+    text = "training.optimizer: {choice: [{type: adam}, {type: sgd, momentum: 0.9}]}\n"
+    space = parse_space(*parse_yaml_text(text, "s.yaml"), text)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    values = []
+    for _ in range(6):
+        trial = study.ask()
+        values.append(dict(sample(trial, space))["training.optimizer"])
+        assert trial.params["training.optimizer"] in (0, 1)
+        study.tell(trial, 0.0)
+    assert {"type": "sgd", "momentum": 0.9} in values and {"type": "adam"} in values
+
+
+def test_missing_optuna_is_a_clear_message(tmp_path, space, monkeypatch):
+    monkeypatch.setitem(sys.modules, "optuna", None)  # import optuna now fails, as when it is not installed
+    res = runner.invoke(app, ["sweep", str(IRIS_CONFIG), "--space", str(space), "-o", str(tmp_path / "s")])
+    assert res.exit_code == 2
+    assert "needs Optuna" in res.output and "layerforge[sweep]" in res.output
+
+
+def test_resume_of_a_missing_sweep(tmp_path):
+    res = runner.invoke(app, ["sweep", "--resume", str(tmp_path)])
+    assert res.exit_code == 2 and "not a sweep directory" in res.output

@@ -101,6 +101,8 @@ def distributed_train_command(config: Path, *, overrides, output, resume, data, 
             model.save(run_dir)
 
     cfg = spec.config.training
+    if rank != 0:  # files are rank 0's to write; the other ranks keep the callbacks that decide (alike)
+        cfg.callbacks[:] = [c for c in cfg.callbacks if c.get("type") not in ("ModelCheckpoint", "CSVLogger")]
     shown = rank == 0 and not quiet
     if shown:
         console.print(f"[bold]{spec.config.name}[/]: {graph.total_params:,} parameters, {len(graph.nodes)} layers, "
