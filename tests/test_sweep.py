@@ -84,7 +84,7 @@ def test_six_trials_on_two_jobs_reach_the_study(tmp_path, space):
 def test_a_killed_sweep_resumes(tmp_path, space):
     out = tmp_path / "sweep"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen([sys.executable, "-m", "layerforge", "sweep", str(IRIS_CONFIG), "training.epochs=60",
+    proc = subprocess.Popen([sys.executable, "-m", "layerforge", "sweep", str(IRIS_CONFIG), "training.epochs=30",
                              "--space", str(space), "--trials", "2", "-o", str(out), "--pruner", "none"],
                             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
