@@ -277,19 +277,30 @@ def train(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars; only the final line."),
     allow_code: bool = typer.Option(False, "--allow-code", help="Allow Lambda `function:` to run Python code."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Threads for BLAS and Numba."),
+    distributed: bool = typer.Option(False, "--distributed",
+                                     help="Data-parallel training over MPI: run under `mpirun -n N` (extra "
+                                          "layerforge[mpi]); each rank takes 1/N of every batch."),
+    sync_batchnorm: bool = typer.Option(False, "--sync-batchnorm",
+                                        help="With --distributed: BatchNormalization statistics over the whole "
+                                             "global batch (default: per rank, as Horovod)."),
 ):
     """Train a model and write a run directory (config, weights, optimizer state, history).
 
     With data.test in the config, the run ends with the test metrics.
 
     Example: [bold]layerforge train configs/iris.yaml training.epochs=50[/], later
-    [bold]layerforge train --resume runs/iris-20250101-120000 training.epochs=80[/]
+    [bold]layerforge train --resume runs/iris-20250101-120000 training.epochs=80[/]; on 2 processes:
+    [bold]mpirun -n 2 layerforge train configs/iris.yaml --distributed[/]
     """
     _set_threads(threads)
     overrides = list(overrides or [])
     if config is not None and "=" in str(config) and not config.exists():  # `train --resume RUN key=value`
         overrides.insert(0, str(config))
         config = None
+    if distributed or sync_batchnorm:
+        _train_distributed(config, overrides, output, resume, data, validation_data, quiet, allow_code, threads,
+                           sync_batchnorm)
+        return
 
     def body():
         from .engine.runner import train_command
@@ -327,6 +338,18 @@ def _show_training_result(result: dict, console, *, quiet: bool = False) -> None
         line = loss_sparkline_line(rows)
         if line:
             console.print(line, highlight=False)
+
+
+def _train_distributed(config, overrides, output, resume, data, validation_data, quiet, allow_code, threads,
+                       sync_batchnorm):
+    def body():
+        from .distributed.train import distributed_train_command
+
+        distributed_train_command(config, overrides=list(overrides or []), output=output, resume=resume, data=data,
+                                  validation_data=validation_data, quiet=quiet, allow_code=allow_code,
+                                  threads=threads, sync_batchnorm=sync_batchnorm, console=_console())
+
+    _run(body)
 
 
 @app.command()
@@ -523,6 +546,63 @@ def report(
         written = write_report(run_dir, data=data, output=output, batch_size=batch_size)
         _console(stderr=True).print(f"wrote {written}" + (" (replacing the earlier file)" if existed else ""),
                                     highlight=False)
+
+    _run(body)
+
+
+@app.command()
+def sweep(
+    config: Optional[Path] = typer.Argument(None, help="The model's YAML file (not needed with --resume).",
+                                            show_default=False),
+    overrides: Optional[list[str]] = OVERRIDES_ARG,
+    space: Optional[Path] = typer.Option(None, "--space", "-s", help="The search space: config paths mapped to "
+                                         "{loguniform|uniform|int: [low, high]} or {choice: [...]}."),
+    trials: Optional[int] = typer.Option(None, "--trials", "-n", min=1,
+                                         help="Trials the study should hold in the end (default 20)."),
+    jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Trials run at once (local processes, or Dask "
+                                                            "workers for --dask local); the cores are divided."),
+    storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage URL (default: an SQLite file "
+                                          "in the sweep directory), e.g. postgresql://user@host/db: several "
+                                          "machines can then join one study."),
+    dask: Optional[str] = typer.Option(None, "--dask", help="Run the trials on the Dask cluster at this scheduler "
+                                       "address (tcp://host:8786), or `local` for a LocalCluster of --jobs workers."),
+    pruner: str = typer.Option("median", "--pruner", help="Stop poor trials early from their per-epoch values: "
+                               "median, hyperband, halving or none."),
+    sampler: str = typer.Option("tpe", "--sampler", help="tpe (Optuna's TPE) or random."),
+    metric: Optional[str] = typer.Option(None, "--metric", help="What a trial is judged by, its best epoch's value "
+                                         "(default val_loss, or loss without validation data)."),
+    direction: Optional[str] = typer.Option(None, "--direction", help="minimize or maximize (default: maximize "
+                                            "for accuracy-like metrics)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Sweep directory to write (default "
+                                          "sweeps/<name>-<time>)."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the sweep in this directory (after a "
+                                          "kill, or with a larger --trials)."),
+    study_name: Optional[str] = typer.Option(None, "--study-name", help="Study name in the storage (default: the "
+                                             "sweep directory's name)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the sampler."),
+    allow_code: bool = ALLOW_CODE_OPT,
+):
+    """Hyperparameter sweep on Optuna: each trial is a run directory under the sweep directory; the best config
+    is written as YAML. Needs the extra layerforge[sweep].
+
+    Example: [bold]layerforge sweep configs/iris.yaml --space space.yaml --trials 20 --jobs 2[/]
+    """
+
+    def body():
+        from .errors import ConfigError, Problem
+
+        for value, allowed, flag in ((pruner, ("median", "hyperband", "halving", "none"), "--pruner"),
+                                     (sampler, ("tpe", "random"), "--sampler"),
+                                     (direction, ("minimize", "maximize", None), "--direction")):
+            if value not in allowed:
+                raise ConfigError(problems=[Problem(message=f"{flag} {value} is not known", file="<command line>",
+                                                    expected=", ".join(a for a in allowed if a))])
+        from .sweep.command import sweep_command
+
+        sweep_command(config, space=space, overrides=list(overrides or []), trials=trials, jobs=jobs,
+                      storage=storage, dask=dask, pruner=pruner, sampler=sampler, metric=metric,
+                      direction=direction, output=output, resume=resume, study_name=study_name, seed=seed,
+                      allow_code=allow_code, console=_console())
 
     _run(body)
 
