@@ -13,7 +13,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -338,25 +337,28 @@ def test_load_2000_requests_from_50_clients_equal_cli_predict(server, cli_predic
 
 
 def test_sigterm_finishes_the_request_in_flight_with_two_workers(iris_run, tmp_path):
-    srv = Server(iris_run, "--workers", "2", "--max-wait-ms", "1500", log=tmp_path / "w.log")
+    srv = Server(iris_run, "--workers", "2", log=tmp_path / "w.log")
     try:
         pids = {httpx.get(srv.url + "/health", headers={"connection": "close"}).json()["pid"] for _ in range(6)}
         assert srv.proc.pid not in pids  # answered by worker processes
-        result: dict = {}
-
-        def slow_request():  # waits up to 1.5 s in the batcher for company
-            try:
-                result["r"] = httpx.post(srv.url + "/predict", json=[ROW], timeout=30)
-            except httpx.HTTPError as exc:
-                result["error"] = repr(exc)
-
-        t = threading.Thread(target=slow_request)
-        t.start()
+        # a request in flight: headers and half the body sent, the rest only after SIGTERM
+        body = json.dumps([ROW]).encode()
+        conn = socket.create_connection(("127.0.0.1", srv.port), timeout=30)
+        conn.sendall(b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body[:10])
         time.sleep(0.5)
         srv.proc.send_signal(signal.SIGTERM)
-        t.join(timeout=30)
-        assert "error" not in result, result
-        assert result["r"].status_code == 200 and result["r"].json()["predictions"] == [{"species": "setosa"}]
+        time.sleep(0.5)
+        conn.sendall(body[10:])
+        reply = b""
+        while b"predictions" not in reply or not reply.endswith(b"}"):
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            reply += chunk
+        conn.close()
+        assert reply.startswith(b"HTTP/1.1 200"), reply
+        assert reply.split(b"\r\n\r\n", 1)[1] == b'{"columns":["species"],"predictions":[{"species":"setosa"}]}'
         srv.proc.wait(timeout=30)
         assert "Application shutdown complete" in srv.log()
         with pytest.raises(httpx.TransportError):
@@ -415,6 +417,13 @@ def test_batcher_merges_up_to_max_batch_and_isolates_a_failing_request():
                                        b.predict([np.ones((2, 2))]), return_exceptions=True)
         assert isinstance(results[1], ValueError)
         assert results[0][0].tolist() == [[2.0, 2.0]] and results[2][0].shape == (2, 2)
+        sizes.clear()
+        with b.expect():  # a request on its way (its body being read): the forming batch waits for it
+            first = b.submit([np.ones((1, 2))])
+            await asyncio.sleep(0.01)
+            second = b.submit([np.ones((1, 2))])
+        await asyncio.gather(first, second)
+        assert sizes == [2]
         await b.stop()
 
     asyncio.run(main())

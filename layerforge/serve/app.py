@@ -245,19 +245,21 @@ def create_app(settings: ServeSettings, served: ServedModel | None = None):
     async def predict(request: Request):
         """Rows in, predictions out: labels mapped back to the training labels, as `layerforge predict` does."""
         probabilities = _flag(request.query_params.get("probabilities"), "probabilities")
-        body = await read_capped_body(request, settings.max_body_bytes)
-        ctype = request.headers.get("content-type", "")
-        if len(body) <= INLINE_DECODE_BYTES:
-            xs = decode_body(body, ctype, served.model, served.inputs, served.feature_names)
-        else:
-            xs = await run_in_threadpool(decode_body, body, ctype, served.model, served.inputs,
-                                         served.feature_names)
-        n = rows_in(xs)
-        if n > settings.max_rows:
-            raise BadInput(f"the request has {n:,} rows; this server accepts at most {settings.max_rows:,} per "
-                           "request (split them, or raise --max-rows)", status=413)
+        with batcher.expect():
+            body = await read_capped_body(request, settings.max_body_bytes)
+            ctype = request.headers.get("content-type", "")
+            if len(body) <= INLINE_DECODE_BYTES:
+                xs = decode_body(body, ctype, served.model, served.inputs, served.feature_names)
+            else:
+                xs = await run_in_threadpool(decode_body, body, ctype, served.model, served.inputs,
+                                             served.feature_names)
+            n = rows_in(xs)
+            if n > settings.max_rows:
+                raise BadInput(f"the request has {n:,} rows; this server accepts at most {settings.max_rows:,} "
+                               "per request (split them, or raise --max-rows)", status=413)
+            waiting = batcher.submit(xs)  # queued before expect() ends, so a forming batch can take it
         try:
-            outs = await batcher.predict(xs)
+            outs = await waiting
         except UserError as exc:
             raise BadInput(exc.render_plain()) from None
         names, columns = served.decode(outs, probabilities)

@@ -4,8 +4,11 @@ Each request's rows wait in a queue; the batcher takes the first waiting request
 the batch holds ``max_batch`` rows or ``max_wait_ms`` have passed since the first one arrived, concatenates
 them, runs the model once in its own worker thread (the event loop keeps accepting requests meanwhile) and
 hands each request its slice of the outputs. Under load the queue fills while the engine works, so batches
-are full at once and throughput approaches the batched `predict` figure; a lone request waits at most
-``max_wait_ms``.
+are full at once and throughput approaches the batched `predict` figure.
+
+It waits only while another request is on its way (``expect()`` was called for it: its body is being read or
+decoded): a lone client would otherwise pay ``max_wait_ms`` on every request for company that cannot come
+(measured with one client on iris: p50 6.0 ms with the plain wait).
 
 A request larger than ``max_batch`` runs on its own. Requests whose samples differ in shape (variable-length
 inputs) are never merged. When a merged batch fails, each of its requests is run again alone, so one bad
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -43,6 +47,7 @@ class MicroBatcher:
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
         self._closing = False
+        self._expected = 0  # requests being read or decoded, not yet queued
         self.batches = 0  # forward passes run
         self.rows = 0  # rows predicted
         self.requests = 0
@@ -60,15 +65,30 @@ class MicroBatcher:
             await self._task
         self._executor.shutdown(wait=True)
 
-    async def predict(self, xs: list[np.ndarray]) -> list[np.ndarray]:
-        """The model's outputs for the rows of ``xs`` (one array per input), batched with other requests."""
+    @contextlib.contextmanager
+    def expect(self):
+        """Around reading and decoding a request: a batch being formed waits for it (up to max_wait_ms)."""
+        self._expected += 1
+        try:
+            yield
+        finally:
+            self._expected -= 1
+            if self._wakeup is not None:
+                self._wakeup.set()  # whether it comes or not, the batcher need not wait for it any more
+
+    def submit(self, xs: list[np.ndarray]) -> asyncio.Future:
+        """Queue the rows of ``xs`` (one array per input) now; the future gets the outputs for them."""
         if self._task is None or self._task.done():
             raise RuntimeError("the batcher is not running")
         fut = asyncio.get_running_loop().create_future()
         key = tuple((x.shape[1:], x.dtype.str) for x in xs)
         self._waiting.append(_Pending(xs, fut, int(len(xs[0])), key))
         self._wakeup.set()
-        return await fut
+        return fut
+
+    async def predict(self, xs: list[np.ndarray]) -> list[np.ndarray]:
+        """The model's outputs for the rows of ``xs``, batched with other requests."""
+        return await self.submit(xs)
 
     # ------------------------------------------------------------------ the loop
     async def _next_batch(self) -> list[_Pending]:
@@ -90,8 +110,8 @@ class MicroBatcher:
                 batch.append(self._waiting.popleft())
                 rows += nxt.rows
                 taken = True
-            if rows >= self.max_batch or (self._waiting and not taken):
-                break  # full, or the next request does not fit this batch
+            if rows >= self.max_batch or (self._waiting and not taken) or self._expected == 0:
+                break  # full, the next request does not fit this batch, or no other request is on its way
             timeout = deadline - loop.time()
             if timeout <= 0 or self._closing:
                 break
