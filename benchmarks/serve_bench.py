@@ -6,10 +6,11 @@
 
 For each model the script trains the shipped config (a few epochs: speed does not depend on accuracy) unless a
 run directory already exists under --run-dir, starts `layerforge serve` on a free 127.0.0.1 port, and drives it
-with a small asyncio HTTP/1.1 client (keep-alive connections, one row per request, written on raw sockets so the
-client costs the shared cores as little as possible). It reports requests/s, rows/s, and the p50/p99 latency per
-request, next to the batched in-process figure (`Model.predict` over the same rows in batches of --max-batch),
-the ceiling the micro-batcher approaches. Every response is checked to be a 200 with one prediction.
+with a small asyncio HTTP/1.1 client (keep-alive connections, --rows rows per request as JSON arrays, written on
+raw sockets so the client costs the shared cores as little as possible). It reports requests/s, rows/s, and the
+p50/p99 latency per request, next to the batched in-process figure (`Model.predict` over the same rows in batches
+of --max-batch), the ceiling the micro-batcher approaches. Every response is checked to be a 200 with one
+prediction per row sent.
 All traffic is to 127.0.0.1.
 """
 
@@ -108,7 +109,7 @@ class Server:
         self.proc.wait(timeout=60)
 
 
-async def _client(port: int, bodies: list[bytes], latencies: list[float], errors: list) -> None:
+async def _client(port: int, bodies: list[bytes], latencies: list[float], errors: list, want_braces: int) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         for body in bodies:
@@ -123,20 +124,23 @@ async def _client(port: int, bodies: list[bytes], latencies: list[float], errors
                     length = int(line.split(b":", 1)[1])
             payload = await reader.readexactly(length)
             latencies.append(time.perf_counter() - t)
-            if not head.startswith(b"HTTP/1.1 200") or payload.count(b"{") != 2:  # {"columns":..,"predictions":[{}]}
+            if not head.startswith(b"HTTP/1.1 200") or payload.count(b"{") != want_braces:
                 errors.append(head.split(b"\r\n", 1)[0] + b" " + payload[:200])
     finally:
         writer.close()
 
 
-def drive(port: int, rows: np.ndarray, requests: int, clients: int) -> dict:
-    bodies = [json.dumps([r]).encode() for r in rows[:requests].tolist()]
+def drive(port: int, rows: np.ndarray, requests: int, clients: int, per_request: int = 1) -> dict:
+    listed = rows.tolist()
+    bodies = [json.dumps([listed[(i * per_request + j) % len(listed)] for j in range(per_request)]).encode()
+              for i in range(requests)]
+    want_braces = 1 + per_request  # {"columns":..,"predictions":[{..}, ...]}
     latencies: list[float] = []
     errors: list = []
 
     async def main():
         per = [bodies[k::clients] for k in range(clients)]
-        await asyncio.gather(*(_client(port, b, latencies, errors) for b in per if b))
+        await asyncio.gather(*(_client(port, b, latencies, errors, want_braces) for b in per if b))
 
     asyncio.run(main())  # warm-up pass (connections, caches), not reported
     latencies.clear()
@@ -144,17 +148,19 @@ def drive(port: int, rows: np.ndarray, requests: int, clients: int) -> dict:
     asyncio.run(main())
     elapsed = time.perf_counter() - start
     lat = np.array(latencies) * 1000
-    return {"clients": clients, "requests": len(bodies), "errors": len(errors), "seconds": round(elapsed, 3),
-            "requests_per_s": round(len(bodies) / elapsed, 1), "p50_ms": round(float(np.percentile(lat, 50)), 2),
-            "p99_ms": round(float(np.percentile(lat, 99)), 2), "first_errors": [e.decode(errors="replace")
-                                                                               for e in errors[:3]]}
+    return {"clients": clients, "rows_per_request": per_request, "requests": len(bodies), "errors": len(errors),
+            "seconds": round(elapsed, 3), "requests_per_s": round(len(bodies) / elapsed, 1),
+            "rows_per_s": round(len(bodies) * per_request / elapsed, 1),
+            "p50_ms": round(float(np.percentile(lat, 50)), 2), "p99_ms": round(float(np.percentile(lat, 99)), 2),
+            "first_errors": [e.decode(errors="replace") for e in errors[:3]]}
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", default="iris,digits_cnn")
     ap.add_argument("--clients", default="1,50", help="concurrent clients, comma-separated")
-    ap.add_argument("--requests", type=int, default=3000, help="requests per measurement (one row each)")
+    ap.add_argument("--requests", type=int, default=3000, help="requests per measurement")
+    ap.add_argument("--rows", default="1", help="rows per request, comma-separated (e.g. 1,32)")
     ap.add_argument("--max-batch", type=int, default=64)
     ap.add_argument("--max-wait-ms", type=float, default=5.0)
     ap.add_argument("--workers", type=int, default=1)
@@ -165,8 +171,9 @@ def main(argv=None) -> None:
     results = []
     print(f"{os.cpu_count()} cores; server: --max-batch {args.max_batch} --max-wait-ms {args.max_wait_ms} "
           f"--workers {args.workers}; client and server share the machine")
-    print("| model | clients | requests/s | p50 ms | p99 ms | errors | batched predict rows/s |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| model | clients | rows/request | requests/s | rows/s | p50 ms | p99 ms | errors "
+          "| batched predict rows/s |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name in args.models.split(","):
         run = prepare_run(name, run_dir)
         rows = sample_rows(name, args.requests)
@@ -174,13 +181,14 @@ def main(argv=None) -> None:
         server = Server(run, ["--max-batch", str(args.max_batch), "--max-wait-ms", str(args.max_wait_ms),
                               "--workers", str(args.workers)])
         try:
-            for clients in (int(c) for c in args.clients.split(",")):
-                r = drive(server.port, rows, args.requests, clients)
-                r.update(model=name, batched_predict_rows_per_s=round(ceiling, 1), max_batch=args.max_batch,
-                         max_wait_ms=args.max_wait_ms, workers=args.workers)
-                results.append(r)
-                print(f"| {name} | {clients} | {r['requests_per_s']:,.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
-                      f"{r['errors']} | {ceiling:,.0f} |", flush=True)
+            for per_request in (int(v) for v in args.rows.split(",")):
+                for clients in (int(c) for c in args.clients.split(",")):
+                    r = drive(server.port, rows, args.requests, clients, per_request)
+                    r.update(model=name, batched_predict_rows_per_s=round(ceiling, 1), max_batch=args.max_batch,
+                             max_wait_ms=args.max_wait_ms, workers=args.workers, load_average=os.getloadavg()[0])
+                    results.append(r)
+                    print(f"| {name} | {clients} | {per_request} | {r['requests_per_s']:,.0f} | {r['rows_per_s']:,.0f} "
+                          f"| {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['errors']} | {ceiling:,.0f} |", flush=True)
         finally:
             server.stop()
     if args.json:
