@@ -367,9 +367,15 @@ def test_sigterm_finishes_the_request_in_flight_with_two_workers(iris_run, tmp_p
         srv.stop()
 
 
-def test_missing_run_and_missing_extra_are_clear_errors(tmp_path, monkeypatch):
+def test_missing_run_port_in_use_and_missing_extra_are_clear_errors(iris_run, tmp_path, monkeypatch):
     result = CliRunner().invoke(app, ["serve", str(tmp_path / "nothing")])
     assert result.exit_code == 2 and "Traceback" not in result.output
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(app, ["serve", str(iris_run), "--port", str(port)])
+    assert result.exit_code == 2 and f"127.0.0.1:{port} is in use" in result.output
     monkeypatch.setitem(sys.modules, "uvicorn", None)  # as if the serve extra were not installed
     result = CliRunner().invoke(app, ["serve", str(tmp_path / "nothing")])
     assert result.exit_code == 2
