@@ -271,7 +271,8 @@ def create_app(settings: ServeSettings, served: ServedModel | None = None):
         status = 200 if state["ready"] else 503
         return _json_response({"status": "ok" if state["ready"] else "starting", "model": served.name,
                                "pid": os.getpid(), "uptime_s": round(time.time() - state["started"], 3),
-                               "requests": batcher.requests, "batches": batcher.batches, "rows": batcher.rows},
+                               "requests": batcher.requests, "batches": batcher.batches, "rows": batcher.rows,
+                               "engine_busy_s": round(batcher.busy_s, 3)},
                               status)
 
     @app.get("/metadata", summary="Inputs, outputs, shapes, label mapping and the config")

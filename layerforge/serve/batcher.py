@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -50,6 +51,7 @@ class MicroBatcher:
         self._expected = 0  # requests being read or decoded, not yet queued
         self.batches = 0  # forward passes run
         self.rows = 0  # rows predicted
+        self.busy_s = 0.0  # seconds the worker thread spent in forward passes
         self.requests = 0
 
     async def start(self) -> None:
@@ -122,6 +124,13 @@ class MicroBatcher:
                 break
         return batch
 
+    def _timed(self, xs):
+        start = time.perf_counter()
+        try:
+            return self._predict(xs)
+        finally:
+            self.busy_s += time.perf_counter() - start
+
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
@@ -133,14 +142,14 @@ class MicroBatcher:
                 continue
             xs = live[0].xs if len(live) == 1 else [np.concatenate(parts) for parts in zip(*(p.xs for p in live))]
             try:
-                outs = await loop.run_in_executor(self._executor, self._predict, xs)
+                outs = await loop.run_in_executor(self._executor, self._timed, xs)
             except Exception as exc:  # noqa: BLE001 - handed to the requests below
                 if len(live) == 1:
                     _fail(live[0], exc)
                     continue
                 for p in live:  # find the request that broke the batch; the others still get answers
                     try:
-                        one = await loop.run_in_executor(self._executor, self._predict, p.xs)
+                        one = await loop.run_in_executor(self._executor, self._timed, p.xs)
                     except Exception as exc_one:  # noqa: BLE001
                         _fail(p, exc_one)
                     else:
