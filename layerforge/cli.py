@@ -374,7 +374,7 @@ def serve(
     workers: int = typer.Option(1, "--workers", "-w", min=1, help="Server processes (each loads the model)."),
     max_batch: int = typer.Option(64, "--max-batch", min=1, help="Most rows merged into one forward pass."),
     max_wait_ms: float = typer.Option(5.0, "--max-wait-ms", min=0.0,
-                                      help="How long a request waits for others to share its forward pass."),
+                                      help="Longest a forming batch waits for requests still being read."),
     max_rows: int = typer.Option(10_000, "--max-rows", min=1, help="Most rows per request (more: 413)."),
     max_body_mb: float = typer.Option(16.0, "--max-body-mb", min=0.0, help="Most megabytes (MiB) per request "
                                                                            "body (more: 413)."),
@@ -387,7 +387,7 @@ def serve(
 ):
     """Serve a trained model over HTTP: POST /predict (JSON, CSV, NPY), GET /health, /metadata, /docs.
 
-    Needs the serve extra: pip install 'layerforge[serve]'.
+    Needs the serve extra: pip install 'layerforge\\[serve]'.
 
     Example: [bold]layerforge serve runs/iris --port 8000[/], then
     [bold]curl -d '[[5.1, 3.5, 1.4, 0.2]]' -H 'Content-Type: application/json' localhost:8000/predict[/]

@@ -203,6 +203,14 @@ def test_predict_parquet_body(server, cli_predictions, iris_features):
     got = _ok(httpx.post(server.url + "/predict", content=buf.getvalue(),
                          headers={"content-type": "application/vnd.apache.parquet"}), 4)
     assert [p["species"] for p in got["predictions"]] == [r[0] for r in cli_predictions["labels"][1][:4]]
+    bad = pa.table({**{name: iris_features[:2, j] for j, name in enumerate(FEATURES[:3])}, "petal_width": ["a", "b"]})
+    buf = io.BytesIO()
+    pq.write_table(bad, buf)
+    r = httpx.post(server.url + "/predict", content=buf.getvalue(),
+                   headers={"content-type": "application/vnd.apache.parquet"})
+    assert r.status_code == 400 and "'petal_width' holds string" in r.json()["error"], r.text
+    r = httpx.post(server.url + "/predict", content=b"PAR1 not really", headers={"content-type": "application/parquet"})
+    assert r.status_code == 400 and "not a readable Parquet file" in r.json()["error"], r.text
 
 
 # ---------------------------------------------------------------------------------------------- bad input
