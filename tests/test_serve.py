@@ -260,6 +260,39 @@ def test_bad_input_is_a_4xx_with_a_message_and_the_next_request_is_served(server
     _ok(httpx.post(server.url + "/predict", json=[ROW]), 1)
 
 
+def test_mangled_bodies_never_get_a_500(server, iris_features):
+    """Truncated, byte-flipped and type-swapped versions of good bodies: always a 2xx/4xx, the server lives."""
+    rng = np.random.default_rng(19)
+    rows = iris_features[:3].tolist()
+    good = [json.dumps(rows).encode(), json.dumps([dict(zip(FEATURES, r)) for r in rows]).encode(),
+            json.dumps({"rows": rows}).encode(), ("\n".join(",".join(map(str, r)) for r in rows)).encode()]
+    npy = io.BytesIO()
+    np.save(npy, iris_features[:3])
+    good.append(npy.getvalue())
+    oddities = [b"null", b"true", b'"x"', b"{}", b"[[]]", b"[[[]]]", b"[{}]", b"[[1,2,3,{}]]", b"[[1e308,1,1,1]]",
+                b"[[" + b"9" * 400 + b",1,1,1]]", b"[" * 100_000, b"\x00\x01\x02", b"[[1,2,3,4]" + b"]" * 5]
+    bodies = oddities
+    for _ in range(120):
+        body = bytearray(good[rng.integers(len(good))])
+        kind = rng.integers(3)
+        if kind == 0:
+            body = body[:rng.integers(1, len(body))]
+        elif kind == 1:
+            for _ in range(rng.integers(1, 4)):
+                body[rng.integers(len(body))] = int(rng.integers(256))
+        else:
+            body = bytearray(bytes(body).replace(b"5.1", b'"5.1"').replace(b"3.5", b"null"))
+        bodies.append(bytes(body))
+    types = ["application/json", "text/csv", "application/x-npy", ""]
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        for i, body in enumerate(bodies):
+            r = http.post("/predict", content=body, headers={"content-type": types[i % len(types)]})
+            assert r.status_code < 500, (body[:80], r.status_code, r.text[:300])
+            assert "error" in r.json() or "predictions" in r.json()
+        _ok(http.post("/predict", json=[ROW]), 1)
+    assert server.proc.poll() is None
+
+
 def test_object_npy_needs_pickle_and_is_refused(server):
     buf = io.BytesIO()
     np.save(buf, np.array([["a", 1]], dtype=object), allow_pickle=True)

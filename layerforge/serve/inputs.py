@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import io
 import json
-import math
 import os
 import tempfile
 from operator import itemgetter
@@ -342,7 +341,3 @@ def decode_body(body: bytes, content_type: str, model, inputs: list[InputInfo],
 def rows_in(arrays: list[np.ndarray]) -> int:
     return int(len(arrays[0])) if arrays else 0
 
-
-def finite_or_none(v: float):
-    """JSON has no NaN/Infinity: such outputs are sent as null."""
-    return v if math.isfinite(v) else None
