@@ -607,6 +607,49 @@ def sweep(
     _run(body)
 
 
+@app.command()
+def serve(
+    run_dir: Path = typer.Argument(..., help="A run directory written by `train`.", show_default=False),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0: every interface)."),
+    port: int = typer.Option(8000, "--port", "-p", min=0, max=65535, help="TCP port."),
+    workers: int = typer.Option(1, "--workers", "-w", min=1, help="Server processes (each loads the model)."),
+    max_batch: int = typer.Option(64, "--max-batch", min=1, help="Most rows merged into one forward pass."),
+    max_wait_ms: float = typer.Option(5.0, "--max-wait-ms", min=0.0,
+                                      help="Longest a forming batch waits for requests still being read."),
+    max_rows: int = typer.Option(10_000, "--max-rows", min=1, help="Most rows per request (more: 413)."),
+    max_body_mb: float = typer.Option(16.0, "--max-body-mb", min=0.0, help="Most megabytes (MiB) per request "
+                                                                           "body (more: 413)."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Threads for BLAS and Numba, per "
+                                          "worker (default: the cores shared out over the workers)."),
+    access_log: bool = typer.Option(False, "--access-log", help="Log every request (costs throughput)."),
+    shutdown_timeout: float = typer.Option(30.0, "--shutdown-timeout", min=0.0,
+                                           help="Seconds SIGTERM waits for requests in flight."),
+    allow_code: bool = ALLOW_CODE_OPT,
+):
+    """Serve a trained model over HTTP: POST /predict (JSON, CSV, NPY), GET /health, /metadata, /docs.
+
+    Needs the serve extra: pip install 'layerforge\\[serve]'.
+
+    Example: [bold]layerforge serve runs/iris --port 8000[/], then
+    [bold]curl -d '[[5.1, 3.5, 1.4, 0.2]]' -H 'Content-Type: application/json' localhost:8000/predict[/]
+    """
+    _set_threads(threads)
+
+    def body():
+        from .serve import require_serve_dependencies
+
+        require_serve_dependencies()
+        from .serve.app import ServeSettings
+        from .serve.server import serve as run_server
+
+        run_server(ServeSettings(run=str(run_dir), host=host, port=port, workers=workers, max_batch=max_batch,
+                                 max_wait_ms=max_wait_ms, max_rows=max_rows,
+                                 max_body_bytes=int(max_body_mb * 1024 * 1024), threads=threads,
+                                 allow_code=allow_code, access_log=access_log, shutdown_timeout=shutdown_timeout))
+
+    _run(body)
+
+
 def main():
     app(prog_name="layerforge")
 
