@@ -332,6 +332,46 @@ def evaluate(
     _run(body)
 
 
+@app.command("import")
+def import_(
+    source: Path = typer.Argument(..., help="A Keras model: model.to_json() JSON, a legacy HDF5 model file (.h5) or "
+                                            "a Keras 3 .keras archive.", show_default=False),
+    output: Path = typer.Option(..., "--output", "-o", help="Directory to write (config.yaml; with weights, a "
+                                                            "complete run directory).", show_default=False),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="HDF5 weights written by save_weights, "
+                                                                   "for a JSON SOURCE."),
+    lambdas: Optional[list[str]] = typer.Option(None, "--lambda", metavar="NAME=EXPRESSION",
+                                                help="A safe expression for the Lambda layer NAME (its Python "
+                                                     "bytecode is never run), e.g. --lambda scale=\"x * 0.5\"."),
+    force: bool = typer.Option(False, "--force", help="Replace OUT if it exists."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="theano or tensorflow: the backend that trained "
+                                                                  "a Keras 1 model whose file does not say."),
+):
+    """Bring a Keras 1, 2 or 3 model (architecture and weights) into layerforge.
+
+    Example: [bold]layerforge import mnist_cnn.h5 -o runs/mnist_cnn[/], then
+    [bold]layerforge predict runs/mnist_cnn --data digits.npy[/]; or
+    [bold]layerforge import model.json --weights weights.h5 -o runs/imported[/]
+    """
+
+    def body():
+        from .interop.keras_import import import_keras, parse_lambda_options
+
+        result = import_keras(source, output, weights=weights, lambdas=parse_lambda_options(lambdas), force=force,
+                              backend=backend)
+        version = result.keras_version or "version not recorded"
+        what = "run directory" if result.with_weights else "config only, no weights"
+        con = _console()
+        con.print(f"[green]imported[/] {source} (Keras {version}, {result.backend}) -> {output} ({what}): "
+                  f"{result.layers} layers, {result.total_params:,} parameters")
+        for note in result.notes:
+            con.print(f"  - {note}")
+        if result.ignored:
+            con.print(f"  {len(result.ignored)} setting(s) not carried over: see the header of {result.config_path}")
+
+    _run(body)
+
+
 @app.command()
 def bench(
     config: Path = CONFIG_ARG,

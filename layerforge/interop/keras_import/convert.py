@@ -1,0 +1,290 @@
+"""The import itself: flat Keras graph -> layerforge config (validated by layerforge's own parser and graph
+builder) -> weights in layerforge's layout -> config.yaml with a header, and a run directory when there are
+weights."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from ...errors import Problem
+from . import ImportResult
+from .layer_map import Dialect, Unsupported, _Skip, map_layer, version_tuple
+from .sources import Keras3Weights, KerasImportError, KerasSource, LegacyWeights
+from .topology import FlatGraph, FlatLayer, flatten
+from .training_map import training_section
+from .weights import WeightMismatch, convert, fit_to_specs, keras3_arrays, legacy_arrays
+
+_DTYPES = {"float32", "float64", "int32", "int64"}
+
+
+def _unsupported_error(src: KerasSource, items: list[Unsupported]) -> KerasImportError:
+    problems = [Problem(message=f"layer {u.name!r} ({u.class_name}) at {u.where}: {u.reason}", file=str(src.path),
+                        hint=u.fix) for u in items]
+    problems.append(Problem(message=f"{len(items)} layer{'s' if len(items) != 1 else ''} cannot be imported; "
+                                    "nothing was written", file=str(src.path)))
+    return KerasImportError(problems=problems)
+
+
+def _guess_backend(src: KerasSource, d: Dialect, graph: FlatGraph) -> str | None:
+    if d.major >= 3:
+        return None  # Keras 3 kernels have one layout and meaning on every backend
+    text = json.dumps(src.model)
+    if d.major == 1 and re.search(r'"dim_ordering":\s*"th"', text):
+        d.note("backend not recorded in the file (Keras 1 does not): assumed theano, as the model uses "
+               "dim_ordering th (use --backend tensorflow if it was trained with TensorFlow)")
+        return "theano"
+    if src.weights is not None and re.search(r'"(Conv|Convolution|Deconv|Atrous|Separable|Depthwise)', text):
+        d.note("backend not recorded in the file: assumed tensorflow (use --backend theano for a Theano model)")
+    return "tensorflow"
+
+
+def _is_chain(graph: FlatGraph) -> bool:
+    if len(graph.inputs) != 1 or len(graph.outputs) != 1:
+        return False
+    prev = (graph.inputs[0].name, 0)
+    for layer in graph.layers:
+        if layer.inputs != [prev]:
+            return False
+        prev = (layer.name, 0)
+    return graph.outputs[0] == prev
+
+
+def _ref(r: tuple[str, int]) -> str:
+    return r[0] if r[1] == 0 else f"{r[0]}:{r[1]}"
+
+
+def _input_dtype(inp, graph: FlatGraph, mapped: dict, d: Dialect) -> str:
+    consumers = [layer for layer in graph.layers if any(r[0] == inp.name for r in layer.inputs)]
+    dtype = inp.dtype if isinstance(inp.dtype, str) else None
+    if consumers and all(mapped[c.name]["type"] == "Embedding" for c in consumers):
+        return dtype if dtype in ("int32", "int64") else "int32"
+    if dtype is None:
+        return "float32"
+    if dtype not in _DTYPES:
+        d.note(f"input {inp.name!r}: Keras dtype {dtype} read as float32")
+        return "float32"
+    return dtype
+
+
+def build_config(src: KerasSource, graph: FlatGraph, mapped: dict, d: Dialect) -> dict:
+    cfg_model = src.model.get("config")
+    name = (cfg_model.get("name") if isinstance(cfg_model, dict) else None) or src.path.stem
+    name = re.sub(r"[^A-Za-z0-9_.\-]", "_", str(name))
+    out: dict = {"name": name}
+    chain = _is_chain(graph)
+    batch = None
+    for inp in graph.inputs:
+        if inp.batch_shape and inp.batch_shape[0] is not None:
+            batch = int(inp.batch_shape[0])
+    stateful = any(m.get("stateful") or (m.get("layer") or {}).get("stateful") for m in mapped.values())
+    if batch and stateful:
+        out["batch_size"] = batch
+    if chain:
+        inp = graph.inputs[0]
+        out["input_shape"] = [None if v is None else int(v) for v in inp.batch_shape[1:]]
+        dtype = _input_dtype(inp, graph, mapped, d)
+        if dtype != "float32":
+            out["input_dtype"] = dtype
+    else:
+        out["inputs"] = [{"name": i.name, "shape": [None if v is None else int(v) for v in i.batch_shape[1:]],
+                          **({"dtype": dt} if (dt := _input_dtype(i, graph, mapped, d)) != "float32" else {})}
+                         for i in graph.inputs]
+    layers = []
+    for layer in graph.layers:
+        entry = {"type": mapped[layer.name]["type"], "name": layer.name}
+        entry.update({k: v for k, v in mapped[layer.name].items() if k != "type"})
+        if not chain:
+            entry["inputs"] = [_ref(r) for r in layer.inputs]
+        layers.append(entry)
+    out["layers"] = layers
+    if not chain and (len(graph.outputs) != 1 or graph.outputs[0] != (graph.layers[-1].name, 0)):
+        out["outputs"] = [_ref(r) for r in graph.outputs]
+    return out
+
+
+def _layer_arrays(src: KerasSource, layer: FlatLayer):
+    w = src.weights
+    if isinstance(w, Keras3Weights):
+        if layer.weights.keras3_path is None:
+            return []
+        return keras3_arrays(w, layer.weights.keras3_path, layer.class_name, layer.config)
+    if isinstance(w, LegacyWeights):
+        return legacy_arrays(w, layer.weights.legacy_groups)
+    return None
+
+
+def _convert_weights(src: KerasSource, graph: FlatGraph, lf_graph, mapped: dict, d: Dialect) -> dict:
+    tensors: dict[str, np.ndarray] = {}
+    problems = []
+    for layer in graph.layers:
+        node = lf_graph.node(layer.name)
+        if not node.params:
+            continue
+        arrays = _layer_arrays(src, layer)
+        if arrays is None:
+            problems.append(Problem(message=f"layer {layer.original_name!r} ({layer.class_name}) at {layer.where}: "
+                                            "no weights for it in the weights file", file=str(src.weights_path),
+                                    hint="is this the weights file of this model?"))
+            continue
+        try:
+            converted = convert(layer.class_name, layer.config, mapped[layer.name], arrays, d)
+            tensors.update(fit_to_specs(layer.name, converted, node.params, layer.where))
+        except (WeightMismatch, KeyError, ValueError, IndexError) as exc:
+            problems.append(Problem(message=str(exc), file=str(src.weights_path)))
+    if problems:
+        raise KerasImportError(problems=problems)
+    return tensors
+
+
+def _header(src: KerasSource, d: Dialect, graph: FlatGraph, with_weights: bool) -> str:
+    version = src.keras_version or f"not recorded (the config reads as Keras {d.major})"
+    backend = d.backend or "not recorded (Keras 3 weights mean the same on every backend)"
+    lines = [f"# Imported by `layerforge import` from {src.path.name} ({_KIND[src.kind]})",
+             f"# Keras {version}, backend {backend}",
+             f"# Weights: {src.weights_path.name if with_weights and src.weights_path else 'none (architecture only)'}"]
+    choices = d.notes + graph.notes + src.notes
+    if choices:
+        lines.append("# Semantic choices made in the import:")
+        lines += [f"#   - {c}" for c in choices]
+    if d.ignored:
+        lines.append("# Not carried over:")
+        lines += [f"#   - {c}" for c in d.ignored]
+    return "\n".join(lines) + "\n"
+
+
+_KIND = {"json": "model.to_json() JSON", "hdf5": "legacy HDF5 model file", "keras": "Keras 3 .keras archive"}
+
+
+def _schema(lf_graph, spec) -> dict:
+    outputs = [name if k == 0 else f"{name}_{k}" for name, k in lf_graph.outputs]
+    loss = spec.config.training.loss
+    if isinstance(loss, dict) and "type" not in loss:
+        per = [loss.get(o) for o in outputs]
+    elif isinstance(loss, list):
+        per = list(loss) + [None] * (len(outputs) - len(loss))
+    else:
+        per = [loss] * len(outputs)
+    return {"inputs": [{"name": i.name, "shape": list(i.shape), "dtype": i.dtype} for i in lf_graph.inputs],
+            "outputs": [{"name": o, "shape": list(lf_graph.shape_of(r)), "loss": ls}
+                        for o, r, ls in zip(outputs, lf_graph.outputs, per)],
+            "feature_names": None, "encoders": {}}
+
+
+def _is_default(value, default) -> bool:
+    if value == default:
+        return True
+    if isinstance(default, tuple):
+        flat = [list(x) if isinstance(x, tuple) else x for x in default]
+        return value == flat or (len(set(default)) == 1 and value == default[0])
+    return False
+
+
+def compact_layer(entry: dict) -> dict:
+    """A canonical layer mapping without the parameters left at their defaults (readable YAML)."""
+    from pydantic_core import PydanticUndefined
+
+    from ...layers import REGISTRY
+
+    cls = REGISTRY.get(entry.get("type"))
+    if cls is None:
+        return entry
+    fields = cls.Config.model_fields
+    out = {}
+    for key, value in entry.items():
+        if key in ("input_shape", "batch_input_shape"):
+            continue  # the model's inputs are declared at the top
+        if key in ("layer", "backward_layer") and isinstance(value, dict):
+            value = compact_layer(value)
+        elif key == "layers" and isinstance(value, list):
+            value = [compact_layer(v) for v in value]
+        f = fields.get(key)
+        if key not in ("type", "name") and f is not None and f.default is not PydanticUndefined \
+                and _is_default(value, f.default):
+            continue
+        out[key] = value
+    return out
+
+
+def run_import(src: KerasSource, out_dir: Path, *, lambdas: dict[str, str], backend: str | None) -> ImportResult:
+    from ...config.model import parse_model
+    from ...config.source import SourceMap
+    from ...graph import build_graph
+    from ...io.atomic import atomic_directory, atomic_write_text
+    from ...io.rundir import write_run
+
+    d = Dialect(major=src.major, version=version_tuple(src.keras_version), backend=backend or _backend_of(src))
+    graph = flatten(src.model, keras3_weights=isinstance(src.weights, Keras3Weights))
+    if d.backend is None:
+        d.backend = _guess_backend(src, d, graph)
+    elif backend:
+        d.note(f"backend {backend} (given with --backend)")
+
+    mapped: dict[str, dict] = {}
+    unsupported: list[Unsupported] = []
+    for layer in graph.layers:
+        lam = {layer.original_name: lambdas[layer.original_name]} if layer.original_name in lambdas else \
+            ({layer.original_name: lambdas[layer.name]} if layer.name in lambdas else {})
+        try:
+            mapped[layer.name] = map_layer(layer.class_name, layer.config, d, name=layer.original_name,
+                                           where=layer.where, lambdas=lam, n_inputs=len(layer.inputs))
+        except _Skip as skip:
+            unsupported.append(skip.unsupported)
+        except ValueError as exc:
+            unsupported.append(Unsupported(layer.original_name, layer.class_name, layer.where, str(exc),
+                                           "change it in Keras and save again"))
+    if unsupported:
+        raise _unsupported_error(src, unsupported)
+    names = {layer.original_name for layer in graph.layers} | {layer.name for layer in graph.layers}
+    stray = [n for n in lambdas if n not in names or not any(
+        layer.class_name == "Lambda" and n in (layer.name, layer.original_name) for layer in graph.layers)]
+    if stray:
+        lambda_names = [layer.original_name for layer in graph.layers if layer.class_name == "Lambda"]
+        raise KerasImportError(problems=[Problem(
+            message=f"--lambda {n}=...: the model has no Lambda layer named {n!r}", file=str(src.path),
+            hint=f"its Lambda layers: {', '.join(lambda_names)}" if lambda_names else "the model has no Lambda layer")
+            for n in stray])
+
+    config = build_config(src, graph, mapped, d)
+    training = training_section(src.training_config, d, [r[0] for r in graph.outputs])
+    if training:
+        config["training"] = training
+    config_path = out_dir / "config.yaml"
+    spec = parse_model(config, SourceMap(file=str(config_path)), out_dir.resolve())
+    lf_graph = build_graph(spec)
+
+    canonical = spec.canonical_dict()
+    canonical["layers"] = [compact_layer(entry) for entry in canonical["layers"]]
+    spec = parse_model(canonical, SourceMap(file=str(config_path)), out_dir.resolve())  # what the YAML says
+    lf_graph = build_graph(spec)
+    canonical["training"] = spec.config.training.model_dump(mode="json", exclude_unset=True, exclude_none=True)
+    if not canonical["training"]:
+        canonical.pop("training")
+    with_weights = src.weights is not None
+    tensors = _convert_weights(src, graph, lf_graph, mapped, d) if with_weights else {}
+    header = _header(src, d, graph, with_weights)
+    text = header + yaml.safe_dump(canonical, sort_keys=False, allow_unicode=True, default_flow_style=None,
+                                   width=110)
+    if with_weights:
+        write_run(out_dir, config=canonical, weights=tensors, optimizer_state=None, state={"seed": 0},
+                  history=[], schema=_schema(lf_graph, spec))
+        atomic_write_text(config_path, text)  # the same config, with the header that explains the import
+    else:
+        with atomic_directory(out_dir) as tmp:
+            (tmp / "config.yaml").write_text(text)
+    return ImportResult(out_dir=out_dir, config_path=config_path, source=src.path, source_kind=src.kind,
+                        keras_version=src.keras_version, backend=d.backend, layers=len(lf_graph.nodes),
+                        total_params=lf_graph.total_params, with_weights=with_weights,
+                        notes=d.notes + graph.notes + src.notes, ignored=list(d.ignored), config=canonical)
+
+
+def _backend_of(src: KerasSource) -> str | None:
+    b = src.backend
+    if b is None:
+        return None
+    b = str(b).lower()
+    return {"tf": "tensorflow", "th": "theano"}.get(b, b)

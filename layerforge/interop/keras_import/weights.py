@@ -1,0 +1,173 @@
+"""Keras weights (any version, either backend) -> layerforge's arrays (the Keras 3 order and layout).
+
+The rules are written down in the package docstring (`layerforge.interop.keras_import`); this module applies them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .sources import Keras3Weights, LegacyWeights
+
+RNN_CLASSES = {"LSTM", "GRU", "SimpleRNN", "ConvLSTM2D"}
+CONV_TYPES = {"Conv1D", "Conv2D", "Conv3D", "Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose",
+              "SeparableConv1D", "SeparableConv2D", "DepthwiseConv1D", "DepthwiseConv2D", "ConvLSTM2D"}
+_LSTM_GATES = ("i", "c", "f", "o")  # Keras 1 stores them in this order; layerforge / Keras 2+ want i, f, c, o
+_GRU_GATES = ("z", "r", "h")
+
+
+class WeightMismatch(ValueError):
+    pass
+
+
+# ---------------------------------------------------------------------- finding a layer's arrays
+
+
+def _belongs(weight_name: str, layer: str) -> bool:
+    """Does a weight name inside a nested model's group belong to `layer`? Keras 2 names are
+    "<layer>/<weight>:0" (possibly under more scopes), Keras 1 names "<layer>_<weight>"."""
+    parts = weight_name.split("/")
+    return layer in parts[:-1] or weight_name.startswith(layer + "_")
+
+
+def legacy_arrays(store: LegacyWeights, groups) -> list[tuple[str, np.ndarray]] | None:
+    for group, prefix in groups:
+        if not store.has(group):
+            continue
+        arrays = store.arrays(group)
+        if prefix is None:
+            return arrays
+        mine = [(n, a) for n, a in arrays if _belongs(n, prefix)]
+        if mine:
+            return mine
+    return None
+
+
+def keras3_arrays(store: Keras3Weights, path: str, class_name: str, cfg: dict) -> list[tuple[str, np.ndarray]]:
+    if class_name == "Bidirectional":
+        inner = cfg.get("layer") or {}
+        back = cfg.get("backward_layer") or inner
+        return (keras3_arrays(store, f"{path}/forward_layer", inner.get("class_name", ""), inner.get("config") or {})
+                + keras3_arrays(store, f"{path}/backward_layer", back.get("class_name", ""),
+                                back.get("config") or {}))
+    if class_name == "TimeDistributed":
+        inner = cfg.get("layer") or {}
+        return keras3_arrays(store, f"{path}/layer", inner.get("class_name", ""), inner.get("config") or {})
+    if class_name in RNN_CLASSES and store.has(f"{path}/cell"):
+        return [("", a) for a in store.vars(f"{path}/cell")]
+    return [("", a) for a in store.vars(path)]
+
+
+# ---------------------------------------------------------------------- conversion
+
+
+def _suffix(name: str) -> str:
+    base = name.split("/")[-1].split(":")[0]
+    return base
+
+
+def _by_gate(arrays, gates, where: str):
+    """Keras 1 per-gate RNN weights (W_x, U_x, b_x for each gate x) -> dict gate -> (W, U, b)."""
+    named = {}
+    for n, a in arrays:
+        s = _suffix(n)
+        for kind in ("W", "U", "b"):
+            for g in gates:
+                if s.endswith(f"_{kind}_{g}") or s == f"{kind}_{g}":
+                    named[(kind, g)] = a
+    if len(named) != 3 * len(gates):  # unnamed (param_0, ...): the order Keras 1 saved them in
+        named = {}
+        for k, (_, a) in enumerate(arrays):
+            named[(("W", "U", "b")[k % 3], gates[k // 3])] = a
+    return named
+
+
+def _keras1_layout(type_name: str, kernel: np.ndarray, channels_first: bool, transpose: bool) -> np.ndarray:
+    """Keras 1 kernels -> the Keras 2/3 layout (spatial..., in, out), or (spatial..., out, in) for transposed."""
+    nd = kernel.ndim
+    if type_name == "Conv1D":
+        if kernel.ndim == 4 and kernel.shape[1] != 1 and kernel.shape[3] == 1:  # Keras 1.0: (out, in, length, 1)
+            kernel = np.transpose(kernel, (2, 3, 1, 0))
+        return kernel[:, 0] if kernel.ndim == 4 else kernel
+    if transpose:
+        if channels_first:  # (out, in, rows, cols) -> (rows, cols, out, in)
+            return np.transpose(kernel, (*range(2, nd), 0, 1))
+        return np.transpose(kernel, (*range(nd - 2), nd - 1, nd - 2))  # (rows, cols, in, out) -> (.., out, in)
+    if channels_first:  # (out, in, spatial...) -> (spatial..., in, out)
+        return np.transpose(kernel, (*range(2, nd), 1, 0))
+    return kernel
+
+
+def _flip(kernel: np.ndarray) -> np.ndarray:
+    """Theano convolves (flips the kernel), TensorFlow and layerforge correlate: flip every spatial axis, as Keras'
+    convert_kernel does."""
+    spatial = tuple(range(kernel.ndim - 2))
+    return np.ascontiguousarray(np.flip(kernel, axis=spatial))
+
+
+def convert(class_name: str, keras_cfg: dict, lf: dict, arrays: list[tuple[str, np.ndarray]], d) -> list[np.ndarray]:
+    """Arrays in layerforge's (Keras 3) order and layout for one layer; `lf` is its layerforge mapping."""
+    type_name = lf.get("type")
+    a = [np.asarray(x) for _, x in arrays]
+    if type_name == "TimeDistributed":
+        inner_k = keras_cfg.get("layer") or {"class_name": "Dense", "config": keras_cfg}
+        return convert(inner_k.get("class_name", "Dense"), inner_k.get("config") or {}, lf["layer"], arrays, d)
+    if type_name == "Bidirectional":
+        half = len(arrays) // 2
+        inner = keras_cfg.get("layer") or {}
+        back = keras_cfg.get("backward_layer") or inner
+        return (convert(inner.get("class_name", ""), inner.get("config") or {}, lf["layer"], arrays[:half], d)
+                + convert(back.get("class_name", ""), back.get("config") or {}, lf.get("backward_layer") or lf["layer"],
+                          arrays[half:], d))
+    if d.major == 1:
+        if type_name == "LSTM" and len(a) == 12:
+            g = _by_gate(arrays, _LSTM_GATES, "")
+            order = ("i", "f", "c", "o")
+            return [np.concatenate([g[(k, x)] for x in order], axis=-1) for k in ("W", "U", "b")]
+        if type_name == "GRU" and len(a) == 9:
+            g = _by_gate(arrays, _GRU_GATES, "")
+            return [np.concatenate([g[(k, x)] for x in _GRU_GATES], axis=-1) for k in ("W", "U", "b")]
+        if type_name == "BatchNormalization" and len(a) == 4:
+            gamma, beta, mean, std = a
+            if d.version and d.version < (1, 0, 6) or not d.version:
+                eps = float(lf.get("epsilon", keras_cfg.get("epsilon", 1e-6)))
+                d.note("Keras 1.0.0-1.0.5 BatchNormalization: running_std is a standard deviation and the layer "
+                       "divides by (std + epsilon): moving_variance = (running_std + epsilon)^2 - epsilon")
+                var = (std.astype(np.float64) + eps) ** 2 - eps
+            else:
+                d.note("Keras 1 BatchNormalization (1.0.6-1.2.2): running_std holds the moving variance")
+                var = std
+            return [gamma, beta, mean, var.astype(std.dtype)]
+        if type_name in CONV_TYPES and a:
+            cf = str(keras_cfg.get("dim_ordering", "tf")) == "th"
+            transpose = type_name.endswith("Transpose")
+            if type_name.startswith("Separable"):
+                a[0] = np.transpose(a[0], (2, 3, 1, 0)) if cf else a[0]
+                a[1] = np.transpose(a[1], (2, 3, 1, 0)) if cf else a[1]
+            else:
+                a[0] = _keras1_layout(type_name, a[0], cf, transpose)
+    if type_name in CONV_TYPES and a and d.backend == "theano":
+        d.note("Theano-backend kernels flipped on every spatial axis (Theano convolves, layerforge correlates), "
+               "as Keras' convert_kernel does")
+        a[0] = _flip(a[0])
+        if type_name == "ConvLSTM2D" and len(a) > 1:
+            a[1] = _flip(a[1])
+    return a
+
+
+def fit_to_specs(name: str, arrays: list[np.ndarray], specs, where: str) -> dict[str, np.ndarray]:
+    """Check the converted arrays against the layer's weights (a squeeze of unit axes is allowed)."""
+    if len(arrays) != len(specs):
+        raise WeightMismatch(f"{where}: layer {name!r} has {len(specs)} weights in layerforge "
+                             f"({', '.join(s.name for s in specs) or 'none'}) but the file has {len(arrays)}")
+    out = {}
+    for spec, arr in zip(specs, arrays):
+        shape = tuple(spec.shape)
+        if tuple(arr.shape) != shape:
+            if arr.size == int(np.prod(shape)) and [s for s in arr.shape if s != 1] == [s for s in shape if s != 1]:
+                arr = arr.reshape(shape)
+            else:
+                raise WeightMismatch(f"{where}: weight {name}/{spec.name} has shape {tuple(arr.shape)} in the file, "
+                                     f"layerforge needs {shape}")
+        out[f"{name}/{spec.name}"] = np.ascontiguousarray(arr, dtype=np.float32)
+    return out
