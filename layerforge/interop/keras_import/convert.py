@@ -175,6 +175,17 @@ def _schema(lf_graph, spec) -> dict:
             "feature_names": None, "encoders": {}}
 
 
+def _plain(value):
+    """{type: mse} -> mse, inside lists and mappings too."""
+    if isinstance(value, dict):
+        if set(value) == {"type"}:
+            return value["type"]
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
 def _is_default(value, default) -> bool:
     if value == default:
         return True
@@ -261,7 +272,8 @@ def run_import(src: KerasSource, out_dir: Path, *, lambdas: dict[str, str], back
     canonical["layers"] = [compact_layer(entry) for entry in canonical["layers"]]
     spec = parse_model(canonical, SourceMap(file=str(config_path)), out_dir.resolve())  # what the YAML says
     lf_graph = build_graph(spec)
-    canonical["training"] = spec.config.training.model_dump(mode="json", exclude_unset=True, exclude_none=True)
+    dumped = spec.config.training.model_dump(mode="json", exclude_none=True)
+    canonical["training"] = {k: _plain(dumped[k]) for k in (training or {}) if k in dumped}  # only what Keras had
     if not canonical["training"]:
         canonical.pop("training")
     with_weights = src.weights is not None

@@ -57,6 +57,15 @@ QUIET_KEYS = {
     "W_learning_rate_multiplier", "b_learning_rate_multiplier", "cache", "optional", "renorm_momentum",
     "renorm_clipping", "synchronized",
 }
+# Keys a layerforge type takes through its `upgrade` step rather than as a field
+EXTRA_KEYS = {"Dot": {"normalize"}, "Merge": {"normalize"}}
+# Keys that say nothing when they hold this value (Keras 2 writes groups=1 on every convolution)
+QUIET_VALUES = {"groups": 1}
+# Keras 2 SeparableConv saves the Conv base class's unused kernel_* settings
+QUIET_FOR = {"SeparableConv1D": {"kernel_initializer", "kernel_regularizer", "kernel_constraint"},
+             "SeparableConv2D": {"kernel_initializer", "kernel_regularizer", "kernel_constraint"},
+             "DepthwiseConv2D": {"kernel_initializer", "kernel_regularizer", "kernel_constraint", "filters"},
+             "DepthwiseConv1D": {"kernel_initializer", "kernel_regularizer", "kernel_constraint", "filters"}}
 INIT_KEYS = re.compile(r"(^init$|^inner_init$|_initializer$|_init$)")
 REG_KEYS = re.compile(r"(_regularizer$)")
 CON_KEYS = re.compile(r"(_constraint$)")
@@ -275,7 +284,9 @@ def map_layer(class_name: str, cfg: dict, d: Dialect, *, name: str, where: str,
             continue
         if key in QUIET_KEYS and not (key == "arguments" and type_name == "Lambda"):
             continue
-        if key not in keys:
+        if key in QUIET_FOR.get(type_name, ()) or QUIET_VALUES.get(key, object()) == value:
+            continue
+        if key not in keys and key not in EXTRA_KEYS.get(type_name, ()):
             if value not in (None, False, 0, 0.0, "", [], {}):
                 d.ignored.append(f"{where}: {class_name} parameter {key}={_short(value)} (layerforge's "
                                  f"{type_name} has no such parameter)")

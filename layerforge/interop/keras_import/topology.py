@@ -290,6 +290,7 @@ class Flattener:
                     fail(f"{where}: nested model {cfg.get('name')!r} has more inputs than it is given")
                 node_out[(lname, node)] = ("list", [inputs[k]])
 
+        offsets = _model_node_offsets(layers, cfg, where)
         pending = []
         for i, item in enumerate(layers):
             if item.get("class_name") in INPUT_CLASSES:
@@ -310,8 +311,9 @@ class Flattener:
                 lname = _entry_name(item)
                 w = f"{where}.layers[{i}]"
                 lg = self._legacy_for(lname, legacy)
-                if _is_model(item):
-                    node_out[(lname, n)] = ("list", self._nested(item, w, srcs, k3paths.get(lname), lg))
+                if _is_model(item):  # referenced by node index + its own internal nodes (Keras 2)
+                    node_out[(lname, n + offsets.get(lname, 0))] = (
+                        "list", self._nested(item, w, srcs, k3paths.get(lname), lg))
                 else:
                     flat = self._add(item, srcs, w, k3paths.get(lname), lg, scope, key=f"{id(entry)}:{lname}")
                     node_out[(lname, n)] = ("layer", flat)
@@ -327,6 +329,23 @@ class Flattener:
                 fail(f"{where}.output_layers: no layer named {r[0]!r} (node {r[1]})")
             outs.append(_lookup(node_out, r))
         return outs
+
+
+def _model_node_offsets(layers: list, cfg: dict, where: str) -> dict[str, int]:
+    """Keras 2 numbers the calls of a nested model after the model's own internal node(s): references to its
+    first call may say node 1. The offset is what the references need beyond the calls listed."""
+    calls = {_entry_name(item): len(item.get("inbound_nodes") or []) for item in layers if _is_model(item)}
+    if not calls:
+        return {}
+    highest: dict[str, int] = {}
+    refs = list(_refs(cfg.get("output_layers")))
+    for i, item in enumerate(layers):
+        for n, node in enumerate(item.get("inbound_nodes") or []):
+            refs.extend(_node_refs(node, f"{where}.layers[{i}].inbound_nodes[{n}]"))
+    for name, node, _ in refs:
+        if name in calls:
+            highest[name] = max(highest.get(name, 0), node)
+    return {name: max(0, highest.get(name, 0) - (n - 1)) for name, n in calls.items() if n}
 
 
 def _lookup(node_out, ref) -> tuple[str, int]:

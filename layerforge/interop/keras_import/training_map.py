@@ -27,6 +27,7 @@ def optimizer(value, d: Dialect):
     name, args = _unwrap(value)
     if name is None:
         return None
+    name = name.split(">")[-1]  # tf-keras registers its built-ins as "Custom>Adam"
     key = _OPT_NAMES.get(_snake(name), _OPT_NAMES.get(name.lower()))
     if key is None:
         d.ignored.append(f"training: optimizer {name!r} (not in layerforge; `training.optimizer` is left at its "
