@@ -265,10 +265,13 @@ def train(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars; only the final line."),
     allow_code: bool = typer.Option(False, "--allow-code", help="Allow Lambda `function:` to run Python code."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Threads for BLAS and Numba."),
+    init_from: Optional[Path] = typer.Option(None, "--init-from", help="Fine-tune: start from the weights of this "
+                                                                       "run directory (matched by layer name)."),
 ):
     """Train a model and write a run directory (config, weights, optimizer state, history).
 
-    Example: [bold]layerforge train configs/iris.yaml training.epochs=50[/]
+    Example: [bold]layerforge train configs/iris.yaml training.epochs=50[/]; fine-tune an imported model:
+    [bold]layerforge train my.yaml --init-from runs/imported[/]
     """
     _set_threads(threads)
 
@@ -277,7 +280,7 @@ def train(
 
         train_command(config, overrides=list(overrides or []), output=output, resume=resume, data=data,
                       validation_data=validation_data, quiet=quiet, allow_code=allow_code, threads=threads,
-                      console=_console())
+                      console=_console(), init_from=init_from)
 
     _run(body)
 

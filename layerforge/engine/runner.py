@@ -38,7 +38,7 @@ def _same_model(saved: dict, current: dict) -> list[str]:
 
 
 def train_command(config: Path, *, overrides, output, resume, data, validation_data, quiet, allow_code, threads,
-                  console) -> None:
+                  console, init_from: Path | None = None) -> None:
     from ..api import Model
     from ..config import load_config
     from ..graph import build_graph
@@ -69,6 +69,8 @@ def train_command(config: Path, *, overrides, output, resume, data, validation_d
                         f"{spec.config.training.epochs}", file=str(resume),
                 hint=f"raise the total, e.g. `layerforge train {config} --resume {resume} "
                      f"training.epochs={done + 10}`")])
+
+    _warm_start(model, spec, init_from, resume, config, console, quiet)
 
     def save(trainer, epoch):
         model.save(run_dir)
@@ -101,6 +103,27 @@ def train_command(config: Path, *, overrides, output, resume, data, validation_d
                   highlight=False)
     if not np.isfinite(last["loss"]):
         raise RunFailed("the loss became NaN or infinite; lower the learning rate or check the data")
+
+
+def _warm_start(model, spec, init_from: Path | None, resume, config: Path, console, quiet: bool):
+    """--init-from RUN (or training.init_from): start from a run's weights, matched by layer name."""
+    source = init_from
+    if source is None and spec.config.training.init_from:
+        source = spec.base_dir / spec.config.training.init_from
+    if source is None:
+        return None
+    if resume is not None:
+        raise ConfigError(problems=[Problem(
+            message="--resume continues a run; --init-from / training.init_from start a new one from a run's weights",
+            file=str(config), hint="give only one of them")])
+    from .warm_start import init_from_run
+
+    warm = init_from_run(model, source)
+    if not quiet:
+        console.print(f"weights of {len(warm.loaded)} layer(s) from {source}"
+                      + (f"; fresh: {', '.join(warm.fresh)}" if warm.fresh else "")
+                      + (f"; not in this model: {', '.join(warm.unused)}" if warm.unused else ""), highlight=False)
+    return warm
 
 
 def _load_run_model(run_dir: Path, allow_code: bool):
