@@ -235,6 +235,16 @@ def run_import(src: KerasSource, out_dir: Path, *, lambdas: dict[str, str], back
     elif backend:
         d.note(f"backend {backend} (given with --backend)")
 
+    names = {layer.original_name for layer in graph.layers} | {layer.name for layer in graph.layers}
+    stray = [n for n in lambdas if n not in names or not any(
+        layer.class_name == "Lambda" and n in (layer.name, layer.original_name) for layer in graph.layers)]
+    if stray:
+        lambda_names = [layer.original_name for layer in graph.layers if layer.class_name == "Lambda"]
+        raise KerasImportError(problems=[Problem(
+            message=f"--lambda {n}=...: the model has no Lambda layer named {n!r}", file=str(src.path),
+            hint=f"its Lambda layers: {', '.join(lambda_names)}" if lambda_names else "the model has no Lambda layer")
+            for n in stray])
+
     mapped: dict[str, dict] = {}
     unsupported: list[Unsupported] = []
     for layer in graph.layers:
@@ -250,16 +260,6 @@ def run_import(src: KerasSource, out_dir: Path, *, lambdas: dict[str, str], back
                                            "change it in Keras and save again"))
     if unsupported:
         raise _unsupported_error(src, unsupported)
-    names = {layer.original_name for layer in graph.layers} | {layer.name for layer in graph.layers}
-    stray = [n for n in lambdas if n not in names or not any(
-        layer.class_name == "Lambda" and n in (layer.name, layer.original_name) for layer in graph.layers)]
-    if stray:
-        lambda_names = [layer.original_name for layer in graph.layers if layer.class_name == "Lambda"]
-        raise KerasImportError(problems=[Problem(
-            message=f"--lambda {n}=...: the model has no Lambda layer named {n!r}", file=str(src.path),
-            hint=f"its Lambda layers: {', '.join(lambda_names)}" if lambda_names else "the model has no Lambda layer")
-            for n in stray])
-
     config = build_config(src, graph, mapped, d)
     training = training_section(src.training_config, d, [r[0] for r in graph.outputs])
     if training:

@@ -207,7 +207,7 @@ def constraint(value, d: Dialect, where: str):
         return None
     renames = {"m": "max_value", "low": "min_value", "high": "max_value"}
     keep = {renames.get(k, k): _number(v) for k, v in args.items()}
-    keep = {k: v for k, v in keep.items() if k in CONSTRAINTS[key]}
+    keep = {k: v for k, v in keep.items() if k in CONSTRAINTS[key] and v != CONSTRAINTS[key][k]}
     return {"type": key, **keep} if keep else key
 
 
