@@ -159,9 +159,8 @@ def test_header_and_semantic_choices(tmp_path):
     assert cfg["layers"][0]["name"] == "convolution2d_1"
     assert cfg["layers"][0]["kernel_regularizer"] == {"l1": 0.0, "l2": 0.01}
     assert cfg["layers"][0]["kernel_constraint"] == {"type": "max_norm", "max_value": 3}
-    assert cfg["training"] == {"loss": "categorical_crossentropy", "optimizer": {"type": "rmsprop", "learning_rate": 0.001,
-                                                                         "epsilon": 1e-08},
-                               "metrics": ["accuracy"]}
+    assert cfg["training"] == {"loss": "categorical_crossentropy", "metrics": ["accuracy"],
+                               "optimizer": {"type": "rmsprop", "learning_rate": 0.001, "epsilon": 1e-08}}
 
     import_keras(FIX / "k2_sequential_rnn.h5", tmp_path / "rnn")
     text, cfg = _config(tmp_path / "rnn" / "config.yaml")
