@@ -32,6 +32,7 @@ CASES = [
     ("k2_sequential_rnn.json", "k2_sequential_rnn_weights.h5", "k2_sequential_rnn", 1e-4, 420),
     ("k2_functional.h5", None, "k2_functional", 1e-4, None),  # a shared layer: layerforge holds two copies
     ("k2_cnn.h5", None, "k2_cnn", 1e-5, 301),
+    ("k2_cudnn.h5", None, "k2_cudnn", 1e-4, None),  # CuDNNLSTM counts two bias sets; LSTM one
     ("k1_cnn_th.h5", None, "k1_cnn_th", 1e-5, 103),
     ("k1_merge.h5", None, "k1_merge", 1e-5, 38),
     ("k1_functional_deconv.h5", None, "k1_functional_deconv", 1e-5, 353),

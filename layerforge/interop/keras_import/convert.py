@@ -221,6 +221,22 @@ def compact_layer(entry: dict) -> dict:
     return out
 
 
+def _check_layer(entry: dict) -> tuple[str, str] | None:
+    """Validate one mapped layer with layerforge's parser: (what is wrong, what to do) or None."""
+    from ...config.model import parse_layer
+    from ...config.source import SourceMap
+
+    problems: list = []
+    parse_layer(entry, ("layer",), SourceMap(), problems)
+    if not problems:
+        return None
+    what = "; ".join(f"{p.path.removeprefix('layer.').removeprefix('layer') or 'layer'}: {p.message}"
+                     + (f" (found {p.found})" if p.found else "") for p in problems)
+    fix = next((p.hint for p in problems if p.hint), None) or "change the layer in Keras to a setting layerforge " \
+        "supports (`layerforge layers TYPE` lists them) and save again"
+    return f"layerforge cannot express it: {what}", fix
+
+
 def run_import(src: KerasSource, out_dir: Path, *, lambdas: dict[str, str], backend: str | None) -> ImportResult:
     from ...config.model import parse_model
     from ...config.source import SourceMap
@@ -253,6 +269,10 @@ def run_import(src: KerasSource, out_dir: Path, *, lambdas: dict[str, str], back
         try:
             mapped[layer.name] = map_layer(layer.class_name, layer.config, d, name=layer.original_name,
                                            where=layer.where, lambdas=lam, n_inputs=len(layer.inputs))
+            problem = _check_layer(mapped[layer.name])
+            if problem is not None:
+                unsupported.append(Unsupported(layer.original_name, layer.class_name, layer.where, problem[0],
+                                               problem[1]))
         except _Skip as skip:
             unsupported.append(skip.unsupported)
         except ValueError as exc:

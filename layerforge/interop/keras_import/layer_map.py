@@ -40,9 +40,6 @@ NEWER_TYPES = {"SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "Conv
 
 # What to tell the user for Keras classes that layerforge has no layer for.
 KNOWN_UNSUPPORTED = {
-    "CuDNNLSTM": "a GPU-only LSTM of Keras 2; rebuild it as LSTM in Keras (same weights after "
-                 "keras' CuDNN conversion) and save again",
-    "CuDNNGRU": "a GPU-only GRU of Keras 2; rebuild it as GRU(reset_after=True, recurrent_activation='sigmoid')",
     "AlphaDropout": "not in layerforge; it does nothing at inference: remove it before saving, or replace it by "
                     "Dropout",
     "ActivityRegularization": None,
@@ -245,6 +242,14 @@ def map_layer(class_name: str, cfg: dict, d: Dialect, *, name: str, where: str,
         d.note("TimeDistributedDense -> TimeDistributed(Dense) (the same computation and weights)")
         inner = map_layer("Dense", cfg, d, name=name, where=where)
         return {"type": "TimeDistributed", "layer": inner}
+    if class_name in ("CuDNNLSTM", "CuDNNGRU"):  # Keras 2's GPU-only layers: the plain layer with CuDNN's maths
+        d.note(f"{class_name} -> {class_name[5:]} with sigmoid gates"
+               + (" and reset_after: true" if class_name == "CuDNNGRU" else "")
+               + " (what CuDNN computes); weights converted from the CuDNN layout as Keras 2 does")
+        cfg.update(activation="tanh", recurrent_activation="sigmoid")
+        if class_name == "CuDNNGRU":
+            cfg["reset_after"] = True
+        return map_layer(class_name[5:], cfg, d, name=name, where=where)
     if class_name == "Merge":
         mode = cfg.get("mode")
         if cfg.get("mode_type") == "lambda" or not isinstance(mode, str):

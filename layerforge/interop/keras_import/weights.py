@@ -119,6 +119,8 @@ def convert(class_name: str, keras_cfg: dict, lf: dict, arrays: list[tuple[str, 
         return (convert(inner.get("class_name", ""), inner.get("config") or {}, lf["layer"], arrays[:half], d)
                 + convert(back.get("class_name", ""), back.get("config") or {}, lf.get("backward_layer") or lf["layer"],
                           arrays[half:], d))
+    if class_name in ("CuDNNLSTM", "CuDNNGRU") and len(a) == 3:
+        return _from_cudnn(a, 4 if class_name == "CuDNNLSTM" else 3)
     if d.major == 1:
         if type_name == "LSTM" and len(a) == 12:
             g = _by_gate(arrays, _LSTM_GATES, "")
@@ -153,6 +155,21 @@ def convert(class_name: str, keras_cfg: dict, lf: dict, arrays: list[tuple[str, 
         if type_name == "ConvLSTM2D" and len(a) > 1:
             a[1] = _flip(a[1])
     return a
+
+
+def _from_cudnn(a: list[np.ndarray], n_gates: int) -> list[np.ndarray]:
+    """Keras 2 CuDNNLSTM / CuDNNGRU weights -> LSTM / GRU(reset_after) (Keras 2's _convert_rnn_weights): each
+    gate's input kernel is stored transposed in Fortran order, each recurrent kernel transposed; the LSTM's two
+    bias sets (input and recurrent) add up, the GRU's become the (2, 3u) bias."""
+    kernel, recurrent, bias = a
+
+    def per_gate(k, fn):
+        return np.hstack([fn(g) for g in np.hsplit(k, n_gates)])
+
+    kernel = per_gate(kernel, lambda g: g.T.reshape(g.shape, order="F"))
+    recurrent = per_gate(recurrent, lambda g: g.T)
+    bias = np.sum(np.split(bias, 2), axis=0) if n_gates == 4 else bias.reshape(2, -1)
+    return [kernel, recurrent, bias]
 
 
 def fit_to_specs(name: str, arrays: list[np.ndarray], specs, where: str) -> dict[str, np.ndarray]:
