@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -150,10 +151,12 @@ def _header(src: KerasSource, d: Dialect, graph: FlatGraph, with_weights: bool) 
     choices = d.notes + graph.notes + src.notes
     if choices:
         lines.append("# Semantic choices made in the import:")
-        lines += [f"#   - {c}" for c in choices]
+        lines += [w for c in choices for w in textwrap.wrap(c, 116, initial_indent="#   - ",
+                                                            subsequent_indent="#     ")]
     if d.ignored:
         lines.append("# Not carried over:")
-        lines += [f"#   - {c}" for c in d.ignored]
+        lines += [w for c in d.ignored for w in textwrap.wrap(c, 116, initial_indent="#   - ",
+                                                              subsequent_indent="#     ")]
     return "\n".join(lines) + "\n"
 
 
