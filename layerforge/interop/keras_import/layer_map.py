@@ -186,7 +186,7 @@ def regularizer(value, d: Dialect, where: str):
             l1, l2 = (float(args["l"]), 0.0) if key == "l1" else (0.0, float(args["l"]))
         if l1 == 0 and l2 == 0:
             return None
-        return {"l1": l1, "l2": l2}
+        return {"l1": float(f"{l1:.7g}"), "l2": float(f"{l2:.7g}")}  # Keras saved float32: 9.9999997e-05 is 1e-4
     d.ignored.append(f"{where}: regularizer {name!r} (not in layerforge; dropped, which changes only training)")
     return None
 

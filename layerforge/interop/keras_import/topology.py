@@ -59,11 +59,11 @@ class FlatGraph:
     notes: list[str] = field(default_factory=list)
     _used: set = field(default_factory=set)
 
-    def unique(self, name: str, scope: str | None = None) -> str:
+    def unique(self, name: str, scope: str | None = None, *, quiet: bool = False) -> str:
         clean = name if _NAME_OK.match(name) else re.sub(r"[^A-Za-z0-9_\-]", "_", name)
         if not _NAME_OK.match(clean):
             clean = "l_" + clean
-        if clean != name:
+        if clean != name and not quiet:
             self.notes.append(f"layer name {name!r} -> {clean!r} (layerforge names are letters, digits, _ and -)")
         base = clean
         if base in self._used and scope:
@@ -157,8 +157,8 @@ class Flattener:
         self.g.outputs = outs
         return self.g
 
-    def _input(self, name: str, batch_shape, dtype) -> tuple[str, int]:
-        flat = self.g.unique(name)
+    def _input(self, name: str, batch_shape, dtype, *, made_up: bool = False) -> tuple[str, int]:
+        flat = self.g.unique(name, quiet=made_up)
         self.g.inputs.append(FlatInput(flat, name, list(batch_shape), dtype))
         return (flat, 0)
 
@@ -218,7 +218,7 @@ class Flattener:
                 dtype = icfg.get("input_dtype") or icfg.get("dtype") if isinstance(icfg, dict) else None
                 if isinstance(dtype, dict):
                     dtype = None
-                cur = self._input(f"{_entry_name(item)}_input", shape, dtype)  # Keras' own name for it
+                cur = self._input(f"{_entry_name(item)}_input", shape, dtype, made_up=True)  # Keras' own name
             k3path = k3.next(cls) if self.k3 else None
             lg = self._legacy_for(_entry_name(item), legacy)
             if _is_model(item):
