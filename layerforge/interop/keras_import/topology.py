@@ -371,8 +371,12 @@ def _node_refs(node, where: str) -> list[tuple[str, int, int]]:
     if isinstance(node, dict):  # Keras 3
         refs: list = []
         _collect_tensors(node.get("args", []), refs)
+        kwargs = dict(node.get("kwargs") or {})
+        for key in _TENSOR_KWARGS:  # attention layers: query, value, key may be passed by name
+            if key in kwargs:
+                _collect_tensors(kwargs.pop(key), refs)
         kw: list = []
-        _collect_tensors(node.get("kwargs", {}), kw)
+        _collect_tensors(kwargs, kw)
         if kw:
             fail(f"{where}: the layer is called with tensors as keyword arguments "
                  f"({', '.join(str(k) for k in (node.get('kwargs') or {}))}), e.g. an initial_state or a mask",
@@ -381,12 +385,18 @@ def _node_refs(node, where: str) -> list[tuple[str, int, int]]:
     out = []
     for item in node:
         if isinstance(item, list) and item and isinstance(item[0], str):
-            kwargs = item[3] if len(item) > 3 and isinstance(item[3], dict) else {}
+            kwargs = dict(item[3]) if len(item) > 3 and isinstance(item[3], dict) else {}
+            extra = [kwargs.pop(k) for k in _TENSOR_KWARGS if k in kwargs]
             if any(isinstance(v, list) and v and isinstance(v[0], str) for v in kwargs.values()):
                 fail(f"{where}: the layer is called with tensors as keyword arguments ({', '.join(kwargs)})",
                      hint="layerforge layers take their inputs positionally; rebuild the model without them")
             out.append((item[0], int(item[1]) if len(item) > 1 else 0, int(item[2]) if len(item) > 2 else 0))
+            out.extend((str(e[0]), int(e[1]), int(e[2])) for e in extra if isinstance(e, list) and len(e) >= 3)
     return out
+
+
+# Keyword arguments that carry a layer's real inputs (MultiHeadAttention(query, value, key)), in input order
+_TENSOR_KWARGS = ("query", "value", "key")
 
 
 def _collect_tensors(value, out: list) -> None:

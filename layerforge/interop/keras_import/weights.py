@@ -9,7 +9,7 @@ import numpy as np
 
 from .sources import Keras3Weights, LegacyWeights
 
-RNN_CLASSES = {"LSTM", "GRU", "SimpleRNN", "ConvLSTM2D"}
+RNN_CLASSES = {"LSTM", "GRU", "SimpleRNN", "ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D"}
 CONV_TYPES = {"Conv1D", "Conv2D", "Conv3D", "Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose",
               "SeparableConv1D", "SeparableConv2D", "DepthwiseConv1D", "DepthwiseConv2D", "ConvLSTM2D"}
 _LSTM_GATES = ("i", "c", "f", "o")  # Keras 1 stores them in this order; layerforge / Keras 2+ want i, f, c, o
@@ -53,6 +53,9 @@ def keras3_arrays(store: Keras3Weights, path: str, class_name: str, cfg: dict) -
     if class_name == "TimeDistributed":
         inner = cfg.get("layer") or {}
         return keras3_arrays(store, f"{path}/layer", inner.get("class_name", ""), inner.get("config") or {})
+    if class_name == "MultiHeadAttention":  # four EinsumDense sub-layers, in the order of model.weights
+        return [("", a) for part in ("query_dense", "key_dense", "value_dense", "output_dense")
+                for a in store.vars(f"{path}/{part}")]
     if class_name in RNN_CLASSES and store.has(f"{path}/cell"):
         return [("", a) for a in store.vars(f"{path}/cell")]
     return [("", a) for a in store.vars(path)]
