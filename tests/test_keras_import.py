@@ -36,6 +36,7 @@ CASES = [
     ("k1_cnn_th.h5", None, "k1_cnn_th", 1e-5, 103),
     ("k2_theano_th.h5", None, "k2_theano_th", 1e-5, 91),
     ("k1_merge.h5", None, "k1_merge", 1e-5, 38),
+    ("k1_nested.h5", None, "k1_nested", 1e-5, 47),
     ("k1_functional_deconv.h5", None, "k1_functional_deconv", 1e-5, 353),
     ("k1_recurrent.json", "k1_recurrent_weights.h5", "k1_recurrent", 1e-4, 204),
     ("k1_keras10.json", "k1_keras10_weights.h5", "k1_keras10", 1e-5, 126),

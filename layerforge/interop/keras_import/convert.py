@@ -108,25 +108,26 @@ def build_config(src: KerasSource, graph: FlatGraph, mapped: dict, d: Dialect) -
     return out
 
 
-def _layer_arrays(src: KerasSource, layer: FlatLayer):
+def _layer_arrays(src: KerasSource, layer: FlatLayer, own_groups: set):
     w = src.weights
     if isinstance(w, Keras3Weights):
         if layer.weights.keras3_path is None:
             return []
         return keras3_arrays(w, layer.weights.keras3_path, layer.class_name, layer.config)
     if isinstance(w, LegacyWeights):
-        return legacy_arrays(w, layer.weights.legacy_groups)
+        return legacy_arrays(w, layer.weights.legacy_groups, own_groups)
     return None
 
 
 def _convert_weights(src: KerasSource, graph: FlatGraph, lf_graph, mapped: dict, d: Dialect) -> dict:
     tensors: dict[str, np.ndarray] = {}
     problems = []
+    own_groups = {layer.original_name for layer in graph.layers}
     for layer in graph.layers:
         node = lf_graph.node(layer.name)
         if not node.params:
             continue
-        arrays = _layer_arrays(src, layer)
+        arrays = _layer_arrays(src, layer, own_groups)
         if arrays is None:
             problems.append(Problem(message=f"layer {layer.original_name!r} ({layer.class_name}) at {layer.where}: "
                                             "no weights for it in the weights file", file=str(src.weights_path),

@@ -333,6 +333,13 @@ def _version_rules(class_name: str, type_name: str, cfg: dict, out: dict, d: Dia
         if len(out["axis"]) != 1:
             raise ValueError(f"BatchNormalization over several axes {out['axis']} is not supported")
         out["axis"] = out["axis"][0]
+    if class_name == "Deconvolution2D" and cfg.get("output_shape"):
+        d.note("Keras 1 Deconvolution2D: its output_shape (batch axis included) is kept and fixes the output size")
+    policy = cfg.get("dtype")
+    if isinstance(policy, dict):  # Keras 3 DTypePolicy
+        policy = (policy.get("config") or {}).get("name")
+    if isinstance(policy, str) and policy not in ("float32", "float64"):
+        d.note(f"dtype policy {policy!r} read as float32: layerforge computes in float32")
     fmt = cfg.get("dim_ordering", cfg.get("data_format"))
     if fmt in ("th", "channels_first"):
         d.note("channels_first layout kept (Keras 1 dim_ordering th / data_format channels_first): inputs are "

@@ -5,6 +5,8 @@ The rules are written down in the package docstring (`layerforge.interop.keras_i
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from .sources import Keras3Weights, LegacyWeights
@@ -27,10 +29,13 @@ def _belongs(weight_name: str, layer: str) -> bool:
     """Does a weight name inside a nested model's group belong to `layer`? Keras 2 names are
     "<layer>/<weight>:0" (possibly under more scopes), Keras 1 names "<layer>_<weight>"."""
     parts = weight_name.split("/")
-    return layer in parts[:-1] or weight_name.startswith(layer + "_")
+    if layer in parts[:-1]:
+        return True
+    rest = weight_name[len(layer) + 1:] if weight_name.startswith(layer + "_") else ""
+    return bool(re.fullmatch(r"[A-Za-z][A-Za-z_]*(:\d+)?", rest))  # dense_1_W, not dense_1 for layer "dense"
 
 
-def legacy_arrays(store: LegacyWeights, groups) -> list[tuple[str, np.ndarray]] | None:
+def legacy_arrays(store: LegacyWeights, groups, own_groups: set) -> list[tuple[str, np.ndarray]] | None:
     for group, prefix in groups:
         if not store.has(group):
             continue
@@ -40,6 +45,14 @@ def legacy_arrays(store: LegacyWeights, groups) -> list[tuple[str, np.ndarray]] 
         mine = [(n, a) for n, a in arrays if _belongs(n, prefix)]
         if mine:
             return mine
+    # A Keras 1 nested Sequential has no name in its config: look through the groups that are no layer's own
+    for group in store.layer_names:
+        if group in own_groups or not store.has(group):
+            continue
+        for _, prefix in groups[1:2]:
+            mine = [(n, a) for n, a in store.arrays(group) if _belongs(n, prefix)]
+            if mine:
+                return mine
     return None
 
 
