@@ -268,6 +268,10 @@ def run_import(src: KerasSource, out_dir: Path, *, lambdas: dict[str, str], back
     mapped: dict[str, dict] = {}
     unsupported: list[Unsupported] = []
     for layer in graph.layers:
+        if layer.class_name == "Normalization" and layer.config.get("mean") is None and src.weights is not None:
+            arrays = _layer_arrays(src, layer, {x.original_name for x in graph.layers}) or []
+            if len(arrays) >= 2:  # mean, variance (and count): constants of the layer
+                layer.config = {**layer.config, "mean": arrays[0][1], "variance": arrays[1][1]}
         lam = {layer.original_name: lambdas[layer.original_name]} if layer.original_name in lambdas else \
             ({layer.original_name: lambdas[layer.name]} if layer.name in lambdas else {})
         try:

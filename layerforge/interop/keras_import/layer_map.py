@@ -19,6 +19,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+import numpy as np
+
 # Keras class name -> layerforge type. Same-name classes are not listed; None: no layerforge equivalent.
 CLASS_RENAMES = {
     "Convolution1D": "Conv1D", "Convolution2D": "Conv2D", "Convolution3D": "Conv3D",
@@ -250,6 +252,8 @@ def map_layer(class_name: str, cfg: dict, d: Dialect, *, name: str, where: str,
         if class_name == "CuDNNGRU":
             cfg["reset_after"] = True
         return map_layer(class_name[5:], cfg, d, name=name, where=where)
+    if class_name in ("Rescaling", "Normalization"):
+        return _preprocessing(class_name, cfg, d, name=name, where=where)
     if class_name == "Merge":
         mode = cfg.get("mode")
         if cfg.get("mode_type") == "lambda" or not isinstance(mode, str):
@@ -346,6 +350,30 @@ def _version_rules(class_name: str, type_name: str, cfg: dict, out: dict, d: Dia
                "(channels, rows, cols)")
     if type_name == "Dropout" and d.major == 1 and "p" in out:
         out["rate"] = out.pop("p")
+
+
+def _preprocessing(class_name: str, cfg: dict, d: Dialect, *, name: str, where: str) -> dict:
+    """Keras' Rescaling and Normalization layers are fixed element-wise maps: a safe Lambda expression with the
+    layer's constants (Normalization's mean and variance come from its weights, put in `cfg` by the caller)."""
+    def flat(v):
+        a = np.asarray(v, dtype=np.float64)
+        return float(a) if a.ndim == 0 or a.size == 1 else [float(f"{x:.9g}") for x in a.reshape(-1)]
+
+    if class_name == "Rescaling":
+        d.note(f"{class_name} {name}: a Lambda computing x * scale + offset")
+        return {"type": "Lambda", "expression": "x * scale + offset",
+                "arguments": {"scale": flat(_number(cfg.get("scale", 1.0))),
+                              "offset": flat(_number(cfg.get("offset", 0.0)))}}
+    axis = cfg.get("axis", -1)
+    if isinstance(axis, (list, tuple)):
+        axis = axis[0] if len(axis) == 1 else axis
+    if axis not in (-1, None) or cfg.get("invert") or cfg.get("mean") is None or cfg.get("variance") is None:
+        raise _Skip(Unsupported(name, class_name, where, "a Normalization over axes other than the last, inverted, "
+                                "or without its mean and variance", "normalize the data before the model instead"))
+    d.note(f"{class_name} {name}: a Lambda computing (x - mu) / maximum(sqrt(var), 1e-7) with its adapted mean "
+           "mu and variance var, as Keras does")
+    return {"type": "Lambda", "expression": "(x - mu) / maximum(sqrt(var), 1e-7)",
+            "arguments": {"mu": flat(cfg["mean"]), "var": flat(cfg["variance"])}}
 
 
 def _short(value) -> str:
