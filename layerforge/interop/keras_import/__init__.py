@@ -126,9 +126,15 @@ def import_keras(source, out_dir, *, weights=None, lambdas: dict[str, str] | Non
     src = read_source(source, weights)
     try:
         return run_import(src, out_dir, lambdas=dict(lambdas or {}), backend=_backend(backend))
+    except KerasImportError as exc:
+        for p in exc.problems:
+            p.file = p.file or str(source)
+        raise
+    except (KeyError, TypeError, IndexError, AttributeError) as exc:  # a config shaped unlike any Keras wrote
+        raise KerasImportError(problems=[Problem(
+            message=f"the model config has a structure this importer does not know ({type(exc).__name__}: {exc})",
+            file=str(source), hint="is it a Keras 1, 2 or 3 model file?")]) from None
     except ConfigError as exc:
-        if isinstance(exc, KerasImportError):
-            raise
         raise KerasImportError(problems=[Problem(message=f"the imported config does not validate: {p.message}",
                                                  file=str(source), path=p.path, found=p.found, hint=p.hint)
                                          for p in exc.problems] or [Problem(message=str(exc), file=str(source))]
