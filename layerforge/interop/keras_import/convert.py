@@ -149,7 +149,7 @@ def _header(src: KerasSource, d: Dialect, graph: FlatGraph, with_weights: bool) 
     lines = [f"# Imported by `layerforge import` from {src.path.name} ({_KIND[src.kind]})",
              f"# Keras {version}, backend {backend}",
              f"# Weights: {src.weights_path.name if with_weights and src.weights_path else 'none (architecture only)'}"]
-    choices = d.notes + graph.notes + src.notes
+    choices = list(dict.fromkeys(d.notes + graph.notes + src.notes))
     if choices:
         lines.append("# Semantic choices made in the import:")
         lines += [w for c in choices for w in textwrap.wrap(c, 116, initial_indent="#   - ",
@@ -319,7 +319,8 @@ def run_import(src: KerasSource, out_dir: Path, *, lambdas: dict[str, str], back
     return ImportResult(out_dir=out_dir, config_path=config_path, source=src.path, source_kind=src.kind,
                         keras_version=src.keras_version, backend=d.backend, layers=len(lf_graph.nodes),
                         total_params=lf_graph.total_params, with_weights=with_weights,
-                        notes=d.notes + graph.notes + src.notes, ignored=list(d.ignored), config=canonical)
+                        notes=list(dict.fromkeys(d.notes + graph.notes + src.notes)), ignored=list(d.ignored),
+                        config=canonical)
 
 
 def _backend_of(src: KerasSource) -> str | None:
