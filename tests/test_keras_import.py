@@ -229,3 +229,22 @@ def test_fine_tune_from_an_imported_run(tmp_path):
     assert res.exit_code == 2
     assert "layer 'convolution1d_1': weight kernel has shape (2, 4, 3) in the run, the model needs (2, 4, 5)" \
         in res.output
+
+
+def test_keras1_layers_that_saved_no_dim_ordering_follow_the_model(tmp_path):
+    from layerforge.interop.keras_import import import_keras
+
+    conv = {"name": "c", "trainable": True, "nb_filter": 4, "nb_row": 3, "nb_col": 3, "init": "glorot_uniform",
+            "activation": "relu", "border_mode": "valid", "subsample": [1, 1], "dim_ordering": "th",
+            "W_regularizer": None, "b_regularizer": None, "activity_regularizer": None, "W_constraint": None,
+            "b_constraint": None, "bias": True}
+    model = {"class_name": "Sequential", "keras_version": "1.2.2", "config": [
+        {"class_name": "ZeroPadding2D", "config": {"name": "zp", "trainable": True, "padding": [1, 1],
+                                                   "batch_input_shape": [None, 3, 8, 8], "input_dtype": "float32"}},
+        {"class_name": "Convolution2D", "config": conv},
+        {"class_name": "UpSampling2D", "config": {"name": "up", "trainable": True, "size": [2, 2]}}]}
+    (tmp_path / "m.json").write_text(json.dumps(model))
+    result = import_keras(tmp_path / "m.json", tmp_path / "out")
+    assert not result.with_weights and result.total_params == 112
+    layers = {entry["name"]: entry for entry in result.config["layers"]}
+    assert layers["zp"]["data_format"] == layers["up"]["data_format"] == "channels_first"

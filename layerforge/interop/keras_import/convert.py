@@ -250,6 +250,10 @@ def run_import(src: KerasSource, out_dir: Path, *, lambdas: dict[str, str], back
 
     d = Dialect(major=src.major, version=version_tuple(src.keras_version), backend=backend or _backend_of(src))
     graph = flatten(src.model, keras3_weights=isinstance(src.weights, Keras3Weights))
+    if d.major == 1:
+        text = json.dumps(src.model)
+        th, tf = (len(re.findall(rf'"dim_ordering":\s*"{o}"', text)) for o in ("th", "tf"))
+        d.image_ordering = "th" if th > tf else "tf"
     if d.backend is None:
         d.backend = _guess_backend(src, d, graph)
     elif backend:

@@ -47,6 +47,10 @@ KNOWN_UNSUPPORTED = {
     "ActivityRegularization": None,
 }
 
+# Keras 1 layers whose get_config left out dim_ordering (it came from keras.json when the model was loaded)
+KERAS1_UNSAVED_ORDERING = {"UpSampling2D", "UpSampling3D", "ZeroPadding2D", "ZeroPadding3D", "Cropping2D",
+                           "Cropping3D"}
+
 # Config keys that carry nothing layerforge needs (bookkeeping, or already handled elsewhere)
 QUIET_KEYS = {
     "name", "trainable", "dtype", "batch_input_shape", "batch_shape", "input_dtype", "build_config", "weights",
@@ -89,6 +93,7 @@ class Dialect:
     backend: str | None = None
     notes: list[str] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
+    image_ordering: str = "tf"  # Keras 1: the keras.json default the file's layers were built with
 
     def note(self, text: str) -> None:
         if text not in self.notes:
@@ -274,6 +279,12 @@ def map_layer(class_name: str, cfg: dict, d: Dialect, *, name: str, where: str,
     out: dict = {"type": type_name}
     if cfg.get("trainable") is False:
         out["trainable"] = False
+    if d.major == 1 and class_name in KERAS1_UNSAVED_ORDERING and "dim_ordering" not in cfg:
+        # Keras 1 did not save their dim_ordering: they took keras.json's, the one the model's other layers show
+        cfg["dim_ordering"] = d.image_ordering
+        if d.image_ordering == "th":
+            d.note(f"Keras 1 {', '.join(sorted(KERAS1_UNSAVED_ORDERING))} saved no dim_ordering: th assumed, as "
+                   "the model's other layers use it")
     if class_name in ("AtrousConvolution1D", "AtrousConvolution2D") and "atrous_rate" not in cfg:
         cfg["atrous_rate"] = 1
     for key, value in cfg.items():

@@ -164,6 +164,9 @@ def convert(class_name: str, keras_cfg: dict, lf: dict, arrays: list[tuple[str, 
                 a[1] = np.transpose(a[1], (2, 3, 1, 0)) if cf else a[1]
             else:
                 a[0] = _keras1_layout(type_name, a[0], cf, transpose)
+    if type_name == "LocallyConnected2D" and d.major >= 2 and len(a) == 2 and a[1].ndim == 3 \
+            and keras_cfg.get("data_format") == "channels_first":
+        a[1] = np.transpose(a[1], (1, 2, 0))  # Keras 2 channels_first bias (filters, rows, cols) -> (rows, cols, f)
     if type_name in CONV_TYPES and a and d.backend == "theano":
         d.note("Theano-backend kernels flipped on every spatial axis (Theano convolves, layerforge correlates), "
                "as Keras' convert_kernel does")
