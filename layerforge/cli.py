@@ -365,7 +365,8 @@ def import_(
         version = result.keras_version or "version not recorded"
         what = "run directory" if result.with_weights else "config only, no weights"
         con = _console()
-        con.print(f"[green]imported[/] {source} (Keras {version}, {result.backend}) -> {output} ({what}): "
+        con.print(f"[green]imported[/] {source} (Keras {version}, {result.backend or 'backend not recorded'}) -> "
+                  f"{output} ({what}): "
                   f"{result.layers} layers, {result.total_params:,} parameters")
         for note in result.notes:
             con.print(f"  - {note}")

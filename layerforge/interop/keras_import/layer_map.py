@@ -58,7 +58,7 @@ QUIET_KEYS = {
     "ragged", "input_shape", "input_dim", "input_length", "output_shape_type", "output_mask", "output_mask_type",
     "mode_type", "arguments", "lora_rank", "lora_alpha", "quantization_config", "time_major", "custom_objects",
     "W_learning_rate_multiplier", "b_learning_rate_multiplier", "cache", "optional", "renorm_momentum",
-    "renorm_clipping", "synchronized",
+    "renorm_clipping", "synchronized", "transform_bias",
 }
 # Keys a layerforge type takes through its `upgrade` step rather than as a field
 EXTRA_KEYS = {"Dot": {"normalize"}, "Merge": {"normalize"}}
