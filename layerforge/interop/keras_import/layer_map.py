@@ -268,6 +268,12 @@ def map_layer(class_name: str, cfg: dict, d: Dialect, *, name: str, where: str,
     if class_name in KNOWN_UNSUPPORTED and KNOWN_UNSUPPORTED[class_name]:
         raise _Skip(Unsupported(name, class_name, where, "layerforge has no such layer",
                                 KNOWN_UNSUPPORTED[class_name]))
+    if class_name == "Sequential":  # a Sequential model inside a wrapper: layerforge's Sequential layer
+        return {"type": "Sequential", "layers": [
+            {**map_layer(item["class_name"], item.get("config") or {}, d, name=str((item.get("config") or {}).get(
+                "name", f"{name}_{i}")), where=f"{where}.config.layers[{i}]", lambdas=lambdas),
+             "name": _clean_name(str((item.get("config") or {}).get("name", f"layer_{i}")))}
+            for i, item in enumerate(sequential_layers(cfg))]}
     type_name = CLASS_RENAMES.get(class_name, class_name)
     accepted = _accepted(type_name)
     if accepted is None:
@@ -385,6 +391,17 @@ def _preprocessing(class_name: str, cfg: dict, d: Dialect, *, name: str, where: 
            "mu and variance var, as Keras does")
     return {"type": "Lambda", "expression": "(x - mu) / maximum(sqrt(var), 1e-7)",
             "arguments": {"mu": flat(cfg["mean"]), "var": flat(cfg["variance"])}}
+
+
+def sequential_layers(cfg) -> list[dict]:
+    """The layers of a Sequential config (any version's form), InputLayers left out."""
+    items = cfg if isinstance(cfg, list) else (cfg or {}).get("layers") or []
+    return [item for item in items if item.get("class_name") != "InputLayer"]
+
+
+def _clean_name(name: str) -> str:
+    clean = re.sub(r"[^A-Za-z0-9_\-]", "_", name)
+    return clean if re.match(r"^[A-Za-z_]", clean) else "l_" + clean
 
 
 def _short(value) -> str:

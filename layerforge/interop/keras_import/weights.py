@@ -66,6 +66,18 @@ def keras3_arrays(store: Keras3Weights, path: str, class_name: str, cfg: dict) -
     if class_name == "TimeDistributed":
         inner = cfg.get("layer") or {}
         return keras3_arrays(store, f"{path}/layer", inner.get("class_name", ""), inner.get("config") or {})
+    if class_name == "Sequential":  # a Sequential inside a wrapper: its layers' arrays, tagged with their names
+        from .layer_map import sequential_layers
+        from .topology import _K3Names
+
+        names = _K3Names(f"{path}/layers")
+        out = []
+        for item in sequential_layers(cfg):
+            sub = names.next(item["class_name"])
+            inner = (item.get("config") or {}).get("name", "")
+            out += [(f"{inner}/{i}", a) for i, (_, a) in enumerate(
+                keras3_arrays(store, sub, item["class_name"], item.get("config") or {}))]
+        return out
     if class_name == "MultiHeadAttention":  # four EinsumDense sub-layers, in the order of model.weights
         return [("", a) for part in ("query_dense", "key_dense", "value_dense", "output_dense")
                 for a in store.vars(f"{path}/{part}")]
@@ -135,6 +147,16 @@ def convert(class_name: str, keras_cfg: dict, lf: dict, arrays: list[tuple[str, 
         return (convert(inner.get("class_name", ""), inner.get("config") or {}, lf["layer"], arrays[:half], d)
                 + convert(back.get("class_name", ""), back.get("config") or {}, lf.get("backward_layer") or lf["layer"],
                           arrays[half:], d))
+    if type_name == "Sequential":  # split the arrays by the inner layer their names carry
+        from .layer_map import sequential_layers
+
+        out = []
+        for item, inner_lf in zip(sequential_layers(keras_cfg), lf["layers"]):
+            inner = (item.get("config") or {}).get("name", "")
+            mine = [(n, x) for n, x in arrays if _belongs(n, inner)]
+            if mine:
+                out += convert(item["class_name"], item.get("config") or {}, inner_lf, mine, d)
+        return out
     if class_name in ("CuDNNLSTM", "CuDNNGRU") and len(a) == 3:
         return _from_cudnn(a, 4 if class_name == "CuDNNLSTM" else 3)
     if d.major == 1:
