@@ -55,7 +55,14 @@ Order and layout within a layer:
   moving_variance = (running_std + epsilon)^2 - epsilon, which gives the same output. A Keras 1 file without a
   version is taken to be from 1.0.0-1.0.5 (the versions that did not record it).
 - Bidirectional: the forward layer's weights, then the backward layer's, each converted as its own layer.
-- TimeDistributed: the wrapped layer's. Keras 1 TimeDistributedDense: [W, b] of a TimeDistributed(Dense).
+- TimeDistributed: the wrapped layer's. Keras 1 TimeDistributedDense: [W, b] of a TimeDistributed(Dense). A
+  Sequential model inside a wrapper becomes layerforge's Sequential layer; its weights are split by the inner
+  layers' names (Keras 1/2 weight names) or object paths (Keras 3), since Keras lists trainable weights first.
+- CuDNNLSTM / CuDNNGRU (Keras 2, GPU only): as Keras 2's `_convert_rnn_weights`, each gate's input kernel is
+  stored transposed in Fortran order and each recurrent kernel transposed; the LSTM's input and recurrent biases
+  (8u) add up to one (4u), the GRU's 6u bias is the (2, 3u) bias of GRU(reset_after=True); sigmoid gates.
+- MultiHeadAttention (Keras 3): query, key, value, output EinsumDense kernels and biases, in that order.
+- Rescaling and Normalization (preprocessing) hold constants only: they become a Lambda expression with them.
 - Embedding [W]/[embeddings]; PReLU [alphas]/[alpha]; Highway [W, W_carry, b, b_carry]; MaxoutDense [W (k, in,
   out), b (k, out)]; LocallyConnected1D/2D [W/kernel, b/bias]; ParametricSoftplus [alphas, betas]; SReLU [t_left,
   a_left, t_right, a_right]: the same arrays in every version.
