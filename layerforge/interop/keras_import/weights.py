@@ -164,6 +164,14 @@ def convert(class_name: str, keras_cfg: dict, lf: dict, arrays: list[tuple[str, 
             g = _by_gate(arrays, _LSTM_GATES, "")
             order = ("i", "f", "c", "o")
             return [np.concatenate([g[(k, x)] for x in order], axis=-1) for k in ("W", "U", "b")]
+        if type_name == "ConvLSTM2D" and len(a) == 12:  # per gate like LSTM; kernels in the dim_ordering layout
+            g = _by_gate(arrays, _LSTM_GATES, "")
+            cf = str(keras_cfg.get("dim_ordering", "tf")) == "th"
+            out = [np.concatenate([g[(k, x)] for x in ("i", "f", "c", "o")], axis=0 if cf and k != "b" else -1)
+                   for k in ("W", "U", "b")]
+            if cf:  # (4f, in, rows, cols) -> (rows, cols, in, 4f)
+                out[0], out[1] = np.transpose(out[0], (2, 3, 1, 0)), np.transpose(out[1], (2, 3, 1, 0))
+            a = out
         if type_name == "GRU" and len(a) == 9:
             g = _by_gate(arrays, _GRU_GATES, "")
             return [np.concatenate([g[(k, x)] for x in _GRU_GATES], axis=-1) for k in ("W", "U", "b")]
@@ -178,7 +186,7 @@ def convert(class_name: str, keras_cfg: dict, lf: dict, arrays: list[tuple[str, 
                 d.note("Keras 1 BatchNormalization (1.0.6-1.2.2): running_std holds the moving variance")
                 var = std
             return [gamma, beta, mean, var.astype(std.dtype)]
-        if type_name in CONV_TYPES and a:
+        if type_name in CONV_TYPES and a and type_name != "ConvLSTM2D":
             cf = str(keras_cfg.get("dim_ordering", "tf")) == "th"
             transpose = type_name.endswith("Transpose")
             if type_name.startswith("Separable"):
