@@ -293,7 +293,7 @@ def run_import(src: KerasSource, out_dir: Path, *, lambdas: dict[str, str], back
     if unsupported:
         raise _unsupported_error(src, unsupported)
     config = build_config(src, graph, mapped, d)
-    training = training_section(src.training_config, d, [r[0] for r in graph.outputs])
+    training = training_section(src.training_config, d)
     if training:
         config["training"] = training
     config_path = out_dir / "config.yaml"

@@ -44,7 +44,6 @@ NEWER_TYPES = {"SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "Conv
 KNOWN_UNSUPPORTED = {
     "AlphaDropout": "not in layerforge; it does nothing at inference: remove it before saving, or replace it by "
                     "Dropout",
-    "ActivityRegularization": None,
 }
 
 # Keras 1 layers whose get_config left out dim_ordering (it came from keras.json when the model was loaded)
@@ -265,7 +264,7 @@ def map_layer(class_name: str, cfg: dict, d: Dialect, *, name: str, where: str,
             raise _Skip(Unsupported(name, class_name, where, "a Merge with a custom (Python) merge function",
                                     "rebuild the merge as a Lambda on several inputs and pass "
                                     f"--lambda {name}=EXPRESSION (inputs x0, x1, ...)"))
-    if class_name in KNOWN_UNSUPPORTED and KNOWN_UNSUPPORTED[class_name]:
+    if class_name in KNOWN_UNSUPPORTED:
         raise _Skip(Unsupported(name, class_name, where, "layerforge has no such layer",
                                 KNOWN_UNSUPPORTED[class_name]))
     if class_name == "Sequential":  # a Sequential model inside a wrapper: layerforge's Sequential layer
@@ -433,7 +432,3 @@ def _lambda(cfg: dict, d: Dialect, *, name: str, where: str, lambdas: dict[str, 
     if isinstance(args, dict) and args:
         out["arguments"] = args
     return out
-
-
-def is_model_class(class_name: str) -> bool:
-    return class_name in ("Sequential", "Model", "Functional")

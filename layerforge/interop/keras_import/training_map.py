@@ -89,7 +89,7 @@ def _metric(value, d: Dialect):
     return key
 
 
-def training_section(tc: dict | None, d: Dialect, output_names: list[str]) -> dict | None:
+def training_section(tc: dict | None, d: Dialect) -> dict | None:
     if not tc:
         return None
     if "keras3_compile" in tc:

@@ -94,7 +94,7 @@ def _suffix(name: str) -> str:
     return base
 
 
-def _by_gate(arrays, gates, where: str):
+def _by_gate(arrays, gates):
     """Keras 1 per-gate RNN weights (W_x, U_x, b_x for each gate x) -> dict gate -> (W, U, b)."""
     named = {}
     for n, a in arrays:
@@ -161,11 +161,11 @@ def convert(class_name: str, keras_cfg: dict, lf: dict, arrays: list[tuple[str, 
         return _from_cudnn(a, 4 if class_name == "CuDNNLSTM" else 3)
     if d.major == 1:
         if type_name == "LSTM" and len(a) == 12:
-            g = _by_gate(arrays, _LSTM_GATES, "")
+            g = _by_gate(arrays, _LSTM_GATES)
             order = ("i", "f", "c", "o")
             return [np.concatenate([g[(k, x)] for x in order], axis=-1) for k in ("W", "U", "b")]
         if type_name == "ConvLSTM2D" and len(a) == 12:  # per gate like LSTM; kernels in the dim_ordering layout
-            g = _by_gate(arrays, _LSTM_GATES, "")
+            g = _by_gate(arrays, _LSTM_GATES)
             cf = str(keras_cfg.get("dim_ordering", "tf")) == "th"
             out = [np.concatenate([g[(k, x)] for x in ("i", "f", "c", "o")], axis=0 if cf and k != "b" else -1)
                    for k in ("W", "U", "b")]
@@ -173,7 +173,7 @@ def convert(class_name: str, keras_cfg: dict, lf: dict, arrays: list[tuple[str, 
                 out[0], out[1] = np.transpose(out[0], (2, 3, 1, 0)), np.transpose(out[1], (2, 3, 1, 0))
             a = out
         if type_name == "GRU" and len(a) == 9:
-            g = _by_gate(arrays, _GRU_GATES, "")
+            g = _by_gate(arrays, _GRU_GATES)
             return [np.concatenate([g[(k, x)] for x in _GRU_GATES], axis=-1) for k in ("W", "U", "b")]
         if type_name == "BatchNormalization" and len(a) == 4:
             gamma, beta, mean, std = a
