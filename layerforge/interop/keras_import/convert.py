@@ -21,6 +21,7 @@ from .training_map import training_section
 from .weights import WeightMismatch, convert, fit_to_specs, keras3_arrays, legacy_arrays
 
 _DTYPES = {"float32", "float64", "int32", "int64"}
+_RNN_TYPES = {"LSTM", "GRU", "SimpleRNN", "ConvLSTM2D"}
 
 
 def _unsupported_error(src: KerasSource, items: list[Unsupported]) -> KerasImportError:
@@ -282,6 +283,11 @@ def run_import(src: KerasSource, out_dir: Path, *, lambdas: dict[str, str], back
             mapped[layer.name] = map_layer(layer.class_name, layer.config, d, name=layer.original_name,
                                            where=layer.where, lambdas=lam, n_inputs=len(layer.inputs))
             problem = _check_layer(mapped[layer.name])
+            if layer.tensor_kwargs or (mapped[layer.name]["type"] in _RNN_TYPES and len(layer.inputs) > 1):
+                what = ", ".join(layer.tensor_kwargs) or "initial states"
+                problem = (f"called with tensors for {what} (e.g. a seq2seq decoder started from an encoder's "
+                           "states); layerforge layers take their inputs positionally and recurrent layers start "
+                           "from zeros", "rebuild that part of the model without them")
             if problem is not None:
                 unsupported.append(Unsupported(layer.original_name, layer.class_name, layer.where, problem[0],
                                                problem[1]))

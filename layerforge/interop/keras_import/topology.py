@@ -41,6 +41,7 @@ class FlatLayer:
     where: str  # where the layer sits in the file, e.g. config.layers[3]
     weights: WeightRef
     copy_of: str | None = None  # the first call of a shared layer
+    tensor_kwargs: list = field(default_factory=list)  # tensors passed by keyword (initial_state, mask, ...)
 
 
 @dataclass
@@ -316,6 +317,7 @@ class Flattener:
                         "list", self._nested(item, w, srcs, k3paths.get(lname), lg))
                 else:
                     flat = self._add(item, srcs, w, k3paths.get(lname), lg, scope, key=f"{id(entry)}:{lname}")
+                    self.g.layers[-1].tensor_kwargs = tensor_kwargs(node)
                     node_out[(lname, n)] = ("layer", flat)
                 progress = True
             pending = rest
@@ -375,24 +377,33 @@ def _node_refs(node, where: str) -> list[tuple[str, int, int]]:
         for key in _TENSOR_KWARGS:  # attention layers: query, value, key may be passed by name
             if key in kwargs:
                 _collect_tensors(kwargs.pop(key), refs)
-        kw: list = []
-        _collect_tensors(kwargs, kw)
-        if kw:
-            fail(f"{where}: the layer is called with tensors as keyword arguments "
-                 f"({', '.join(str(k) for k in (node.get('kwargs') or {}))}), e.g. an initial_state or a mask",
-                 hint="layerforge layers take their inputs positionally; rebuild the model without them")
         return refs
     out = []
     for item in node:
         if isinstance(item, list) and item and isinstance(item[0], str):
             kwargs = dict(item[3]) if len(item) > 3 and isinstance(item[3], dict) else {}
             extra = [kwargs.pop(k) for k in _TENSOR_KWARGS if k in kwargs]
-            if any(isinstance(v, list) and v and isinstance(v[0], str) for v in kwargs.values()):
-                fail(f"{where}: the layer is called with tensors as keyword arguments ({', '.join(kwargs)})",
-                     hint="layerforge layers take their inputs positionally; rebuild the model without them")
             out.append((item[0], int(item[1]) if len(item) > 1 else 0, int(item[2]) if len(item) > 2 else 0))
             out.extend((str(e[0]), int(e[1]), int(e[2])) for e in extra if isinstance(e, list) and len(e) >= 3)
     return out
+
+
+def tensor_kwargs(node) -> list[str]:
+    """Keyword arguments of a call that hold tensors layerforge layers cannot take (initial_state, mask, ...)."""
+    if isinstance(node, dict):
+        names = []
+        for key, value in (node.get("kwargs") or {}).items():
+            found: list = []
+            _collect_tensors(value, found)
+            if found and key not in _TENSOR_KWARGS:
+                names.append(key)
+        return names
+    names = []
+    for item in node:
+        if isinstance(item, list) and len(item) > 3 and isinstance(item[3], dict):
+            names += [k for k, v in item[3].items() if k not in _TENSOR_KWARGS and isinstance(v, list) and v
+                      and isinstance(v[0], (str, list))]
+    return names
 
 
 # Keyword arguments that carry a layer's real inputs (MultiHeadAttention(query, value, key)), in input order
