@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from ...errors import Problem
+from ...errors import ConfigError, Problem
 from . import ImportResult
 from .layer_map import Dialect, Unsupported, _Skip, map_layer, version_tuple
 from .sources import Keras3Weights, KerasImportError, KerasSource, LegacyWeights
@@ -226,6 +226,21 @@ def compact_layer(entry: dict) -> dict:
     return out
 
 
+def _located(exc, src: KerasSource, graph: FlatGraph) -> KerasImportError:
+    """Problems of the assembled config (shapes, connections), pointed at the Keras layers they come from."""
+    problems = []
+    for p in exc.problems:
+        m = re.match(r"layers\[(\d+)\](.*)", p.path or "")
+        if m and int(m.group(1)) < len(graph.layers):
+            layer = graph.layers[int(m.group(1))]
+            message = f"layer {layer.original_name!r} ({layer.class_name}) at {layer.where}: {p.message}"
+        else:
+            message = f"the imported model does not hold together: {p.message}"
+        problems.append(Problem(message=message, file=str(src.path), found=p.found, expected=p.expected,
+                                hint=p.hint))
+    return KerasImportError(problems=problems)
+
+
 def _check_layer(entry: dict) -> tuple[str, str] | None:
     """Validate one mapped layer with layerforge's parser: (what is wrong, what to do) or None."""
     from ...config.model import parse_layer
@@ -303,8 +318,11 @@ def run_import(src: KerasSource, out_dir: Path, *, lambdas: dict[str, str], back
     if training:
         config["training"] = training
     config_path = out_dir / "config.yaml"
-    spec = parse_model(config, SourceMap(file=str(config_path)), out_dir.resolve())
-    lf_graph = build_graph(spec)
+    try:
+        spec = parse_model(config, SourceMap(file=str(config_path)), out_dir.resolve())
+        lf_graph = build_graph(spec)
+    except ConfigError as exc:
+        raise _located(exc, src, graph) from None
 
     canonical = spec.canonical_dict()
     canonical["layers"] = [compact_layer(entry) for entry in canonical["layers"]]
