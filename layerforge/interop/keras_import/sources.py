@@ -50,12 +50,18 @@ class LegacyWeights:
         self.file = file
         names = group.attrs.get("layer_names")
         self.layer_names = [_text(n) for n in names] if names is not None else list(group.keys())
+        self._read: dict[str, list] = {}  # a nested model's group is asked for once per inner layer
 
     def has(self, layer: str) -> bool:
         return layer in self.group
 
     def arrays(self, layer: str) -> list[tuple[str, np.ndarray]]:
         """[(weight name, array)] of one layer group, in the order Keras wrote them."""
+        if layer not in self._read:
+            self._read[layer] = self._arrays(layer)
+        return self._read[layer]
+
+    def _arrays(self, layer: str) -> list[tuple[str, np.ndarray]]:
         if layer not in self.group:
             return []
         g = self.group[layer]
