@@ -226,6 +226,38 @@ def compact_layer(entry: dict) -> dict:
     return out
 
 
+# Keras 2/3 merge layers broadcast their inputs; layerforge's Merge (Keras 1) needs equal shapes
+_BROADCAST = {"Add": " + ", "Subtract": " - ", "Multiply": " * ", "Average": " + ", "Maximum": "maximum",
+              "Minimum": "minimum"}
+
+
+def _broadcast_merges(exc, graph: FlatGraph, mapped: dict, d: Dialect) -> bool:
+    """Rewrite the Keras 2/3 merge layers that failed for unequal (broadcast) shapes as a Lambda; True if any."""
+    changed = False
+    for p in exc.problems:
+        m = re.match(r"layers\[(\d+)\]", p.path or "")
+        if not m or "identical input shapes" not in p.message or int(m.group(1)) >= len(graph.layers):
+            continue
+        layer = graph.layers[int(m.group(1))]
+        op = _BROADCAST.get(layer.class_name)
+        if op is None or mapped[layer.name]["type"] == "Lambda":
+            continue
+        xs = [f"x{i}" for i in range(len(layer.inputs))]
+        if op.strip() in "+-*":
+            expr = op.join(xs)
+            if layer.class_name == "Average":
+                expr = f"({expr}) / {len(xs)}"
+        else:
+            expr = xs[0]
+            for x in xs[1:]:
+                expr = f"{op}({expr}, {x})"
+        mapped[layer.name] = {"type": "Lambda", "expression": expr}
+        d.note(f"{layer.class_name} layers whose inputs differ in shape broadcast them, as in Keras 2/3: each is a "
+               f"Lambda computing {expr}")
+        changed = True
+    return changed
+
+
 def _located(exc, src: KerasSource, graph: FlatGraph) -> KerasImportError:
     """Problems of the assembled config (shapes, connections), pointed at the Keras layers they come from."""
     problems = []
@@ -318,11 +350,17 @@ def run_import(src: KerasSource, out_dir: Path, *, lambdas: dict[str, str], back
     if training:
         config["training"] = training
     config_path = out_dir / "config.yaml"
-    try:
-        spec = parse_model(config, SourceMap(file=str(config_path)), out_dir.resolve())
-        lf_graph = build_graph(spec)
-    except ConfigError as exc:
-        raise _located(exc, src, graph) from None
+    while True:
+        try:
+            spec = parse_model(config, SourceMap(file=str(config_path)), out_dir.resolve())
+            lf_graph = build_graph(spec)
+            break
+        except ConfigError as exc:
+            if not _broadcast_merges(exc, graph, mapped, d):
+                raise _located(exc, src, graph) from None
+            config = build_config(src, graph, mapped, d)
+            if training:
+                config["training"] = training
 
     canonical = spec.canonical_dict()
     canonical["layers"] = [compact_layer(entry) for entry in canonical["layers"]]

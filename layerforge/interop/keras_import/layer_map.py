@@ -57,7 +57,7 @@ QUIET_KEYS = {
     "ragged", "input_shape", "input_dim", "input_length", "output_shape_type", "output_mask", "output_mask_type",
     "mode_type", "arguments", "lora_rank", "lora_alpha", "quantization_config", "time_major", "custom_objects",
     "W_learning_rate_multiplier", "b_learning_rate_multiplier", "cache", "optional", "renorm_momentum",
-    "renorm_clipping", "synchronized", "transform_bias",
+    "renorm_clipping", "synchronized", "transform_bias", "__build_config",
 }
 # Keys a layerforge type takes through its `upgrade` step rather than as a field
 EXTRA_KEYS = {"Dot": {"normalize"}, "Merge": {"normalize"}}
@@ -383,6 +383,9 @@ def _preprocessing(class_name: str, cfg: dict, d: Dialect, *, name: str, where: 
     axis = cfg.get("axis", -1)
     if isinstance(axis, (list, tuple)):
         axis = axis[0] if len(axis) == 1 else axis
+    built = ((cfg.get("__build_config") or {}).get("input_shape"))
+    if isinstance(axis, int) and isinstance(built, list) and axis == len(built) - 1:
+        axis = -1  # the last axis, counted from the front
     if axis not in (-1, None) or cfg.get("invert") or cfg.get("mean") is None or cfg.get("variance") is None:
         raise _Skip(Unsupported(name, class_name, where, "a Normalization over axes other than the last, inverted, "
                                 "or without its mean and variance", "normalize the data before the model instead"))

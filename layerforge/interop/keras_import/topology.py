@@ -174,6 +174,8 @@ class Flattener:
                          getattr(layer, "_key", None) == key)
         flat = self.g.unique(name, scope)
         cfg = entry.get("config") if isinstance(entry.get("config"), dict) else {}
+        if isinstance(entry.get("build_config"), dict):  # Keras 3 keeps the built input shape beside the config
+            cfg = {**cfg, "__build_config": entry["build_config"]}
         layer = FlatLayer(flat, name, str(entry.get("class_name")), cfg, list(inputs), where,
                           WeightRef(legacy_groups=legacy, keras3_path=k3path), copy_of=first)
         layer._key = key  # type: ignore[attr-defined]
