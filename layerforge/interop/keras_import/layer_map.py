@@ -275,11 +275,18 @@ def map_layer(class_name: str, cfg: dict, d: Dialect, *, name: str, where: str,
             for i, item in enumerate(sequential_layers(cfg))]}
     type_name = CLASS_RENAMES.get(class_name, class_name)
     accepted = _accepted(type_name)
+    if accepted is None and class_name in ("ReLU", "Softmax", "Identity"):
+        fallback = _as_activation(class_name, cfg)
+        if fallback is not None:  # the same function as an Activation layer, where this layerforge lacks the type
+            d.note(f"{class_name} layers -> Activation {fallback['activation']} (the same function)")
+            return fallback
     if accepted is None:
-        fix = ("it arrives with a newer layerforge" if type_name in NEWER_TYPES else
-               "replace it in Keras by layers layerforge has (`layerforge layers` lists them), or, for a custom "
-               "class, by a Lambda and --lambda NAME=EXPRESSION")
-        raise _Skip(Unsupported(name, class_name, where, "not a layer layerforge has (custom or unknown class)", fix))
+        if type_name in NEWER_TYPES:
+            raise _Skip(Unsupported(name, class_name, where, f"this layerforge has no {type_name} layer yet",
+                                    "update layerforge (the layer type is being added)"))
+        raise _Skip(Unsupported(name, class_name, where, "not a layer layerforge has (custom or unknown class)",
+                                "replace it in Keras by layers layerforge has (`layerforge layers` lists them), or, "
+                                "for a custom class, by a Lambda and --lambda NAME=EXPRESSION"))
     keys, _renames = accepted
     out: dict = {"type": type_name}
     if cfg.get("trainable") is False:
@@ -393,6 +400,24 @@ def _preprocessing(class_name: str, cfg: dict, d: Dialect, *, name: str, where: 
            "mu and variance var, as Keras does")
     return {"type": "Lambda", "expression": "(x - mu) / maximum(sqrt(var), 1e-7)",
             "arguments": {"mu": flat(cfg["mean"]), "var": flat(cfg["variance"])}}
+
+
+def _as_activation(class_name: str, cfg: dict) -> dict | None:
+    """ReLU / Softmax / Identity layers as the Activation they equal, when their settings allow."""
+    if class_name == "Identity":
+        return {"type": "Activation", "activation": "linear"}
+    if class_name == "Softmax":
+        axis = cfg.get("axis", -1)
+        return {"type": "Activation", "activation": "softmax"} if axis in (-1, [-1]) else None
+    max_value = _number(cfg.get("max_value"))
+    slope = _number(cfg.get("negative_slope", cfg.get("alpha", 0.0))) or 0.0
+    if slope or _number(cfg.get("threshold", 0.0)):
+        return None
+    if max_value is None:
+        return {"type": "Activation", "activation": "relu"}
+    if float(max_value) == 6.0:
+        return {"type": "Activation", "activation": "relu6"}
+    return None
 
 
 def sequential_layers(cfg) -> list[dict]:
