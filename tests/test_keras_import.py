@@ -250,3 +250,16 @@ def test_keras1_layers_that_saved_no_dim_ordering_follow_the_model(tmp_path):
     assert not result.with_weights and result.total_params == 112
     layers = {entry["name"]: entry for entry in result.config["layers"]}
     assert layers["zp"]["data_format"] == layers["up"]["data_format"] == "channels_first"
+
+
+def test_relu_layers_import_with_or_without_a_relu_type(tmp_path):
+    from layerforge.interop.keras_import import import_keras
+
+    dense = {"name": "d", "units": 3, "activation": "linear", "use_bias": True, "batch_input_shape": [None, 4]}
+    model = {"class_name": "Sequential", "keras_version": "2.2.4", "backend": "tensorflow",
+             "config": {"name": "m", "layers": [{"class_name": "Dense", "config": dense},
+                                                {"class_name": "ReLU", "config": {"name": "r", "max_value": 6.0}}]}}
+    (tmp_path / "m.json").write_text(json.dumps(model))
+    result = import_keras(tmp_path / "m.json", tmp_path / "out")
+    relu = result.config["layers"][1]
+    assert relu["type"] == "ReLU" or relu == {"type": "Activation", "name": "r", "activation": "relu6"}
