@@ -37,6 +37,7 @@ CASES = [
     ("k2_cudnn.h5", None, "k2_cudnn", 1e-4, None),  # CuDNNLSTM counts two bias sets; LSTM one
     ("k2_shared_nested.h5", None, "k2_shared_nested", 1e-5, None),  # shared: one copy per call
     ("k2_td_sequential.h5", None, "k2_td_sequential", 1e-4, 82),
+    ("k2_tf_ops.h5", None, "k2_tf_ops", 1e-5, 38),  # TFOpLambda -> Lambda expressions
     ("k1_cnn_th.h5", None, "k1_cnn_th", 1e-5, 103),
     ("k2_theano_th.h5", None, "k2_theano_th", 1e-5, 91),
     ("k1_merge.h5", None, "k1_merge", 1e-5, 38),

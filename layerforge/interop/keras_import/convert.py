@@ -309,7 +309,8 @@ def run_import(src: KerasSource, out_dir: Path, *, lambdas: dict[str, str], back
 
     names = {layer.original_name for layer in graph.layers} | {layer.name for layer in graph.layers}
     stray = [n for n in lambdas if n not in names or not any(
-        layer.class_name == "Lambda" and n in (layer.name, layer.original_name) for layer in graph.layers)]
+        layer.class_name in ("Lambda", "TFOpLambda") and n in (layer.name, layer.original_name)
+        for layer in graph.layers)]
     if stray:
         lambda_names = [layer.original_name for layer in graph.layers if layer.class_name == "Lambda"]
         raise KerasImportError(problems=[Problem(
@@ -324,6 +325,8 @@ def run_import(src: KerasSource, out_dir: Path, *, lambdas: dict[str, str], back
             arrays = _layer_arrays(src, layer, {x.original_name for x in graph.layers}) or []
             if len(arrays) >= 2:  # mean, variance (and count): constants of the layer
                 layer.config = {**layer.config, "mean": arrays[0][1], "variance": arrays[1][1]}
+        if layer.class_name == "TFOpLambda":
+            layer.config = {**layer.config, "__call_constants": layer.call_constants}
         lam = {layer.original_name: lambdas[layer.original_name]} if layer.original_name in lambdas else \
             ({layer.original_name: lambdas[layer.name]} if layer.name in lambdas else {})
         try:

@@ -57,7 +57,7 @@ QUIET_KEYS = {
     "ragged", "input_shape", "input_dim", "input_length", "output_shape_type", "output_mask", "output_mask_type",
     "mode_type", "arguments", "lora_rank", "lora_alpha", "quantization_config", "time_major", "custom_objects",
     "W_learning_rate_multiplier", "b_learning_rate_multiplier", "cache", "optional", "renorm_momentum",
-    "renorm_clipping", "synchronized", "transform_bias", "__build_config",
+    "renorm_clipping", "synchronized", "transform_bias", "__build_config", "__call_constants",
 }
 # Keys a layerforge type takes through its `upgrade` step rather than as a field
 EXTRA_KEYS = {"Dot": {"normalize"}, "Merge": {"normalize"}}
@@ -242,7 +242,7 @@ def map_layer(class_name: str, cfg: dict, d: Dialect, *, name: str, where: str,
     """A layerforge layer mapping for one Keras layer; raises _Skip for what cannot be imported."""
     lambdas = lambdas or {}
     cfg = dict(cfg or {})
-    if class_name == "Lambda":
+    if class_name == "Lambda" or (class_name == "TFOpLambda" and name in lambdas):
         return _lambda(cfg, d, name=name, where=where, lambdas=lambdas, n_inputs=n_inputs)
     if class_name == "TimeDistributedDense":  # Keras 1.0: the same maths as TimeDistributed(Dense)
         d.note("TimeDistributedDense -> TimeDistributed(Dense) (the same computation and weights)")
@@ -256,6 +256,8 @@ def map_layer(class_name: str, cfg: dict, d: Dialect, *, name: str, where: str,
         if class_name == "CuDNNGRU":
             cfg["reset_after"] = True
         return map_layer(class_name[5:], cfg, d, name=name, where=where)
+    if class_name == "TFOpLambda" and name not in lambdas:
+        return _tf_op(cfg, d, name=name, where=where, n_inputs=n_inputs)
     if class_name in ("Rescaling", "Normalization"):
         return _preprocessing(class_name, cfg, d, name=name, where=where)
     if class_name == "Merge":
@@ -400,6 +402,36 @@ def _preprocessing(class_name: str, cfg: dict, d: Dialect, *, name: str, where: 
            "mu and variance var, as Keras does")
     return {"type": "Lambda", "expression": "(x - mu) / maximum(sqrt(var), 1e-7)",
             "arguments": {"mu": flat(cfg["mean"]), "var": flat(cfg["variance"])}}
+
+
+_TF_BINARY = {"__operators__.add": "{a} + {b}", "math.add": "{a} + {b}", "math.subtract": "{a} - {b}",
+              "math.multiply": "{a} * {b}", "math.truediv": "{a} / {b}", "math.divide": "{a} / {b}",
+              "math.maximum": "maximum({a}, {b})", "math.minimum": "minimum({a}, {b})", "math.pow": "pow({a}, {b})"}
+_TF_UNARY = {"nn.relu": "relu(x)", "math.sigmoid": "sigmoid(x)", "nn.sigmoid": "sigmoid(x)", "math.tanh": "tanh(x)",
+             "nn.tanh": "tanh(x)", "math.exp": "exp(x)", "math.log": "log(x)", "math.sqrt": "sqrt(x)",
+             "math.square": "square(x)", "math.abs": "abs(x)", "nn.softplus": "softplus(x)",
+             "math.negative": "-x", "nn.softmax": "softmax(x)"}
+
+
+def _tf_op(cfg: dict, d: Dialect, *, name: str, where: str, n_inputs: int) -> dict:
+    """tf.keras 2.4+ TFOpLambda (a tf.* function called on Keras tensors) -> a safe expression, for the element-wise
+    functions whose meaning is plain; anything else asks for --lambda."""
+    fn = str(cfg.get("function", ""))
+    consts = cfg.get("__call_constants") or {}
+    expr = None
+    if fn in _TF_UNARY and n_inputs == 1 and "y" not in consts:
+        expr = _TF_UNARY[fn]
+    elif fn in _TF_BINARY:
+        y = consts.get("y")
+        if n_inputs == 2:
+            expr = _TF_BINARY[fn].format(a="x0", b="x1")
+        elif n_inputs == 1 and isinstance(y, (int, float)) and not isinstance(y, bool):
+            expr = _TF_BINARY[fn].format(a="x", b=repr(float(y)))
+    if expr is None:
+        raise _Skip(Unsupported(name, "TFOpLambda", where, f"a call of tf.{fn} (TensorFlow code)",
+                                f"pass --lambda {name}=EXPRESSION with what it computes"))
+    d.note("TFOpLambda layers (tf.* functions on Keras tensors) -> Lambda expressions")
+    return {"type": "Lambda", "expression": expr}
 
 
 def _as_activation(class_name: str, cfg: dict) -> dict | None:

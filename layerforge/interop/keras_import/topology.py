@@ -42,6 +42,7 @@ class FlatLayer:
     weights: WeightRef
     copy_of: str | None = None  # the first call of a shared layer
     tensor_kwargs: list = field(default_factory=list)  # tensors passed by keyword (initial_state, mask, ...)
+    call_constants: dict = field(default_factory=dict)  # plain values passed by keyword (TFOpLambda's y=2.0)
 
 
 @dataclass
@@ -320,6 +321,7 @@ class Flattener:
                 else:
                     flat = self._add(item, srcs, w, k3paths.get(lname), lg, scope, key=f"{id(entry)}:{lname}")
                     self.g.layers[-1].tensor_kwargs = tensor_kwargs(node)
+                    self.g.layers[-1].call_constants = call_constants(node)
                     node_out[(lname, n)] = ("layer", flat)
                 progress = True
             pending = rest
@@ -381,6 +383,8 @@ def _node_refs(node, where: str) -> list[tuple[str, int, int]]:
                 _collect_tensors(kwargs.pop(key), refs)
         return refs
     out = []
+    if node and isinstance(node[0], str):  # tf.keras 2.4+: a call with one input is [name, node, tensor, kwargs]
+        node = [node]
     for item in node:
         if isinstance(item, list) and item and isinstance(item[0], str):
             kwargs = dict(item[3]) if len(item) > 3 and isinstance(item[3], dict) else {}
@@ -401,6 +405,8 @@ def tensor_kwargs(node) -> list[str]:
                 names.append(key)
         return names
     names = []
+    if node and isinstance(node[0], str):
+        node = [node]
     for item in node:
         if isinstance(item, list) and len(item) > 3 and isinstance(item[3], dict):
             names += [k for k, v in item[3].items() if k not in _TENSOR_KWARGS and isinstance(v, list) and v
@@ -408,8 +414,26 @@ def tensor_kwargs(node) -> list[str]:
     return names
 
 
-# Keyword arguments that carry a layer's real inputs (MultiHeadAttention(query, value, key)), in input order
-_TENSOR_KWARGS = ("query", "value", "key")
+def call_constants(node) -> dict:
+    """The keyword arguments of a call that are plain values (tf.keras TFOpLambda: `y: 2.0`)."""
+    if isinstance(node, dict):
+        items = (node.get("kwargs") or {}).items()
+    else:
+        node = [node] if node and isinstance(node[0], str) else node
+        items = [kv for item in node if isinstance(item, list) and len(item) > 3 and isinstance(item[3], dict)
+                 for kv in item[3].items()]
+    out = {}
+    for key, value in items:
+        found: list = []
+        _collect_tensors(value, found)
+        if not found and not (isinstance(value, list) and value and isinstance(value[0], str)):
+            out[key] = value
+    return out
+
+
+# Keyword arguments that carry a layer's real inputs, in input order: MultiHeadAttention(query, value, key), and
+# tf.keras's TFOpLambda(x, y=...) for the tf.* functions called on Keras tensors
+_TENSOR_KWARGS = ("query", "value", "key", "y")
 
 
 def _collect_tensors(value, out: list) -> None:
