@@ -30,6 +30,7 @@ CASES = [
     ("k3_recurrent.keras", None, "k3_recurrent", 1e-4, 482),
     ("k3_preprocessing.keras", None, "k3_preprocessing", 1e-5, None),  # Rescaling, Normalization -> Lambda
     ("k3_squeeze_excite.keras", None, "k3_squeeze_excite", 1e-5, None),  # broadcasting Multiply -> Lambda
+    ("k3_ops.keras", None, "k3_ops", 1e-5, 38),  # keras.ops calls -> Lambda expressions
     ("k2_sequential_rnn.h5", None, "k2_sequential_rnn", 1e-4, 420),
     ("k2_sequential_rnn.json", "k2_sequential_rnn_weights.h5", "k2_sequential_rnn", 1e-4, 420),
     ("k2_functional.h5", None, "k2_functional", 1e-4, None),  # a shared layer: layerforge holds two copies

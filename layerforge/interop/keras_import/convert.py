@@ -325,7 +325,7 @@ def run_import(src: KerasSource, out_dir: Path, *, lambdas: dict[str, str], back
             arrays = _layer_arrays(src, layer, {x.original_name for x in graph.layers}) or []
             if len(arrays) >= 2:  # mean, variance (and count): constants of the layer
                 layer.config = {**layer.config, "mean": arrays[0][1], "variance": arrays[1][1]}
-        if layer.class_name == "TFOpLambda":
+        if layer.class_name == "TFOpLambda" or layer.config.get("__op_module"):
             layer.config = {**layer.config, "__call_constants": layer.call_constants}
         lam = {layer.original_name: lambdas[layer.original_name]} if layer.original_name in lambdas else \
             ({layer.original_name: lambdas[layer.name]} if layer.name in lambdas else {})

@@ -57,7 +57,7 @@ QUIET_KEYS = {
     "ragged", "input_shape", "input_dim", "input_length", "output_shape_type", "output_mask", "output_mask_type",
     "mode_type", "arguments", "lora_rank", "lora_alpha", "quantization_config", "time_major", "custom_objects",
     "W_learning_rate_multiplier", "b_learning_rate_multiplier", "cache", "optional", "renorm_momentum",
-    "renorm_clipping", "synchronized", "transform_bias", "__build_config", "__call_constants",
+    "renorm_clipping", "synchronized", "transform_bias", "__build_config", "__call_constants", "__op_module",
 }
 # Keys a layerforge type takes through its `upgrade` step rather than as a field
 EXTRA_KEYS = {"Dot": {"normalize"}, "Merge": {"normalize"}}
@@ -256,6 +256,8 @@ def map_layer(class_name: str, cfg: dict, d: Dialect, *, name: str, where: str,
         if class_name == "CuDNNGRU":
             cfg["reset_after"] = True
         return map_layer(class_name[5:], cfg, d, name=name, where=where)
+    if cfg.get("__op_module") and name not in lambdas:
+        return _keras_op(class_name, cfg, d, name=name, where=where)
     if class_name == "TFOpLambda" and name not in lambdas:
         return _tf_op(cfg, d, name=name, where=where, n_inputs=n_inputs)
     if class_name in ("Rescaling", "Normalization"):
@@ -431,6 +433,43 @@ def _tf_op(cfg: dict, d: Dialect, *, name: str, where: str, n_inputs: int) -> di
         raise _Skip(Unsupported(name, "TFOpLambda", where, f"a call of tf.{fn} (TensorFlow code)",
                                 f"pass --lambda {name}=EXPRESSION with what it computes"))
     d.note("TFOpLambda layers (tf.* functions on Keras tensors) -> Lambda expressions")
+    return {"type": "Lambda", "expression": expr}
+
+
+_OP_BINARY = {"Add": "{a} + {b}", "Subtract": "{a} - {b}", "Multiply": "{a} * {b}", "Divide": "{a} / {b}",
+              "TrueDivide": "{a} / {b}", "Maximum": "maximum({a}, {b})", "Minimum": "minimum({a}, {b})",
+              "Power": "pow({a}, {b})"}
+_OP_UNARY = {"Relu": "relu({a})", "Sigmoid": "sigmoid({a})", "Tanh": "tanh({a})", "Exp": "exp({a})",
+             "Log": "log({a})", "Sqrt": "sqrt({a})", "Square": "square({a})", "Absolute": "abs({a})",
+             "Abs": "abs({a})", "Negative": "-({a})", "Softplus": "softplus({a})", "Silu": "{a} * sigmoid({a})",
+             "Swish": "{a} * sigmoid({a})"}
+
+
+def _keras_op(class_name: str, cfg: dict, d: Dialect, *, name: str, where: str) -> dict:
+    """A keras.ops call on Keras tensors in a Keras 3 functional model (`x * 2.0`, `ops.relu(x)`) -> a safe
+    expression with the call's constants; other ops ask for --lambda."""
+    args = list((cfg.get("__call_constants") or {}).get("__args") or [])
+    n_tensors = sum(a is None for a in args)
+    names = iter(["x"] if n_tensors == 1 else [f"x{i}" for i in range(n_tensors)])
+    terms = []
+    for a in args:
+        if a is None:
+            terms.append(next(names))
+        elif isinstance(a, (int, float)) and not isinstance(a, bool):
+            terms.append(repr(float(a)))
+        else:
+            terms = None
+            break
+    expr = None
+    if terms and class_name in _OP_BINARY and len(terms) == 2 and n_tensors >= 1:
+        expr = _OP_BINARY[class_name].format(a=terms[0], b=terms[1])
+    elif terms and class_name in _OP_UNARY and len(terms) == 1 and n_tensors == 1:
+        expr = _OP_UNARY[class_name].format(a=terms[0])
+    if expr is None:
+        raise _Skip(Unsupported(name, class_name, where, f"a keras.ops call ({cfg.get('__op_module')}."
+                                f"{class_name}) layerforge has no expression for",
+                                f"pass --lambda {name}=EXPRESSION with what it computes"))
+    d.note("keras.ops calls on Keras tensors (Keras 3 functional models) -> Lambda expressions")
     return {"type": "Lambda", "expression": expr}
 
 

@@ -177,6 +177,8 @@ class Flattener:
         cfg = entry.get("config") if isinstance(entry.get("config"), dict) else {}
         if isinstance(entry.get("build_config"), dict):  # Keras 3 keeps the built input shape beside the config
             cfg = {**cfg, "__build_config": entry["build_config"]}
+        if str(entry.get("module", "")).startswith(("keras.src.ops", "keras.ops")):  # a keras.ops call, no layer
+            cfg = {**cfg, "__op_module": entry["module"]}
         layer = FlatLayer(flat, name, str(entry.get("class_name")), cfg, list(inputs), where,
                           WeightRef(legacy_groups=legacy, keras3_path=k3path), copy_of=first)
         layer._key = key  # type: ignore[attr-defined]
@@ -275,8 +277,8 @@ class Flattener:
         k3 = _K3Names(f"{k3base}/layers" if k3base else "layers")
         k3paths = {}
         for item in layers:
-            if self.k3:
-                k3paths[_entry_name(item)] = k3.next(str(item.get("class_name")))
+            if self.k3 and not str(item.get("module", "")).startswith(("keras.src.ops", "keras.ops")):
+                k3paths[_entry_name(item)] = k3.next(str(item.get("class_name")))  # keras.ops calls hold nothing
         node_out: dict[tuple[str, int], object] = {}  # (layer, node) -> ("layer", flat name) | ("list", refs)
 
         input_refs = _refs(cfg.get("input_layers"))
@@ -415,9 +417,12 @@ def tensor_kwargs(node) -> list[str]:
 
 
 def call_constants(node) -> dict:
-    """The keyword arguments of a call that are plain values (tf.keras TFOpLambda: `y: 2.0`)."""
+    """The keyword arguments of a call that are plain values (tf.keras TFOpLambda: `y: 2.0`), and under "__args"
+    the positional arguments of a Keras 3 call with each tensor as None (keras.ops calls: `multiply(x, 2.0)`)."""
     if isinstance(node, dict):
-        items = (node.get("kwargs") or {}).items()
+        items = list((node.get("kwargs") or {}).items())
+        args = node.get("args") or []
+        items.append(("__args", [None if _is_tensor(a) else a for a in args]))
     else:
         node = [node] if node and isinstance(node[0], str) else node
         items = [kv for item in node if isinstance(item, list) and len(item) > 3 and isinstance(item[3], dict)
@@ -434,6 +439,10 @@ def call_constants(node) -> dict:
 # Keyword arguments that carry a layer's real inputs, in input order: MultiHeadAttention(query, value, key), and
 # tf.keras's TFOpLambda(x, y=...) for the tf.* functions called on Keras tensors
 _TENSOR_KWARGS = ("query", "value", "key", "y")
+
+
+def _is_tensor(value) -> bool:
+    return isinstance(value, dict) and value.get("class_name") == "__keras_tensor__"
 
 
 def _collect_tensors(value, out: list) -> None:
