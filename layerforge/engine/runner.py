@@ -107,15 +107,17 @@ def train_command(config: Path, *, overrides, output, resume, data, validation_d
 
 def _warm_start(model, spec, init_from: Path | None, resume, config: Path, console, quiet: bool):
     """--init-from RUN (or training.init_from): start from a run's weights, matched by layer name."""
+    if resume is not None:  # a resumed run has its own weights; training.init_from only started it
+        if init_from is not None:
+            raise ConfigError(problems=[Problem(
+                message="--resume continues a run; --init-from starts a new one from a run's weights",
+                file=str(config), hint="give only one of them")])
+        return None
     source = init_from
     if source is None and spec.config.training.init_from:
         source = spec.base_dir / spec.config.training.init_from
     if source is None:
         return None
-    if resume is not None:
-        raise ConfigError(problems=[Problem(
-            message="--resume continues a run; --init-from / training.init_from start a new one from a run's weights",
-            file=str(config), hint="give only one of them")])
     from .warm_start import init_from_run
 
     warm = init_from_run(model, source)
