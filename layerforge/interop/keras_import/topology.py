@@ -59,7 +59,7 @@ class FlatGraph:
     layers: list[FlatLayer] = field(default_factory=list)
     outputs: list[tuple[str, int]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    _used: set = field(default_factory=set)
+    _used: set = field(default_factory=lambda: {"input"})  # the name layerforge gives a chain's single input
 
     def unique(self, name: str, scope: str | None = None, *, quiet: bool = False) -> str:
         clean = name if _NAME_OK.match(name) else re.sub(r"[^A-Za-z0-9_\-]", "_", name)
@@ -75,6 +75,8 @@ class FlatGraph:
             out = f"{base}_{k}"
             k += 1
         self._used.add(out)
+        if out != clean and not quiet and clean == "input":
+            self.notes.append(f"layer name {name!r} -> {out!r} ('input' names the model input)")
         return out
 
 
