@@ -4,10 +4,11 @@ import os
 
 import numpy as np
 import pytest
-
 from export_cases import CASES, IDS, assert_close, example_model, is_long_recurrent, predict_all
 
-os.environ.setdefault("KERAS_BACKEND", "jax")
+# Keras 3 runs its layers on a backend; the numpy one loads and predicts a model ~100x faster than jax here (no
+# compilation) and computes in float32 like jax. KERAS_BACKEND=jax runs the same tests on jax.
+os.environ.setdefault("KERAS_BACKEND", "numpy")
 pytest.importorskip("h5py", reason="Keras export needs h5py")
 pytest.importorskip("jax", reason="the Keras export tests run Keras 3 on its jax backend (test extra)")
 keras = pytest.importorskip("keras", reason="the Keras export tests need Keras 3 (test extra)")
@@ -22,7 +23,18 @@ NOT_EXPORTABLE = {
 }
 
 
-def expected_failure(example):
+# Single examples Keras 3 cannot express, by test id, and why.
+NOT_EXPORTABLE_EXAMPLES = {
+    "Conv2DTranspose-7": "Keras 1 output_shape [5, 6] from 3x3, stride 2, kernel 4, same: Keras 3 reaches 6 only "
+                         "without output_padding and 5 only with it, and output_padding is all axes or none",
+    "ParametricSoftplus-1": "per-element weights over (steps, features) of a masked input",
+    "SReLU-1": "per-element weights over (steps, features) of a masked input",
+}
+
+
+def expected_failure(example, test_id=""):
+    if test_id in NOT_EXPORTABLE_EXAMPLES:
+        return NOT_EXPORTABLE_EXAMPLES[test_id]
     text = repr(example.config)
     for key, reason in NOT_EXPORTABLE.items():
         if key in text:
@@ -40,7 +52,7 @@ def keras_predict(path, xs):
 @pytest.mark.parametrize("type_name,index,example", CASES, ids=IDS)
 def test_layer_example_matches_keras(type_name, index, example, tmp_path):
     model, xs = example_model(example, seed=index)
-    if expected_failure(example):
+    if expected_failure(example, f"{type_name}-{index}"):
         with pytest.raises(ExportError, match="cannot be exported to Keras 3"):
             export_keras(model, tmp_path / "m.keras")
         return

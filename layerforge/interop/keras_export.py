@@ -88,13 +88,26 @@ def _tensor(ref, shape) -> dict:
             "config": {"shape": [None] + list(shape), "dtype": "float32", "keras_history": list(ref)}}
 
 
+def masked_refs(model) -> set:
+    """The (node, output) pairs that carry a mask, found by one forward pass of a zero batch (only whether a
+    mask is there matters, not its values)."""
+    graph = model.graph
+    batch = graph.batch_size or 1
+    xs = [np.zeros((batch,) + tuple(1 if d is None else d for d in inp.shape), dtype=inp.dtype)
+          for inp in graph.inputs]
+    _, _, tape = model.compiled.forward(xs, training=False, keep=True)
+    return {ref for ref, m in tape.masks.items() if m is not None}
+
+
 class KBuilder:
     """The Functional graph being written."""
 
-    def __init__(self):
+    def __init__(self, batch: int | None = None):
         self.layers: list[KLayer] = []
         self.names: set = set()
         self.layer = None  # the layerforge layer being converted (errors)
+        self.batch = batch  # fixed batch size (stateful models) or None
+        self.masked = False  # whether a mask reaches the layer being converted
 
     def fresh(self, base: str) -> str:
         name, k = base, 0
@@ -109,8 +122,9 @@ class KBuilder:
         """Append a layer called on ``inputs`` (refs); returns its output refs."""
         kl = KLayer(class_name, {"name": self.fresh(name), **config}, weights or {}, module, list(inputs),
                     [tuple(s) for s in shapes], n_outputs)
-        kl.build_shape = ([[None] + list(s) for s in shapes] if class_name in _LIST_INPUT or len(shapes) > 1
-                          else [None] + list(shapes[0])) if shapes else None
+        bt = self.batch
+        kl.build_shape = ([[bt] + list(s) for s in shapes] if class_name in _LIST_INPUT or len(shapes) > 1
+                          else [bt] + list(shapes[0])) if shapes else None
         self.layers.append(kl)
         return [(kl.name, 0, k) for k in range(n_outputs)]
 
@@ -198,13 +212,13 @@ def convert_layer(b: KBuilder, layer, weights: dict, xs: list, shapes: list, nam
     outer = b.layer
     b.layer = layer
     try:
+        if layer.type in CONVERTERS:  # a composition (when a type has both, the composition covers more cases)
+            return CONVERTERS[layer.type](KCtx(b, layer, weights, xs, shapes, name))
         if layer.type in SINGLE:
             kl = SINGLE[layer.type](KCtx(b, layer, weights, xs, shapes, name))
             refs = b.add(kl.class_name, name, {k: v for k, v in kl.config.items() if k != "name"}, xs, shapes,
                          kl.weights, n_outputs=layer.num_outputs(), module=kl.module)
             return refs
-        if layer.type in CONVERTERS:
-            return CONVERTERS[layer.type](KCtx(b, layer, weights, xs, shapes, name))
         raise b.fail("Keras 3 has no such layer and no exact composition of Keras 3 layers is known")
     finally:
         b.layer = outer
@@ -334,29 +348,53 @@ def _prelu(c: KCtx):
     return _k("PReLU", {"name": c.name, **_trainable(c), "shared_axes": c.config.shared_axes}, [c.w("alpha")])
 
 
+def _per_feature_bn(c: KCtx, inputs, shape, axes: list, config: dict, ws: list, suffix: str,
+                    what: str = "it normalizes over the axes"):
+    """A BatchNormalization over the kept ``axes`` (batch axis counted): Keras 3 keeps one axis only, so several
+    are brought to the end (Permute), joined (Reshape), normalized and put back; exact, but Reshape drops a mask."""
+    n = len(shape) + 1
+    axes = sorted(a % n for a in axes)
+    if len(axes) == 1:
+        return c.add("BatchNormalization", {"axis": axes[0], **config}, inputs=inputs, shapes=[shape],
+                     weights={"vars": ws}, suffix=suffix)
+    if c.b.masked:
+        raise c.b.fail(f"{what} {axes} of an input that carries a mask: Keras 3's BatchNormalization takes one "
+                       "axis, and the Reshape that joins several would drop the mask",
+                       "use shared_axes so the weights vary along the last axis only, or export to ONNX")
+    others = [a for a in range(1, n) if a not in axes]
+    perm = others + axes
+    x, cur = inputs, tuple(shape)
+    if perm != list(range(1, n)):
+        x = c.add("Permute", {"dims": perm}, inputs=x, shapes=[cur], suffix=suffix + "_to_end")
+        cur = tuple(shape[a - 1] for a in perm)
+    kept = [shape[a - 1] for a in axes]
+    joined = tuple(shape[a - 1] for a in others) + (math.prod(kept),)
+    x = c.add("Reshape", {"target_shape": list(joined)}, inputs=x, shapes=[cur], suffix=suffix + "_join")
+    x = c.add("BatchNormalization", {"axis": -1, **config}, inputs=x, shapes=[joined],
+              weights={"vars": [np.asarray(w).reshape(-1) for w in ws]}, suffix=suffix)
+    x = c.add("Reshape", {"target_shape": list(cur)}, inputs=x, shapes=[joined], suffix=suffix + "_split")
+    if perm != list(range(1, n)):
+        x = c.add("Permute", {"dims": [perm.index(a) + 1 for a in range(1, n)]}, inputs=x, shapes=[cur],
+                  suffix=suffix + "_back")
+    return x
+
+
 def _affine(c: KCtx, scale: np.ndarray, shift: np.ndarray | None, inputs, shape, suffix: str):
     """y = scale * x + shift with per-element weights shaped like a PReLU weight (shared axes of size 1), as a
     BatchNormalization in inference form: moving_mean 0 and moving_variance 1 - epsilon, so the normaliser is
-    exactly 1."""
+    exactly 1 (float32: 0.999 + 0.001 rounds to 1.0 exactly)."""
     full = tuple(scale.shape)
-    axes = [i + 1 for i, d in enumerate(full) if d != 1 or (shape[i] == 1)]
+    axes = [i + 1 for i, d in enumerate(full) if d != 1]
     if not axes:
         axes = [len(full)]
     kept = [full[a - 1] for a in axes]
-    gamma = np.asarray(scale, np.float32).reshape(kept)
     eps = 1e-3
-    var = np.full(kept, np.float32(1.0) - np.float32(eps), np.float32)
-    ws = [gamma, np.zeros(kept, np.float32) if shift is None else np.asarray(shift, np.float32).reshape(kept),
-          np.zeros(kept, np.float32), var]
-    if float(np.float32(var.flat[0]) + np.float32(eps)) != 1.0:  # pragma: no cover - holds for float32
-        raise c.b.fail("internal: the affine form is not exact")
-    return c.add("BatchNormalization", {"axis": axes if len(axes) > 1 else axes[0], "momentum": 0.99,
-                                        "epsilon": eps, "center": True, "scale": True, "trainable": False},
-                 inputs=inputs, shapes=[shape], weights={"vars": ws}, suffix=suffix)
-
-
-def _param_full(c: KCtx, name: str) -> np.ndarray:
-    return c.w(name)
+    ws = [np.asarray(scale, np.float32).reshape(kept),
+          np.zeros(kept, np.float32) if shift is None else np.asarray(shift, np.float32).reshape(kept),
+          np.zeros(kept, np.float32), np.full(kept, np.float32(1.0) - np.float32(eps), np.float32)]
+    return _per_feature_bn(c, inputs, shape, axes, {"momentum": 0.99, "epsilon": eps, "center": True,
+                                                    "scale": True, "trainable": False}, ws, suffix,
+                           "its per-element weights span the axes")
 
 
 @composed("ParametricSoftplus")
@@ -387,17 +425,30 @@ def _srelu(c: KCtx):
 
 # ---------------------------------------------------------------------- normalization
 
-@single("BatchNormalization")
-def _batchnorm(c: KCtx):
+def _bn_parts(c: KCtx):
     cfg = c.config
     ws = ([c.w("gamma")] if cfg.scale else []) + ([c.w("beta")] if cfg.center else []) + \
         [c.w("moving_mean"), c.w("moving_variance")]
     n = len(c.shape) + 1
-    axes = cfg.axis if isinstance(cfg.axis, list) else [cfg.axis]
-    axes = [a % n for a in axes]
-    return _k("BatchNormalization", {"name": c.name, **_trainable(c), "axis": axes if len(axes) > 1 else axes[0],
-                                     "momentum": cfg.momentum, "epsilon": cfg.epsilon, "center": cfg.center,
-                                     "scale": cfg.scale}, ws)
+    axes = sorted(a % n for a in (cfg.axis if isinstance(cfg.axis, list) else [cfg.axis]))
+    config = {**_trainable(c), "momentum": cfg.momentum, "epsilon": cfg.epsilon, "center": cfg.center,
+              "scale": cfg.scale}
+    return ws, axes, config
+
+
+@composed("BatchNormalization")
+def _batchnorm(c: KCtx):
+    ws, axes, config = _bn_parts(c)
+    return _per_feature_bn(c, c.xs, tuple(c.shape), axes, config, ws, "")
+
+
+@single("BatchNormalization")
+def _batchnorm_single(c: KCtx):
+    ws, axes, config = _bn_parts(c)
+    if len(axes) > 1:
+        raise c.b.fail(f"inside a wrapper it normalizes over the axes {axes}, and Keras 3's BatchNormalization "
+                       "takes one axis")
+    return _k("BatchNormalization", {"name": c.name, "axis": axes[0], **config}, ws)
 
 
 # ---------------------------------------------------------------------- merge
@@ -413,10 +464,6 @@ def _merge(c: KCtx):
         ax = c.layer._concat_axis([tuple(s) for s in c.shapes]) + 1
         return c.add("Concatenate", {"axis": ax})
     a1, a2 = c.layer._dot_axes([tuple(s) for s in c.shapes])
-    if mode == "cos":
-        from ..layers.merge import EPSILON
-
-        del EPSILON
     return c.add("Dot", {"axes": [a1 + 1, a2 + 1], "normalize": mode == "cos"})
 
 
@@ -446,7 +493,8 @@ def _df(c: KCtx) -> dict:
 def _zeropad(c: KCtx):
     rank = int(c.layer.type[-2])
     pads = _pairs(c.config.padding, rank)
-    extra = {} if rank == 1 else _df(c)
+    # ZeroPadding1D has data_format only in recent Keras 3 versions: written only when it is not the default
+    extra = _df(c) if rank > 1 or _df(c)["data_format"] != "channels_last" else {}
     return _k(c.layer.type, {"name": c.name, "padding": pads[0] if rank == 1 else pads, **extra})
 
 
@@ -491,7 +539,6 @@ def _conv_transpose(c: KCtx):
     from ..layers.convolution import deconv_length
 
     cfg, layer = c.config, c.layer
-    rank = int(layer.type[-11])
     first = cfg.data_format == "channels_first"
     spatial = c.shape[1:] if first else c.shape[:-1]
     # Keras 1's output_shape becomes the output_padding that gives the same length (Keras 3 has only the latter)
@@ -509,7 +556,6 @@ def _conv_transpose(c: KCtx):
     else:
         raise c.b.fail("its output length has no Keras 3 output_padding equivalent")
     ws = [c.w("kernel")] + ([c.w("bias")] if cfg.use_bias else [])
-    del rank
     return _k(layer.type, {**_conv_common(c), "filters": cfg.filters, "output_padding": output_padding}, ws)
 
 
@@ -561,8 +607,6 @@ def _local(c: KCtx):
     k = list(cfg.kernel_size)
     # one-hot kernel: output channel j of the patch conv copies element j of the layer's own patch order
     ids = np.arange(math.prod(k) * chans).reshape(([chans] + k) if first else (k + [chans]))
-    probe = np.zeros(tuple(shape), np.int64)
-    del probe
     onehot = np.zeros(tuple(k) + (chans, patch), np.float32)
     # the layer flattens a patch as (steps, channels) in 1D, (row, col, channel) channels_last, (channel, row,
     # col) channels_first
@@ -640,8 +684,8 @@ def _rnn(c: KCtx):
 
 # ---------------------------------------------------------------------- wrappers and containers
 
-def _nested(kl: KLayer, shape) -> dict:
-    kl.build_shape = [None] + list(shape)
+def _nested(kl: KLayer, shape, batch=None) -> dict:
+    kl.build_shape = [batch] + list(shape)
     return kl.serialize(nested=True)
 
 
@@ -672,8 +716,8 @@ def _bidirectional(c: KCtx):
         subs[key] = kl
         tree.update(_prefixed(f"{key}_layer", kl.weights))
     return _k("Bidirectional", {"name": c.name, "merge_mode": layer.config.merge_mode,
-                                "layer": _nested(subs["forward"], c.shape),
-                                "backward_layer": _nested(subs["backward"], c.shape)}, tree)
+                                "layer": _nested(subs["forward"], c.shape, c.b.batch),
+                                "backward_layer": _nested(subs["backward"], c.shape, c.b.batch)}, tree)
 
 
 @single("Sequential")
@@ -766,7 +810,8 @@ def keras_archive(model) -> bytes:
     """The bytes of the ``.keras`` zip for a layerforge ``api.Model``; raises ExportError for a layer Keras 3 cannot
     express."""
     graph = model.graph
-    b = KBuilder()
+    b = KBuilder(graph.batch_size)
+    masked = masked_refs(model)
     refs: dict = {}
     shapes: dict = {}
     input_refs = []
@@ -785,8 +830,8 @@ def keras_archive(model) -> bytes:
     for node in graph.nodes:
         xs = [refs[r] for r in node.inputs]
         ins = [shapes[r] for r in node.inputs]
-        outs = convert_layer(b, node.layer, weights.get(node.name, {}), xs, ins, b.fresh(node.name) if False else
-                             node.name)
+        b.masked = any(r in masked for r in node.inputs)
+        outs = convert_layer(b, node.layer, weights.get(node.name, {}), xs, ins, node.name)
         for k, ref in enumerate(outs):
             refs[(node.name, k)] = ref
             shapes[(node.name, k)] = tuple(node.output_shapes[k])
