@@ -18,7 +18,6 @@ from layerforge.interop.keras_export import export_keras  # noqa: E402
 
 # Layer types (or settings) Keras 3 cannot express exactly, and why (the README lists the same).
 NOT_EXPORTABLE = {
-    "Lambda": "Keras 3 stores a Lambda as Python bytecode that load_model refuses in safe mode",
     "hard_sigmoid_keras1": "Keras 1's hard sigmoid 0.2x+0.5 is not a Keras 3 activation (Keras 3's is x/6+0.5)",
 }
 
@@ -29,6 +28,13 @@ NOT_EXPORTABLE_EXAMPLES = {
                          "without output_padding and 5 only with it, and output_padding is all axes or none",
     "ParametricSoftplus-1": "per-element weights over (steps, features) of a masked input",
     "SReLU-1": "per-element weights over (steps, features) of a masked input",
+    # Lambda expressions with a primitive no Keras 3 layer computes (Keras' own Lambda is Python bytecode)
+    "Lambda-2": "sum over an axis",
+    "Lambda-3": "slicing x[:, ::-1]",
+    "Lambda-4": "comparison (x > 0.1) and a conditional",
+    "Lambda-5": "l2_normalize (a sum over an axis) and slicing",
+    "Lambda-6": "mean over an axis",
+    "Lambda-7": "clip / maximum with a number",
 }
 
 

@@ -647,11 +647,93 @@ def _local(c: KCtx):
 
 # ---------------------------------------------------------------------- lambda
 
+_KERAS_UNARY = {"tanh": "tanh", "sigmoid": "sigmoid", "relu": "relu", "exp": "exponential", "softplus": "softplus"}
+_KERAS_BINARY = {"add": "Add", "sub": "Subtract", "mul": "Multiply", "maximum": "Maximum", "minimum": "Minimum"}
+
+
 @composed("Lambda")
 def _lambda(c: KCtx):
-    raise c.b.fail("Keras 3 stores a Lambda as Python bytecode, which load_model refuses to run (safe_mode), and "
-                   "no composition of Keras 3 layers expresses an arbitrary expression",
-                   "export to ONNX instead (expressions are written operator by operator there)")
+    """An expression written primitive by primitive as Keras 3 layers where each has one: arithmetic with a number
+    -> Rescaling (x * scale + offset), elementwise functions Keras has -> Activation, two tensors of one shape ->
+    Add / Subtract / Multiply / Maximum / Minimum, softmax -> Softmax, concatenate -> Concatenate, reshape ->
+    Reshape. Anything else names the primitive in the error: Keras 3 itself stores a Lambda as Python bytecode,
+    which load_model refuses to run."""
+    layer = c.layer
+    if layer.config.expression is None:
+        raise c.b.fail("it runs Python code (`function:`), and Keras 3 keeps a Lambda as Python bytecode, which "
+                       "load_model refuses to run (safe_mode)", "export to ONNX with an `expression:` instead")
+    expr = layer.expression
+    index = layer._name_index(c.shapes if len(c.xs) > 1 else c.shape)
+    shapes = expr.node_shapes({name: tuple(c.shapes[k]) for name, k in index.items()})
+    vals: list = [None] * len(expr.order)  # ("t", ref) for a tensor, ("n", value) for a number
+    count = [0]
+
+    def add(class_name, config, inputs, in_shapes):
+        count[0] += 1
+        return c.add(class_name, config, inputs=inputs, shapes=[tuple(s) for s in in_shapes],
+                     suffix=f"_{count[0]}")[0]
+
+    def unsupported(op):
+        return c.b.fail(f"its expression uses '{op}' in a form no Keras 3 layer computes, and Keras 3 keeps "
+                        "other Lambdas as Python bytecode, which load_model refuses to run (safe_mode)",
+                        "export to ONNX instead (every expression primitive has an ONNX form)")
+
+    for node in expr.order:
+        op = node.op
+        args = [vals[a.idx] for a in node.args]
+        arg_shapes = [shapes[a.idx][1:] if a.batched else shapes[a.idx] for a in node.args]
+        if op == "input":
+            vals[node.idx] = ("t", c.xs[index[node.static]])
+            continue
+        if op == "const":
+            if np.ndim(node.static) != 0:
+                raise unsupported("a constant array")
+            vals[node.idx] = ("n", float(node.static))
+            continue
+        if all(a[0] == "n" for a in args):  # arithmetic on numbers only: fold it
+            from ..expressions import _forward_op
+
+            vals[node.idx] = ("n", float(_forward_op(node, [np.float64(a[1]) for a in args], np.float64)))
+            continue
+        tensors = [a for a in args if a[0] == "t"]
+        if op in ("add", "sub", "mul", "div") and len(tensors) == 1:
+            num = next(a[1] for a in args if a[0] == "n")
+            t_first = args[0][0] == "t"
+            if op == "add":
+                scale, offset = 1.0, num
+            elif op == "sub":
+                scale, offset = (1.0, -num) if t_first else (-1.0, num)
+            elif op == "mul":
+                scale, offset = num, 0.0
+            elif t_first:
+                scale, offset = 1.0 / num, 0.0
+            else:
+                raise unsupported("number / tensor")
+            shape = arg_shapes[0] if t_first else arg_shapes[1]
+            vals[node.idx] = ("t", add("Rescaling", {"scale": scale, "offset": offset}, [tensors[0][1]], [shape]))
+        elif op == "neg":
+            vals[node.idx] = ("t", add("Rescaling", {"scale": -1.0, "offset": 0.0}, [args[0][1]], arg_shapes))
+        elif op in _KERAS_UNARY:
+            vals[node.idx] = ("t", add("Activation", {"activation": _KERAS_UNARY[op]}, [args[0][1]], arg_shapes))
+        elif op == "square":
+            vals[node.idx] = ("t", add("Multiply", {}, [args[0][1], args[0][1]], arg_shapes * 2))
+        elif op in _KERAS_BINARY and len(tensors) == 2 and tuple(arg_shapes[0]) == tuple(arg_shapes[1]):
+            vals[node.idx] = ("t", add(_KERAS_BINARY[op], {}, [a[1] for a in args], arg_shapes))
+        elif op == "softmax" and len(tensors) == 1:
+            vals[node.idx] = ("t", add("Softmax", {"axis": int(node.static)}, [args[0][1]], arg_shapes))
+        elif op == "concat" and len(tensors) == len(args) and len(args) > 1:
+            vals[node.idx] = ("t", add("Concatenate", {"axis": int(node.static)}, [a[1] for a in args],
+                                       arg_shapes))
+        elif op == "reshape" and node.args[0].batched:
+            vals[node.idx] = ("t", add("Reshape", {"target_shape": list(node.static)}, [args[0][1]], arg_shapes))
+        else:
+            raise unsupported(op)
+    kind, value = vals[-1]
+    if kind != "t":  # pragma: no cover - the layer's config refuses expressions without an input
+        raise unsupported("a constant result")
+    if value in c.xs:  # the identity: still one layer, so the graph keeps this layer's name
+        value = add("Rescaling", {"scale": 1.0, "offset": 0.0}, [value], [c.shape])
+    return [value]
 
 
 # ---------------------------------------------------------------------- recurrent
@@ -806,16 +888,16 @@ def _write_h5(path_or_buffer, ordered: list[KLayer], model_name: str) -> None:
         v.attrs["name"] = model_name
 
 
-def keras_archive(model) -> bytes:
+def keras_archive(model, batch_size: int | None = None) -> bytes:
     """The bytes of the ``.keras`` zip for a layerforge ``api.Model``; raises ExportError for a layer Keras 3 cannot
     express."""
     graph = model.graph
-    b = KBuilder(graph.batch_size)
+    b = KBuilder(batch_size or graph.batch_size)
     masked = masked_refs(model)
     refs: dict = {}
     shapes: dict = {}
     input_refs = []
-    fixed = graph.batch_size
+    fixed = b.batch
     for inp in graph.inputs:
         name = b.fresh(inp.name)
         kl = KLayer("InputLayer", {"name": name, "batch_shape": [fixed] + list(inp.shape), "dtype": inp.dtype,
@@ -875,9 +957,10 @@ def _shape_of(b, shapes, refs, ref):
     return ()
 
 
-def export_keras(model, path=None) -> bytes:
-    """Write the ``.keras`` archive of ``model`` to ``path`` (atomically) when given; return its bytes."""
-    data = keras_archive(model)
+def export_keras(model, path=None, *, batch_size: int | None = None) -> bytes:
+    """Write the ``.keras`` archive of ``model`` to ``path`` (atomically) when given; return its bytes.
+    ``batch_size`` fixes the batch axis (default: variable, or the model's own fixed batch size)."""
+    data = keras_archive(model, batch_size)
     if path is not None:
         from ..io.atomic import atomic_write_bytes
 
