@@ -690,10 +690,9 @@ def _global_pool(c: Ctx):
         first = axes[0] == 2
         mx = b.unsqueeze(m, [1] if first else [2])
         s = b.reduce("ReduceSum", b.op("Mul", [c.x, mx]), axes, keepdims=keep)
-        cnt = b.reduce("ReduceSum", mx, axes, keepdims=keep)
+        cnt = b.op("Max", [b.reduce("ReduceSum", mx, axes, keepdims=keep), b.scalar(1.0)])
         return b.op("Div", [s, cnt]), None
-    if c.mask is not None and rank == 1 and is_max:
-        raise b.fail("GlobalMaxPooling1D of a masked sequence")
+    # the maximum ignores a mask, as in Keras 3
     return b.reduce("ReduceMax" if is_max else "ReduceMean", c.x, axes, keepdims=keep), None
 
 
