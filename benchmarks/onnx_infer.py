@@ -7,11 +7,12 @@ the same model exported to ONNX (``layerforge.interop.onnx_export``) and run in 
 Each framework runs in its own worker process with the same threads (layerforge:
 ``layerforge.engine.threads.set_threads``, BLAS and Numba; onnxruntime: ``intra_op_num_threads`` = N,
 ``inter_op_num_threads`` = 1, sequential execution). The parent alternates the workers repeat by repeat (ABBA) so
-a change of load on a shared machine hits both. One repeat runs every batch of the synthetic data (run.py's
+a change of load on a shared machine hits both. A pass runs every batch of the synthetic data (run.py's
 arrays, the config's batch size) through the model: layerforge ``Model.predict(x, batch_size)``, onnxruntime one
-``session.run`` per batch, outputs gathered. One warm-up pass first (the JIT compile, or ORT's graph
-optimisation) is not timed. Reported: median samples/s over the repeats and the ratio onnxruntime / layerforge of
-the medians (and of the best repeats). Before timing, the worker checks that the ONNX outputs equal layerforge's.
+``session.run`` per batch, outputs gathered. Each worker process runs one untimed warm-up pass (the JIT
+compile, or ORT's graph optimisation), then three timed passes, whose median is that repeat's figure. Reported:
+median samples/s over the repeats and the ratio onnxruntime / layerforge of the medians (and of the best
+repeats). Before timing, the worker checks that the ONNX outputs equal layerforge's.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ sys.path.insert(0, str(HERE))
 
 from run import MODELS, _data  # noqa: E402  (the same models and synthetic data as run.py)
 
-DEFAULT_BATCHES = {"mlp": 40, "mnist_cnn": 8, "lstm": 10, "gru": 10}
+DEFAULT_BATCHES = {"mlp": 100, "mnist_cnn": 8, "lstm": 10, "gru": 10}  # run.py's
+PASSES = 3  # timed passes per worker process (their median is that round's figure)
 
 
 def worker(framework: str, name: str, threads: int, batches: int, repeats: int) -> dict:
@@ -110,12 +112,12 @@ def main() -> None:
     for name in args.models.split(","):
         batches = args.batches or DEFAULT_BATCHES[name]
         per = {"layerforge": [], "onnxruntime": []}
-        # ABBA: each worker process runs one timed pass per round (plus its own warm-up)
+        # ABBA over the rounds; each worker process: a warm-up pass, then PASSES timed passes
         order = ["layerforge", "onnxruntime"]
         for r in range(args.repeats):
             for fw in (order if r % 2 == 0 else order[::-1]):
-                res = _spawn(fw, name, threads, batches, 1)
-                per[fw].append(res["samples"] / res["times"][0])
+                res = _spawn(fw, name, threads, batches, PASSES)
+                per[fw].append(res["samples"] / statistics.median(res["times"]))
         med = {fw: statistics.median(v) for fw, v in per.items()}
         best = {fw: max(v) for fw, v in per.items()}
         results[name] = {"threads": threads, "samples_per_s": med, "best": best,

@@ -917,9 +917,6 @@ def keras_archive(model, batch_size: int | None = None) -> bytes:
         for k, ref in enumerate(outs):
             refs[(node.name, k)] = ref
             shapes[(node.name, k)] = tuple(node.output_shapes[k])
-    for kl in b.layers:  # the tensors' recorded shapes (informative; Keras recomputes them)
-        kl.input_shapes = [_shape_of(b, shapes, refs, r) for r in kl.inputs] if kl.input_shapes == [] else \
-            kl.input_shapes
     output_refs = [list(refs[r]) for r in graph.outputs]
     ordered = _keras_order(b.layers, output_refs)
     name = model.spec.config.name or "layerforge"
@@ -948,13 +945,6 @@ def keras_archive(model, batch_size: int | None = None) -> bytes:
         z.writestr("config.json", json.dumps(config))
         z.writestr("model.weights.h5", h5.getvalue())
     return buf.getvalue()
-
-
-def _shape_of(b, shapes, refs, ref):
-    for key, r in refs.items():
-        if tuple(r) == tuple(ref):
-            return shapes[key]
-    return ()
 
 
 def export_keras(model, path=None, *, batch_size: int | None = None) -> bytes:

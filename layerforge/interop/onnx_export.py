@@ -848,14 +848,13 @@ def export_onnx(model, path=None, *, opset: int = DEFAULT_OPSET, batch_size: int
         raise ExportError(f"--opset {opset} is not supported: choose {MIN_OPSET} to {max_opset}")
     graph = model.graph
     fixed = graph.batch_size
-    if any(getattr(n.layer.config, "stateful", False) or
-           any(getattr(getattr(sub, "config", None), "stateful", False)
-               for _, sub in getattr(n.layer, "_layers", ())) for n in graph.nodes):
-        node = next(n for n in graph.nodes if getattr(n.layer.config, "stateful", False) or
-                    any(getattr(sub.config, "stateful", False) for _, sub in getattr(n.layer, "_layers", ())))
-        raise cannot_export(FMT, node.layer.type, node.name, "it is stateful (it carries its state from one call "
-                            "to the next), and an ONNX graph keeps no state between runs",
-                            "set stateful: false for the export; the weights are the same")
+    for node in graph.nodes:
+        for layer in _with_sublayers(node.layer):
+            if getattr(layer.config, "stateful", False):
+                raise cannot_export(FMT, layer.type, node.name if layer is node.layer else f"{node.name}/{layer.name}",
+                                    "it is stateful (it carries its state from one call to the next), and an ONNX "
+                                    "graph keeps no state between runs",
+                                    "set stateful: false for the export; the weights are the same")
     b = Builder(opset=opset, onnx=onnx)
     batch_dim = batch_size or fixed or "batch"
     values: dict = {}
@@ -894,7 +893,8 @@ def export_onnx(model, path=None, *, opset: int = DEFAULT_OPSET, batch_size: int
     g = helper.make_graph(b.nodes, model.spec.config.name or "layerforge", inputs, outputs, b.initializers)
     proto = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)], producer_name="layerforge",
                               producer_version=__version__)
-    proto.ir_version = min(proto.ir_version, _ir_for_opset(opset))
+    # the oldest IR version that carries this opset, so older runtimes open the file too
+    proto.ir_version = helper.find_min_ir_version_for(list(proto.opset_import))
     _metadata(onnx, proto, model)
     if check:
         onnx.checker.check_model(proto, full_check=True)
@@ -905,9 +905,16 @@ def export_onnx(model, path=None, *, opset: int = DEFAULT_OPSET, batch_size: int
     return proto
 
 
-def _ir_for_opset(opset: int) -> int:
-    # the IR version each opset came with (onnx/helper.py VERSION_TABLE): runtimes refuse newer IR versions
-    return {13: 7, 14: 7, 15: 8, 16: 8, 17: 8, 18: 8, 19: 9, 20: 9, 21: 10}.get(opset, 10)
+def _with_sublayers(layer):
+    """The layer and every layer a wrapper or container holds."""
+    yield layer
+    subs = []
+    inner = getattr(layer, "inner", None)
+    if inner is not None:
+        subs += inner if isinstance(inner, list) else [inner]
+    subs += [sub for _, sub in getattr(layer, "_layers", ())]
+    for sub in subs:
+        yield from _with_sublayers(sub)
 
 
 def _metadata(onnx, proto, model) -> None:
