@@ -211,3 +211,19 @@ def test_cli_export_names_the_layer_it_cannot_write(tmp_path):
     assert "layer 'total' (Lambda) cannot be exported to Keras 3" in res.output
     assert "Traceback" not in res.output
     assert not (tmp_path / "m.keras").exists()
+
+
+def test_keras1_hard_sigmoid_outside_recurrent_layers(tmp_path):
+    """Keras 1's hard sigmoid has no Keras 3 name: Dense / Activation with it become layer + affine + ReLU(1)."""
+    keras = pytest.importorskip("keras", reason="the Keras tests need Keras 3 (test extra)")
+    pytest.importorskip("h5py", reason="Keras export needs h5py")
+    model = layerforge.Model.from_yaml({
+        "name": "hs", "input_shape": [5, 3],
+        "layers": [{"type": "Dense", "units": 4, "activation": "hard_sigmoid_keras1"},
+                   {"type": "Activation", "activation": "hard_sigmoid_keras1"}],
+        "training": {"loss": "mse", "optimizer": "sgd"}}, seed=0)
+    x = np.random.default_rng(0).normal(0, 4, (3, 5, 3)).astype(np.float32)
+    path = tmp_path / "hs.keras"
+    model.export(path, "keras")
+    got = np.asarray(keras.saving.load_model(str(path))(x, training=False))
+    assert_close(got, predict_all(model, [x])[0], 1e-5, "hard_sigmoid_keras1")

@@ -186,8 +186,9 @@ def keras_activation(b: KBuilder, name: str | None, where: str = "activation") -
     name = name or "linear"
     if name in KERAS_ACTIVATIONS:
         return name
-    if name == "hard_sigmoid_keras1":
-        raise b.fail(f"{where} hard_sigmoid_keras1 (Keras 1's 0.2x + 0.5) is not a Keras 3 activation",
+    if name == "hard_sigmoid_keras1":  # outside recurrent layers it is written as a composition (convert_layer)
+        raise b.fail(f"{where} hard_sigmoid_keras1 (Keras 1's 0.2x + 0.5) is not a Keras 3 activation, and a "
+                     "recurrent layer's activations cannot be replaced by layers",
                      "Keras 3's hard_sigmoid is x/6 + 0.5; retrain with recurrent_activation: hard_sigmoid or sigmoid")
     raise b.fail(f"{where} '{name}' is not a Keras 3 activation")
 
@@ -208,10 +209,32 @@ def single_layer(b: KBuilder, layer, weights: dict, shape) -> KLayer:
     return kl
 
 
+_RECURRENT = ("SimpleRNN", "LSTM", "GRU")
+
+
+def _keras1_hard_sigmoid(b: KBuilder, layer, weights: dict, xs: list, shapes: list, name: str) -> list:
+    """A layer with Keras 1's hard sigmoid (0.2x + 0.5, clipped): the layer without activation, then the affine
+    map 0.2x + 0.5 (BatchNormalization in inference form) and ReLU(max_value=1) for the clip."""
+    import copy
+
+    out_shape = tuple(layer.output_shape(shapes if len(shapes) > 1 else shapes[0]))
+    refs = xs
+    if layer.type != "Activation":
+        linear = copy.copy(layer)
+        linear.config = layer.config.model_copy(update={"activation": "linear"})
+        refs = convert_layer(b, linear, weights, xs, shapes, f"{name}_preactivation")
+    c = KCtx(b, layer, weights, refs, [out_shape], name)
+    scale = np.full((1,) * (len(out_shape) - 1) + (out_shape[-1],), 0.2, np.float32)
+    z = _affine(c, scale, np.full_like(scale, 0.5), refs, out_shape, "_slope")
+    return c.add("ReLU", {"max_value": 1.0, "negative_slope": 0.0, "threshold": 0.0}, inputs=z, shapes=[out_shape])
+
+
 def convert_layer(b: KBuilder, layer, weights: dict, xs: list, shapes: list, name: str) -> list:
     outer = b.layer
     b.layer = layer
     try:
+        if getattr(layer.config, "activation", None) == "hard_sigmoid_keras1" and layer.type not in _RECURRENT:
+            return _keras1_hard_sigmoid(b, layer, weights, xs, shapes, name)
         if layer.type in CONVERTERS:  # a composition (when a type has both, the composition covers more cases)
             return CONVERTERS[layer.type](KCtx(b, layer, weights, xs, shapes, name))
         if layer.type in SINGLE:
