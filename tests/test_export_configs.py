@@ -227,3 +227,16 @@ def test_keras1_hard_sigmoid_outside_recurrent_layers(tmp_path):
     model.export(path, "keras")
     got = np.asarray(keras.saving.load_model(str(path))(x, training=False))
     assert_close(got, predict_all(model, [x])[0], 1e-5, "hard_sigmoid_keras1")
+
+
+def test_keras_fixed_batch_and_onnx_only_options(trained, tmp_path):
+    pytest.importorskip("h5py", reason="Keras export needs h5py")
+    model, _ = trained("iris.yaml")
+    path = tmp_path / "b.keras"
+    model.export(path, "keras", batch_size=4)
+    with zipfile.ZipFile(path) as z:
+        config = json.loads(z.read("config.json"))
+    first = config["config"]["layers"][0]
+    assert first["class_name"] == "InputLayer" and first["config"]["batch_shape"] == [4, 4]
+    with pytest.raises(ExportError, match="--opset applies to --format onnx only"):
+        model.export(tmp_path / "c.keras", "keras", opset=17)
