@@ -202,7 +202,7 @@ def test_cli_export_errors(run_dir, tmp_path):
 def test_cli_export_names_the_layer_it_cannot_write(tmp_path):
     model = layerforge.Model.from_yaml({
         "name": "lam", "input_shape": [4], "layers": [{"type": "Dense", "units": 3},
-                                                      {"type": "Lambda", "expression": "sum(x, axis=-1, keepdims=True)",
+                                                      {"type": "Lambda", "expression": "x[:, ::-1]",
                                                        "name": "total"}],
         "training": {"loss": "mse", "optimizer": "sgd"}}, seed=0)
     run = model.save(tmp_path / "run")

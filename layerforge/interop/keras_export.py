@@ -80,6 +80,8 @@ class KLayer:
         return out
 
 
+# merge layers whose values Keras 3 computes differently when their inputs carry masks (keras.src.layers.merging)
+_MASK_ALTERED = {"Multiply", "Maximum", "Minimum"}
 _LIST_INPUT = {"Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate", "Dot"}
 
 
@@ -120,6 +122,11 @@ class KBuilder:
     def add(self, class_name: str, name: str, config: dict, inputs: list, shapes: list, weights=None,
             n_outputs: int = 1, module: str = "keras.layers") -> list:
         """Append a layer called on ``inputs`` (refs); returns its output refs."""
+        if class_name in _MASK_ALTERED and self.masked:
+            raise self.fail(f"it needs a Keras 3 {class_name} on an input that carries a mask, and Keras 3's "
+                            f"{class_name} skips masked entries and ORs the masks, where layerforge combines every "
+                            "entry and ANDs them: the outputs would differ at masked steps",
+                            "put the merge before the Masking / Embedding(mask_zero), or export to ONNX")
         kl = KLayer(class_name, {"name": self.fresh(name), **config}, weights or {}, module, list(inputs),
                     [tuple(s) for s in shapes], n_outputs)
         bt = self.batch
@@ -670,6 +677,14 @@ def _local(c: KCtx):
 
 # ---------------------------------------------------------------------- lambda
 
+def _last_axis_only(node, shapes) -> bool:
+    """A reduction node over exactly the last axis."""
+    axis = node.static[0]
+    ndim = len(shapes[node.args[0].idx])
+    axes = (axis,) if isinstance(axis, int) else tuple(axis or ())
+    return len(axes) == 1 and axes[0] % ndim == ndim - 1 and ndim >= 2
+
+
 _KERAS_UNARY = {"tanh": "tanh", "sigmoid": "sigmoid", "relu": "relu", "exp": "exponential", "softplus": "softplus"}
 _KERAS_BINARY = {"add": "Add", "sub": "Subtract", "mul": "Multiply", "maximum": "Maximum", "minimum": "Minimum"}
 
@@ -734,6 +749,32 @@ def _lambda(c: KCtx):
                 raise unsupported("number / tensor")
             shape = arg_shapes[0] if t_first else arg_shapes[1]
             vals[node.idx] = ("t", add("Rescaling", {"scale": scale, "offset": offset}, [tensors[0][1]], [shape]))
+        elif op in ("maximum", "minimum") and len(tensors) == 1:
+            # max(x, a) = relu(x - a) + a; min(x, a) = a - relu(a - x) (within one rounding of x - a)
+            num = next(a[1] for a in args if a[0] == "n")
+            shape = next(sh for a, sh in zip(args, arg_shapes) if a[0] == "t")
+            sign = 1.0 if op == "maximum" else -1.0
+            z = add("Rescaling", {"scale": sign, "offset": -sign * num}, [tensors[0][1]], [shape])
+            z = add("ReLU", {"max_value": None, "negative_slope": 0.0, "threshold": 0.0}, [z], [shape])
+            vals[node.idx] = ("t", add("Rescaling", {"scale": sign, "offset": num}, [z], [shape]))
+        elif op == "pow" and args[0][0] == "t" and args[1][0] == "n" and float(args[1][1]) in (1.0, 2.0, 3.0, 4.0):
+            z = args[0][1]
+            for _ in range(int(args[1][1]) - 1):
+                z = add("Multiply", {}, [z, args[0][1]], arg_shapes[:1] * 2)
+            vals[node.idx] = ("t", z)
+        elif op in ("sum", "mean") and len(tensors) == 1 and _last_axis_only(node, shapes):
+            # a reduction over the last axis: Dense(1) with a kernel of ones (or 1/n), no bias
+            shape = tuple(arg_shapes[0])
+            n = shape[-1]
+            kernel = np.full((n, 1), 1.0 if op == "sum" else 1.0 / n, np.float32)
+            z = add("Dense", {"units": 1, "activation": "linear", "use_bias": False, "trainable": False},
+                    [args[0][1]], [shape])
+            c.b.layers[-1].weights = {"vars": [kernel]}
+            if not node.static[1]:  # keepdims=False
+                if len(shape) < 2:
+                    raise unsupported(f"{op} to one value per sample")
+                z = add("Reshape", {"target_shape": list(shape[:-1])}, [z], [shape[:-1] + (1,)])
+            vals[node.idx] = ("t", z)
         elif op == "neg":
             vals[node.idx] = ("t", add("Rescaling", {"scale": -1.0, "offset": 0.0}, [args[0][1]], arg_shapes))
         elif op in _KERAS_UNARY:
