@@ -695,6 +695,37 @@ def serve(
     _run(body)
 
 
+@app.command("export")
+def export_cmd(
+    run_dir: Path = typer.Argument(..., help="A run directory written by `train`.", show_default=False),
+    fmt: str = typer.Option(..., "--format", "-f", help="onnx or keras (a Keras 3 .keras archive).",
+                            show_default=False),
+    output: Path = typer.Option(..., "--output", "-o", help="File to write (.onnx, or .keras for Keras).",
+                                show_default=False),
+    opset: Optional[int] = typer.Option(None, "--opset", help="ONNX opset version (default 17)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", min=1,
+                                             help="Fix the batch axis to N (default: variable)."),
+    force: bool = typer.Option(False, "--force", help="Replace OUTPUT if it exists."),
+    allow_code: bool = ALLOW_CODE_OPT,
+):
+    """Export a trained model to ONNX or to Keras 3 (.keras), to run it outside layerforge.
+
+    A layer the format cannot express is named in an error (exit code 2); nothing is dropped silently.
+
+    Example: [bold]layerforge export runs/iris --format onnx -o iris.onnx[/]
+    """
+
+    def body():
+        from .api import export, load
+
+        _allow_code(allow_code)
+        model = load(run_dir)
+        path = export(model, output, fmt, opset=opset, batch_size=batch_size, overwrite=force)
+        _console(stderr=True).print(f"wrote {path} ({fmt.lower()})", highlight=False)
+
+    _run(body)
+
+
 def main():
     app(prog_name="layerforge")
 
