@@ -36,7 +36,16 @@ NOT_EXPORTABLE_EXAMPLES = {
     "Lambda-3": "slicing x[:, ::-1]",
     "Lambda-4": "comparison (x > 0.1) and a conditional",
     "Lambda-5": "l2_normalize (a square root) and slicing",
+    # layers beyond the Keras 1 list
+    "Softmax-1": "a (batch, steps) mask on a softmax: Keras 3's Softmax aligns the mask with the trailing axes",
+    "ConvLSTM2D-2": "Keras 1's hard sigmoid as recurrent_activation (Keras 3's hard_sigmoid is x/6 + 0.5)",
 }
+
+# Examples whose outputs at masked query steps differ, by test id: Keras 3.x's MultiHeadAttention, called in a
+# Functional model, reads the query's mask from the tensor (none there) and attends from masked query steps too,
+# where layerforge gives them zero attention. Those steps are masked in the output (the query's mask passes on),
+# so nothing downstream reads them; the other steps must match.
+MASKED_QUERY_STEPS_DIFFER = {"MultiHeadAttention-2"}
 
 
 def expected_failure(example, test_id=""):
@@ -76,4 +85,7 @@ def test_layer_example_matches_keras(type_name, index, example, tmp_path):
     rtol = 1e-4 if is_long_recurrent(example) else 1e-5
     assert len(got) == len(want), (len(got), len(want))
     for k, (g, w) in enumerate(zip(got, want)):
+        if f"{type_name}-{index}" in MASKED_QUERY_STEPS_DIFFER:
+            keep = np.any(xs[0] != 0, axis=-1)  # the query's unmasked steps (Masking with mask_value 0)
+            g, w = np.asarray(g)[keep], w[keep]
         assert_close(g, w, rtol, f"{type_name} example {index} output {k}")

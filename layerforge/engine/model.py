@@ -106,7 +106,7 @@ class CompiledModel:
         return out
 
     def set_weight(self, node_name: str, spec: ParamSpec, value: np.ndarray) -> None:
-        value = np.ascontiguousarray(value, dtype=self.dtype)
+        value = np.require(value, self.dtype, "C")  # keeps a scalar weight's shape () (ascontiguousarray: (1,))
         if value.shape != tuple(spec.shape):
             raise ValueError(f"weight {node_name}/{spec.name} has shape {tuple(spec.shape)}, got {value.shape}")
         if spec.trainable:

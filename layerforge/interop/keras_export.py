@@ -37,14 +37,12 @@ KERAS_ACTIVATIONS = {"linear", "relu", "relu6", "elu", "selu", "gelu", "sigmoid"
 
 
 def snake_case(name: str) -> str:
-    """keras.src.utils.naming.to_snake_case."""
+    """keras.src.utils.naming.to_snake_case (Keras 3: ConvLSTM2D -> conv_lstm2d)."""
     import re
 
-    intermediate = re.sub("(.)([A-Z][a-z0-9]+)", r"\1_\2", name)
-    insecure = re.sub("([a-z])([A-Z])", r"\1_\2", intermediate).lower()
-    if insecure[0] != "_":
-        return insecure
-    return "private" + insecure
+    name = re.sub(r"\W+", "", name)
+    name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
 
 
 # ====================================================================== keras layers being written
@@ -61,6 +59,8 @@ class KLayer:
     input_shapes: list = field(default_factory=list)
     n_outputs: int = 1
     build_shape: object = None
+    call_kwargs: dict = field(default_factory=dict)  # constant keyword arguments of the call (use_causal_mask...)
+    build_config: dict | None = None  # replaces {"input_shape": build_shape} (MultiHeadAttention's shapes_dict)
 
     @property
     def name(self) -> str:
@@ -69,17 +69,31 @@ class KLayer:
     def serialize(self, nested: bool = False) -> dict:
         cfg = {"name": self.config["name"], "trainable": self.config.get("trainable", True), "dtype": _POLICY}
         cfg.update({k: v for k, v in self.config.items() if k not in ("name", "trainable")})
+        if self.class_name in _NO_TRAINABLE_ARG:
+            del cfg["trainable"]
         out = {"module": self.module, "class_name": self.class_name, "config": cfg, "registered_name": None}
-        if self.build_shape is not None:
+        if self.build_config is not None:
+            out["build_config"] = self.build_config
+        elif self.build_shape is not None:
             out["build_config"] = {"input_shape": self.build_shape}
         if not nested:
             out["name"] = self.name
             args = [_tensor(ref, shape) for ref, shape in zip(self.inputs, self.input_shapes)]
-            out["inbound_nodes"] = [] if self.class_name == "InputLayer" else \
-                [{"args": [args if len(args) > 1 or self.class_name in _LIST_INPUT else args[0]], "kwargs": {}}]
+            kwargs = dict(self.call_kwargs)
+            if self.class_name == "InputLayer":
+                call_args = []
+            elif self.class_name == "MultiHeadAttention":  # mha(query, value, key=...)
+                if len(args) > 2:
+                    kwargs["key"] = args[2]
+                call_args = args[:2] if len(args) > 1 else [args[0], args[0]]  # self-attention
+            else:
+                call_args = [args if len(args) > 1 or self.class_name in _LIST_INPUT else args[0]]
+            out["inbound_nodes"] = [] if self.class_name == "InputLayer" else [{"args": call_args, "kwargs": kwargs}]
         return out
 
 
+# Keras 3 layers whose constructor takes no `trainable` argument
+_NO_TRAINABLE_ARG = {"SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D"}
 # merge layers whose values Keras 3 computes differently when their inputs carry masks (keras.src.layers.merging)
 _MASK_ALTERED = {"Multiply", "Maximum", "Minimum"}
 _LIST_INPUT = {"Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate", "Dot"}
@@ -248,6 +262,10 @@ def convert_layer(b: KBuilder, layer, weights: dict, xs: list, shapes: list, nam
             kl = SINGLE[layer.type](KCtx(b, layer, weights, xs, shapes, name))
             refs = b.add(kl.class_name, name, {k: v for k, v in kl.config.items() if k != "name"}, xs, shapes,
                          kl.weights, n_outputs=layer.num_outputs(), module=kl.module)
+            placed = b.layers[-1]
+            placed.call_kwargs = kl.call_kwargs
+            if kl.build_config is not None:
+                placed.build_config = kl.build_config
             return refs
         raise b.fail("Keras 3 has no such layer and no exact composition of Keras 3 layers is known")
     finally:
@@ -890,6 +908,168 @@ def _sequential(c: KCtx):
         shape = tuple(inner.output_shape(shape))
     return _k("Sequential", {"name": c.name, "layers": inner_cfgs, "build_input_shape": [None] + list(c.shape)},
               tree, module="keras")
+
+
+# ---------------------------------------------------------------------- layers beyond the Keras 1 list (issue 14)
+
+@single("Identity", "InputLayer")
+def _identity(c: KCtx):
+    # an InputLayer inside the graph only checks its input's shape (done when the model was built): Keras' Identity
+    return _k("Identity", {"name": c.name})
+
+
+@single("TimeDistributedDense")
+def _time_distributed_dense(c: KCtx):
+    cfg = c.config
+    ws = [c.w("W")] + ([c.w("b")] if cfg.use_bias else [])
+    dense = _k("Dense", {"name": f"{c.name}_dense", **_trainable(c), "units": cfg.units,
+                         "activation": keras_activation(c.b, cfg.activation), "use_bias": cfg.use_bias}, ws)
+    return _k("TimeDistributed", {"name": c.name, "layer": _nested(dense, tuple(c.shape[1:]))},
+              {"vars": [], **_prefixed("layer", dense.weights)})
+
+
+@single("SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D")
+def _spatial_dropout(c: KCtx):
+    cfg = c.config
+    config = {"name": c.name, "rate": cfg.rate, "seed": cfg.seed}
+    if c.layer.type != "SpatialDropout1D":
+        config["data_format"] = cfg.data_format
+    elif getattr(cfg, "data_format", "channels_last") != "channels_last":
+        raise c.b.fail("Keras 3's SpatialDropout1D has no data_format (channels_last only)")
+    return _k(c.layer.type, config)
+
+
+@single("ReLU")
+def _relu(c: KCtx):
+    cfg = c.config
+    return _k("ReLU", {"name": c.name, "max_value": cfg.max_value, "negative_slope": cfg.negative_slope,
+                       "threshold": cfg.threshold})
+
+
+@single("Softmax")
+def _softmax(c: KCtx):
+    if c.b.masked:
+        # Keras 3's Softmax broadcasts the (batch, steps) mask against the input's trailing axes, not its leading ones
+        raise c.b.fail("its input carries a (batch, steps) mask, which Keras 3's Softmax would align with the "
+                       "wrong axes", "put the Softmax before the Masking / Embedding(mask_zero), or export to ONNX")
+    return _k("Softmax", {"name": c.name, "axis": c.config.axis})
+
+
+@composed("Softmax")
+def _softmax_axes(c: KCtx):
+    """A softmax over several axes as Permute (them to the end) -> Reshape (joined) -> Softmax(-1) -> back: Keras 3's
+    own multi-axis Softmax fails on its numpy backend (a list axis), and this form runs on every backend."""
+    n = len(c.shape) + 1
+    axes = c.config.axis if isinstance(c.config.axis, list) else [c.config.axis]
+    axes = sorted(a % n for a in axes)
+    if len(axes) == 1:
+        kl = _softmax(c)
+        return c.add("Softmax", {"axis": kl.config["axis"]})
+    shape = tuple(c.shape)
+    others = [a for a in range(1, n) if a not in axes]
+    perm = others + axes
+    x, cur = c.xs, shape
+    if perm != list(range(1, n)):
+        x = c.add("Permute", {"dims": perm}, inputs=x, shapes=[cur], suffix="_to_end")
+        cur = tuple(shape[a - 1] for a in perm)
+    joined = tuple(shape[a - 1] for a in others) + (math.prod(shape[a - 1] for a in axes),)
+    x = c.add("Reshape", {"target_shape": list(joined)}, inputs=x, shapes=[cur], suffix="_join")
+    x = c.add("Softmax", {"axis": -1}, inputs=x, shapes=[joined], suffix="_softmax")
+    x = c.add("Reshape", {"target_shape": list(cur)}, inputs=x, shapes=[joined],
+              suffix="_split" if perm != list(range(1, n)) else "")
+    if perm != list(range(1, n)):
+        x = c.add("Permute", {"dims": [perm.index(a) + 1 for a in range(1, n)]}, inputs=x, shapes=[cur])
+    return x
+
+
+def _affine_weights(c: KCtx) -> list:
+    return [c.w(n) for n in ("gamma", "beta") if n in c.weights]  # Keras 3 order (rms_scaling: gamma only)
+
+
+@single("LayerNormalization")
+def _layer_norm(c: KCtx):
+    cfg = c.config
+    return _k("LayerNormalization", {"name": c.name, **_trainable(c), "axis": cfg.axis, "epsilon": cfg.epsilon,
+                                     "center": cfg.center, "scale": cfg.scale, "rms_scaling": cfg.rms_scaling},
+              _affine_weights(c))
+
+
+@single("GroupNormalization")
+def _group_norm(c: KCtx):
+    cfg = c.config
+    return _k("GroupNormalization", {"name": c.name, **_trainable(c), "groups": cfg.groups, "axis": cfg.axis,
+                                     "epsilon": cfg.epsilon, "center": cfg.center, "scale": cfg.scale},
+              _affine_weights(c))
+
+
+@single("UnitNormalization")
+def _unit_norm(c: KCtx):
+    return _k("UnitNormalization", {"name": c.name, "axis": c.config.axis})
+
+
+def _attention_call(cfg) -> dict:
+    out = {}
+    if cfg.use_causal_mask:
+        out["use_causal_mask"] = True
+    if cfg.return_attention_scores:
+        out["return_attention_scores"] = True
+    return out
+
+
+@single("Attention")
+def _attention(c: KCtx):
+    cfg = c.config
+    ws = ([c.w("scale")] if cfg.use_scale else []) + \
+        ([c.w("concat_score_weight")] if cfg.score_mode == "concat" else [])
+    kl = _k("Attention", {"name": c.name, **_trainable(c), "use_scale": cfg.use_scale, "score_mode": cfg.score_mode,
+                          "dropout": cfg.dropout, "seed": cfg.seed}, ws)
+    kl.call_kwargs = _attention_call(cfg)
+    return kl
+
+
+@single("AdditiveAttention")
+def _additive_attention(c: KCtx):
+    cfg = c.config
+    kl = _k("AdditiveAttention", {"name": c.name, **_trainable(c), "use_scale": cfg.use_scale,
+                                  "dropout": cfg.dropout, "seed": cfg.seed}, [c.w("scale")] if cfg.use_scale else [])
+    kl.call_kwargs = _attention_call(cfg)
+    return kl
+
+
+@single("MultiHeadAttention")
+def _mha(c: KCtx):
+    cfg = c.config
+    tree = {"vars": []}
+    for part, key in (("query", "query_dense"), ("key", "key_dense"), ("value", "value_dense"),
+                      ("attention_output", "output_dense")):
+        tree[f"{key}/vars"] = [c.w(f"{part}/kernel")] + ([c.w(f"{part}/bias")] if cfg.use_bias else [])
+    config = {"name": c.name, **_trainable(c), "num_heads": cfg.num_heads, "key_dim": cfg.key_dim,
+              "value_dim": cfg.value_dim, "dropout": cfg.dropout, "use_bias": cfg.use_bias,
+              "output_shape": cfg.output_shape, "attention_axes": cfg.attention_axes, "seed": cfg.seed}
+    kl = _k("MultiHeadAttention", config, tree)
+    kl.call_kwargs = _attention_call(cfg)
+    bt = c.b.batch
+    shapes = {"query_shape": [bt] + list(c.shapes[0]),
+              "value_shape": [bt] + list(c.shapes[1] if len(c.shapes) > 1 else c.shapes[0])}
+    if len(c.shapes) > 2:
+        shapes["key_shape"] = [bt] + list(c.shapes[2])
+    kl.build_config = {"shapes_dict": shapes}
+    return kl
+
+
+@single("ConvLSTM2D")
+def _conv_lstm(c: KCtx):
+    cfg = c.config
+    ws = [c.w("kernel"), c.w("recurrent_kernel")] + ([c.w("bias")] if cfg.use_bias else [])
+    config = {"name": c.name, **_trainable(c), "filters": cfg.filters, "kernel_size": list(cfg.kernel_size),
+              "strides": list(cfg.strides), "padding": cfg.padding, "data_format": cfg.data_format,
+              "dilation_rate": list(cfg.dilation_rate), "activation": keras_activation(c.b, cfg.activation),
+              "recurrent_activation": keras_activation(c.b, cfg.recurrent_activation, "recurrent_activation"),
+              "use_bias": cfg.use_bias, "unit_forget_bias": cfg.unit_forget_bias, "dropout": cfg.dropout,
+              "recurrent_dropout": cfg.recurrent_dropout, "seed": cfg.seed,
+              "return_sequences": cfg.return_sequences, "return_state": cfg.return_state,
+              "go_backwards": cfg.go_backwards, "stateful": cfg.stateful}
+    return _k("ConvLSTM2D", config, {"vars": [], "cell/vars": ws})
 
 
 # ====================================================================== the model

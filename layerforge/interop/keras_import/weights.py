@@ -235,5 +235,5 @@ def fit_to_specs(name: str, arrays: list[np.ndarray], specs, where: str) -> dict
             else:
                 raise WeightMismatch(f"{where}: weight {name}/{spec.name} has shape {tuple(arr.shape)} in the file, "
                                      f"layerforge needs {shape}")
-        out[f"{name}/{spec.name}"] = np.ascontiguousarray(arr, dtype=np.float32)
+        out[f"{name}/{spec.name}"] = np.require(arr, np.float32, "C")
     return out
