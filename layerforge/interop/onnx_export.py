@@ -934,3 +934,7 @@ def _metadata(onnx, proto, model) -> None:
     if model.feature_names:
         meta["feature_names"] = json.dumps(list(model.feature_names))
     onnx.helper.set_model_props(proto, meta)
+
+
+# the converters of the layer types beyond the Keras 1 list register themselves into CONVERTERS
+from . import onnx_extra_layers as _extra_layers  # noqa: E402,F401
