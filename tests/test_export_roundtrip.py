@@ -16,10 +16,11 @@ from layerforge.cli import app  # noqa: E402
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 # configs made of layers Keras 3 has under their own names (compositions of dropped layers come back as the parts)
 ROUND_TRIP = ["iris.yaml", "digits_cnn.yaml", "digits_bn_prelu.yaml", "digits_lstm.yaml", "seq_tagger.yaml",
-              "conv_autoencoder.yaml", "two_input_merge.yaml"]
+              "conv_autoencoder.yaml", "two_input_merge.yaml", "sunspots_transformer.yaml", "digits_convlstm.yaml"]
 KEYS = ("units", "filters", "kernel_size", "strides", "padding", "activation", "recurrent_activation", "rate",
         "return_sequences", "mask_zero", "input_dim", "output_dim", "merge_mode", "mode", "pool_size", "axis",
-        "epsilon", "size", "reset_after", "go_backwards", "use_bias")
+        "epsilon", "size", "reset_after", "go_backwards", "use_bias", "num_heads", "key_dim", "value_dim",
+        "attention_axes", "center", "scale", "groups")
 
 
 def _commands() -> set:
@@ -69,3 +70,36 @@ def test_export_then_import_gives_the_same_model(name, tmp_path):
                   else rng.standard_normal(shape).astype(np.float32))
     for a, b in zip(predict_all(model, xs), predict_all(back, xs)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_import_writes_the_last_axis_as_minus_one(tmp_path):
+    """Keras may save the last axis as its positive index (axis 3 of a 4D input); import writes -1 as layerforge's
+    canonical config does, so the round trip gives the same config."""
+    pytest.importorskip("h5py", reason="the .keras weights are HDF5")
+    import json
+    import zipfile
+
+    from typer.testing import CliRunner
+
+    model = layerforge.Model.from_yaml(CONFIG_DIR / "digits_bn_prelu.yaml", seed=0)
+    archive = tmp_path / "m.keras"
+    model.export(archive, "keras")
+    with zipfile.ZipFile(archive) as z:
+        parts = {n: z.read(n) for n in z.namelist()}
+    config = json.loads(parts["config.json"])
+    changed = 0
+    for layer in config["config"]["layers"]:
+        if layer["class_name"] == "BatchNormalization":
+            layer["config"]["axis"] = len(layer["build_config"]["input_shape"]) - 1
+            changed += 1
+    assert changed
+    parts["config.json"] = json.dumps(config).encode()
+    positive = tmp_path / "positive.keras"
+    with zipfile.ZipFile(positive, "w") as z:
+        for n, data in parts.items():
+            z.writestr(n, data)
+    res = CliRunner().invoke(app, ["import", str(positive), "-o", str(tmp_path / "back")])
+    assert res.exit_code == 0, res.output
+    back = layerforge.load(tmp_path / "back")
+    axes = [n.layer.config.axis for n in back.graph.nodes if n.layer.type == "BatchNormalization"]
+    assert axes and all(a == -1 for a in axes), axes

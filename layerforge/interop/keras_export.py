@@ -402,9 +402,9 @@ def _per_feature_bn(c: KCtx, inputs, shape, axes: list, config: dict, ws: list, 
     are brought to the end (Permute), joined (Reshape), normalized and put back; exact, but Reshape drops a mask."""
     n = len(shape) + 1
     axes = sorted(a % n for a in axes)
-    if len(axes) == 1:
-        return c.add("BatchNormalization", {"axis": axes[0], **config}, inputs=inputs, shapes=[shape],
-                     weights={"vars": ws}, suffix=suffix)
+    if len(axes) == 1:  # the last axis as -1, as Keras writes its default and layerforge its canonical form
+        return c.add("BatchNormalization", {"axis": -1 if axes[0] == n - 1 else axes[0], **config}, inputs=inputs,
+                     shapes=[shape], weights={"vars": ws}, suffix=suffix)
     if c.b.masked:
         raise c.b.fail(f"{what} {axes} of an input that carries a mask: Keras 3's BatchNormalization takes one "
                        "axis, and the Reshape that joins several would drop the mask",
@@ -496,7 +496,8 @@ def _batchnorm_single(c: KCtx):
     if len(axes) > 1:
         raise c.b.fail(f"inside a wrapper it normalizes over the axes {axes}, and Keras 3's BatchNormalization "
                        "takes one axis")
-    return _k("BatchNormalization", {"name": c.name, "axis": axes[0], **config}, ws)
+    axis = -1 if axes[0] == len(c.shape) else axes[0]
+    return _k("BatchNormalization", {"name": c.name, "axis": axis, **config}, ws)
 
 
 # ---------------------------------------------------------------------- merge

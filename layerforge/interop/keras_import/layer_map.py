@@ -349,6 +349,26 @@ def map_layer(class_name: str, cfg: dict, d: Dialect, *, name: str, where: str,
     return out
 
 
+# layer types whose `axis` counts the batch axis; layerforge's canonical form writes the last axis as -1
+_AXIS_TYPES = {"BatchNormalization", "LayerNormalization", "GroupNormalization", "UnitNormalization", "Softmax"}
+
+
+def _last_axis_negative(type_name: str, cfg: dict, out: dict) -> None:
+    """An axis Keras saved as a positive index of the last axis (3 of a 4D input) becomes -1, as layerforge writes
+    it, when the built input shape says which axis is last (Keras 3 build_config)."""
+    if type_name not in _AXIS_TYPES or "axis" not in out:
+        return
+    built = (cfg.get("__build_config") or {}).get("input_shape")
+    if not isinstance(built, list) or not built or isinstance(built[0], list):
+        return
+    last = len(built) - 1
+    axis = out["axis"]
+    if isinstance(axis, int) and axis == last:
+        out["axis"] = -1
+    elif isinstance(axis, list) and len(axis) == 1 and axis[0] == last:
+        out["axis"] = [-1] if type_name != "BatchNormalization" else -1
+
+
 def _version_rules(class_name: str, type_name: str, cfg: dict, out: dict, d: Dialect) -> None:
     if type_name == "GRU" and d.major < 3:
         if not cfg.get("reset_after", False):
@@ -364,6 +384,7 @@ def _version_rules(class_name: str, type_name: str, cfg: dict, out: dict, d: Dia
         if len(out["axis"]) != 1:
             raise ValueError(f"BatchNormalization over several axes {out['axis']} is not supported")
         out["axis"] = out["axis"][0]
+    _last_axis_negative(type_name, cfg, out)
     if class_name == "Deconvolution2D" and cfg.get("output_shape"):
         d.note("Keras 1 Deconvolution2D: its output_shape (batch axis included) is kept and fixes the output size")
     policy = cfg.get("dtype")
