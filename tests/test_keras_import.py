@@ -1,6 +1,6 @@
 """`layerforge import`: Keras 1, 2 and 3 files -> config and run directory, outputs equal to Keras'.
 
-Fixtures (tests/fixtures/keras_import/): Keras 3 files made by make_keras3.py (keras + jax), Keras 2 files by
+Fixtures (tests/fixtures/keras_import/): Keras 3 files made by make_keras3.py and make_keras3_new_layers.py (keras + jax), Keras 2 files by
 make_keras2.py (tf-keras), Keras 1 files by make_keras1.py (Keras 1.2.2's file layout, outputs from a numpy
 reference of the Keras 1 semantics). Each `<name>.npz` holds the inputs x0, x1, ... and Keras' outputs y0, y1, ...
 """
@@ -31,6 +31,8 @@ CASES = [
     ("k3_preprocessing.keras", None, "k3_preprocessing", 1e-5, None),  # Rescaling, Normalization -> Lambda
     ("k3_squeeze_excite.keras", None, "k3_squeeze_excite", 1e-5, None),  # broadcasting Multiply -> Lambda
     ("k3_ops.keras", None, "k3_ops", 1e-5, 38),  # keras.ops calls -> Lambda expressions
+    # LayerNormalization, MultiHeadAttention (self, cross with key), ReLU, Softmax, SpatialDropout1D, Group/Unit norm
+    ("k3_new_layers.keras", None, "k3_new_layers", 1e-5, 653),
     ("k2_sequential_rnn.h5", None, "k2_sequential_rnn", 1e-4, 420),
     ("k2_sequential_rnn.json", "k2_sequential_rnn_weights.h5", "k2_sequential_rnn", 1e-4, 420),
     ("k2_functional.h5", None, "k2_functional", 1e-4, None),  # a shared layer: layerforge holds two copies
