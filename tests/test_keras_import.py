@@ -2,8 +2,8 @@
 
 Fixtures (tests/fixtures/keras_import/): Keras 3 files made by make_keras3.py and make_keras3_new_layers.py
 (keras + jax), Keras 2 files by make_keras2.py (tf-keras), Keras 1 files by make_keras1.py (Keras 1.2.2's file
-layout, outputs from a numpy
-reference of the Keras 1 semantics). Each `<name>.npz` holds the inputs x0, x1, ... and Keras' outputs y0, y1, ...
+layout, outputs from a numpy reference of the Keras 1 semantics). Each `<name>.npz` holds the inputs x0, x1, ...
+and Keras' outputs y0, y1, ...
 """
 
 from __future__ import annotations
