@@ -41,10 +41,11 @@ NOT_EXPORTABLE_EXAMPLES = {
     "ConvLSTM2D-2": "Keras 1's hard sigmoid as recurrent_activation (Keras 3's hard_sigmoid is x/6 + 0.5)",
 }
 
-# Examples whose outputs at masked query steps differ, by test id: Keras 3.x's MultiHeadAttention, called in a
-# Functional model, reads the query's mask from the tensor (none there) and attends from masked query steps too,
-# where layerforge gives them zero attention. Those steps are masked in the output (the query's mask passes on),
-# so nothing downstream reads them; the other steps must match.
+# Examples whose outputs at masked query steps differ, by test id: Keras 3.x's MultiHeadAttention without dropout
+# or returned scores computes with ops.dot_product_attention, which gives a query step whose keys are all masked a
+# uniform attention over every key; Keras' own unfused path (return_attention_scores) and layerforge give it none.
+# Those steps are masked in the output (the query's mask passes on), so nothing downstream reads them; the other
+# steps must match.
 MASKED_QUERY_STEPS_DIFFER = {"MultiHeadAttention-2"}
 
 
