@@ -82,6 +82,7 @@ MAX_DEPTH = 100  # nesting of mappings and lists
 
 _TAG = "tag:yaml.org,2002:"
 SAFE_TAGS = {_TAG + t: t for t in ("str", "int", "float", "bool", "null", "seq", "map")}
+_STR = _TAG + "str"
 _KIND = {"int": "an integer", "float": "a number", "bool": "true or false", "null": "null", "str": "a string"}
 # characters YAML forbids in a stream (C0 controls except tab/LF/CR, DEL, C1 except NEL, surrogates, non-characters)
 _BAD_CHAR = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x84\x86-\x9f\ud800-\udfff\ufffe\uffff]")
@@ -146,8 +147,10 @@ class _Builder:
         if node.tag not in SAFE_TAGS:
             self.problems.append(self._unknown_tag(node))
             return None
+        if node.tag == _STR:  # most values: no constructor needed
+            return node.value
         try:
-            return self.loader.construct_object(node)
+            return self.loader.yaml_constructors[node.tag](self.loader, node)
         except (ValueError, yaml.YAMLError):
             kind = SAFE_TAGS[node.tag]
             self.problems.append(self._problem(node, f"cannot read {node.value[:60]!r} as {_KIND[kind]}",
@@ -256,6 +259,12 @@ def _check_events(text: str, file: str | None) -> None:
         loader.dispose()
 
 
+def _node_bound(text: str) -> int:
+    """An upper bound on the nodes a YAML text composes to: every node but the first follows a separator
+    (',' ':' '-' '?' '[' '{' or a line break)."""
+    return 1 + sum(text.count(c) for c in ",:-?[{\n")
+
+
 def _syntax_problem(exc: Exception, text: str, file: str | None) -> Problem:
     if isinstance(exc, yaml.MarkedYAMLError):
         mark = exc.problem_mark or exc.context_mark
@@ -274,7 +283,8 @@ def _compose(text: str, file: str | None, smap: SourceMap):
     ``missing`` is returned as data for an empty document."""
     _check_characters(text, file)
     try:
-        _check_events(text, file)
+        if _node_bound(text) > MAX_NODES:  # only then is the exact (slower) walk over the events needed
+            _check_events(text, file)
         loader = _Loader(text)
         try:
             node = loader.get_single_node()
