@@ -253,6 +253,16 @@ def _set_threads(threads: Optional[int]):
         set_threads(threads)
 
 
+def _set_max_memory(text: Optional[str]) -> None:
+    """`--max-memory`: the ceiling check_memory (memory_budget.py) compares its estimate with."""
+    from .memory_budget import parse_size, set_max_memory
+
+    try:
+        set_max_memory(parse_size(text) if text is not None else None)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--max-memory") from None
+
+
 @app.command()
 def train(
     config: Path = CONFIG_ARG,
@@ -265,12 +275,15 @@ def train(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars; only the final line."),
     allow_code: bool = typer.Option(False, "--allow-code", help="Allow Lambda `function:` to run Python code."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Threads for BLAS and Numba."),
+    max_memory: Optional[str] = typer.Option(None, "--max-memory", help="Memory ceiling for the estimate made "
+                                             "before training (e.g. 64G); default: the machine's free memory."),
 ):
     """Train a model and write a run directory (config, weights, optimizer state, history).
 
     Example: [bold]layerforge train configs/iris.yaml training.epochs=50[/]
     """
     _set_threads(threads)
+    _set_max_memory(max_memory)
 
     def body():
         from .engine.runner import train_command
