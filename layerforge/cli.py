@@ -147,6 +147,21 @@ def _shapes(shapes) -> str:
     return ", ".join(show_shape(tuple(s)) for s in shapes)
 
 
+def _data_file_problem(path: Path) -> Optional[str]:
+    """Why ``path`` cannot be a data file (missing, a symlink loop, a device or FIFO), or None."""
+    import errno
+    import os
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        return "symbolic link loop" if exc.errno == errno.ELOOP else "data file not found"
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        return "not a regular file (a device, FIFO or socket)"
+    return None
+
+
 def _missing_data_files(spec):
     problems = []
     data = spec.config.data
@@ -158,10 +173,10 @@ def _missing_data_files(spec):
             continue
         for key in ("path", "target_path"):
             value = getattr(src, key)
-            if value and not (spec.base_dir / value).exists():
-                problems.append(spec.source.problem(
-                    ("data", part, key), f"data file not found: {spec.base_dir / value}",
-                    hint="relative paths start from the config file's folder"))
+            why = _data_file_problem(spec.base_dir / value) if value else None
+            if why:
+                problems.append(spec.source.problem(("data", part, key), f"{why}: {spec.base_dir / value}",
+                                                    hint="relative paths start from the config file's folder"))
     return problems
 
 

@@ -172,6 +172,17 @@ def _cast(arr, dtype: np.dtype):
 # ---------------------------------------------------------------------------------------------- labels
 
 
+def _label_too_large(values: np.ndarray, loc: Located, per_sample: int, P: Problems) -> bool:
+    """Whole-number labels beyond what an int64 holds exactly (2**53 as a float) are reported by cell."""
+    big = np.flatnonzero(np.abs(values) > 2**53)
+    if not len(big):
+        return False
+    desc, line = loc.at(int(big[0]) // per_sample)
+    P.add(f"{desc}: {_py(values[big[0]])!r} is too large for a class label", line=line,
+          hint="class labels are small whole numbers or text; for numeric targets use a regression loss")
+    return True
+
+
 def _encode_labels(raw: np.ndarray, out: OutputInfo, enc: dict | None, loc: Located, P: Problems):
     """Class labels -> (int64 class ids of raw's shape, encoder dict). Problems go to ``P``."""
     flat = raw.reshape(-1)
@@ -190,6 +201,8 @@ def _encode_labels(raw: np.ndarray, out: OutputInfo, enc: dict | None, loc: Loca
                     desc, line = loc.at(i // per_sample)
                     P.add(f"{desc}: {_py(values[i])!r} is not a class label (the training labels were whole numbers)",
                           line=line)
+                    return None, enc
+                if _label_too_large(values, loc, per_sample, P):
                     return None, enc
             values = values.astype(np.int64)
             keys = [int(c) for c in classes]
@@ -214,6 +227,8 @@ def _encode_labels(raw: np.ndarray, out: OutputInfo, enc: dict | None, loc: Loca
                           f"({len(bad)} value{'s' if len(bad) > 1 else ''} affected)", line=line,
                           hint=f"output {out.name!r} is a classifier (its loss takes class labels); for numeric "
                                "targets use a regression loss such as mean_squared_error")
+                    return None, None
+                if _label_too_large(values, loc, per_sample, P):
                     return None, None
             values = values.astype(np.int64)
             uniq = np.unique(values)
@@ -500,7 +515,8 @@ def _from_csv(table: Table, source, inputs: list[InputInfo], outputs: list[Outpu
                      + (" and the sample weights" if sw_col is not None else ""),
                      hint="the model needs input columns besides the target")
     if want is not None and len(feat) != want:
-        names = ", ".join(table.column_names()[j] for j in feat)
+        all_names = table.column_names()  # once: it is a list over every column
+        names = short_list([all_names[j] for j in feat], 20)
         tgt = ""
         if require_target and by_default:
             tgt = f" (the target defaults to the last column, {table.column_label(ncols - 1)})"
@@ -810,6 +826,21 @@ def _from_npz(table: Table, source, inputs, outputs, require_target, encoders, P
 # ---------------------------------------------------------------------------------------------- entry
 
 
+def _quiet_numpy(fn):
+    """Run a reader with numpy's floating-point warnings off: values that overflow or are invalid are checked
+    and reported by cell (row and column) instead of as a RuntimeWarning printed to the user."""
+    import functools
+    import warnings
+
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return fn(*args, **kwargs)
+    return run
+
+
+@_quiet_numpy
 def load_source(source, base_dir: Path | str, *, inputs: list, outputs: list, require_target: bool = True,
                 encoders: dict | None = None, feature_names: list[str] | None = None,
                 where: str = "") -> Dataset:
