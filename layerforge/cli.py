@@ -65,12 +65,28 @@ def _run(fn):
         raise typer.Exit(2) from None
     except (typer.Exit, typer.Abort, SystemExit):
         raise
+    except RuntimeError as exc:
+        if _state["debug"] or not str(exc).startswith("Symlink loop"):
+            raise _internal_error(exc) from None
+        # pathlib's resolve() before Python 3.13 reports a symlink loop as RuntimeError, not OSError(ELOOP)
+        _console(stderr=True).print(f"[bold red]error:[/] {exc}: a symbolic link points (through others) back to "
+                                    "itself", highlight=False)
+        raise typer.Exit(2) from None
     except Exception as exc:  # a bug in layerforge, not the user's fault
         if _state["debug"]:
             raise
         _console(stderr=True).print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc}\n"
                                     "run again with --debug for the traceback, and please report it")
         raise typer.Exit(1) from None
+
+
+def _internal_error(exc: Exception):
+    """Report a bug (not the user's fault) in one line and give the exit for it."""
+    if _state["debug"]:
+        return exc
+    _console(stderr=True).print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc}\n"
+                                "run again with --debug for the traceback, and please report it")
+    return typer.Exit(1)
 
 
 def _version(value: bool):
@@ -278,6 +294,34 @@ def _set_max_memory(text: Optional[str]) -> None:
         raise typer.BadParameter(str(exc), param_hint="--max-memory") from None
 
 
+def _check_train_output(output: Optional[Path]) -> None:
+    """`train --output` names a run directory: refuse a file, a symlink loop or a path under a file up front."""
+    import errno
+    import os
+
+    from .errors import ConfigError, Problem
+
+    if output is None:
+        return
+
+    def refuse(message: str, hint: str):
+        raise ConfigError(problems=[Problem(message=message, file=str(output), hint=hint)])
+
+    try:
+        os.stat(output)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            refuse("--output is a symbolic link loop", "point the link at a folder, or choose another --output")
+        if exc.errno == errno.ENOTDIR:
+            parent = next((p for p in output.parents if p.is_file()), output.parent)
+            refuse(f"--output cannot be created: {parent} is a file, not a folder",
+                   "choose an --output whose parent folders are folders")
+        return
+    if not output.is_dir():
+        refuse("--output is a file; train writes a run directory (a folder) there",
+               f"choose a folder name, e.g. --output {output.with_suffix('')}-run")
+
+
 @app.command()
 def train(
     config: Path = CONFIG_ARG,
@@ -303,6 +347,7 @@ def train(
     def body():
         from .engine.runner import train_command
 
+        _check_train_output(output)
         train_command(config, overrides=list(overrides or []), output=output, resume=resume, data=data,
                       validation_data=validation_data, quiet=quiet, allow_code=allow_code, threads=threads,
                       console=_console())
