@@ -324,12 +324,17 @@ class _LazyNpz:
     def __init__(self, path: Path, problems: Problems):
         self.path = path
         self.problems = problems
+        self._fh = None
         try:
-            self._npz = np.load(path, allow_pickle=False)
+            self._fh = open(path, "rb")  # ours to close, also when numpy gives up on it
+            self._npz = np.load(self._fh, allow_pickle=False)
         except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+            if self._fh is not None:
+                self._fh.close()
             raise problems.fail(f"{display_path(path)} is not a readable .npz file: {e}",
                                 hint="write it with np.savez('file.npz', x=features, y=targets)") from None
         if not isinstance(self._npz, np.lib.npyio.NpzFile):
+            self._fh.close()
             raise problems.fail(f"{display_path(path)} holds a single array (.npy), not an .npz archive",
                                 hint="set `format: npy` (targets then come from `target_path:`)")
         self._cache: dict[str, np.ndarray] = {}
@@ -380,6 +385,7 @@ class _LazyNpz:
 
     def close(self) -> None:
         self._npz.close()
+        self._fh.close()
 
 
 def load_npy(path: Path, mmap: bool | None, problems: Problems) -> np.ndarray:
