@@ -77,7 +77,7 @@ _Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456
 # Limits that make a hostile file fail fast instead of exhausting memory or the stack. A real config
 # (even a 20,000-layer chain) is far below each of them.
 MAX_CONFIG_BYTES = 16 * 1024 * 1024
-MAX_NODES = 500_000  # values after expanding aliases and merge keys
+MAX_NODES = 200_000  # values after expanding aliases and merge keys
 MAX_DEPTH = 100  # nesting of mappings and lists
 
 _TAG = "tag:yaml.org,2002:"
@@ -235,26 +235,20 @@ def _check_characters(text: str, file: str | None) -> None:
 
 
 def _check_events(text: str, file: str | None) -> None:
-    """Walk the parser's events (libyaml keeps its own stack, so this cannot overflow) and refuse too many
-    or too deeply nested values before anything is composed."""
+    """Count the parser's values (libyaml keeps its own stack, so this cannot overflow) and refuse too many
+    before anything is composed. Nesting is capped by libyaml (1,000 levels) and then by _Builder."""
     loader = _Loader(text)
-    depth = count = 0
+    counted = (yaml.ScalarEvent, yaml.AliasEvent)
+    get, check = loader.get_event, loader.check_event
+    count = 0
     try:
-        while loader.check_event():
-            event = loader.get_event()
-            if isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
-                depth += 1
-                if depth > MAX_DEPTH:
-                    raise _Too(Problem(message=f"values are nested more than {MAX_DEPTH} levels deep", file=file,
-                                       line=event.start_mark.line + 1, column=event.start_mark.column + 1,
-                                       hint="a config is a few levels deep; check the brackets"))
-            elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
-                depth -= 1
-            elif isinstance(event, (yaml.ScalarEvent, yaml.AliasEvent)):
+        while check():
+            event = get()
+            if type(event) in counted:
                 count += 1
-            if count > MAX_NODES:
-                raise _Too(Problem(message=f"the document has more than {MAX_NODES:,} values", file=file,
-                                   line=event.start_mark.line + 1, column=event.start_mark.column + 1))
+                if count > MAX_NODES:
+                    raise _Too(Problem(message=f"the document has more than {MAX_NODES:,} values", file=file,
+                                       line=event.start_mark.line + 1, column=event.start_mark.column + 1))
     finally:
         loader.dispose()
 

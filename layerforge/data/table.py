@@ -290,8 +290,8 @@ def _npy_header(fh):
             shape, _fortran, dtype = npformat.read_array_header_2_0(fh)
         else:
             shape, _fortran, dtype = npformat._read_array_header(fh, version)
-    except (ValueError, EOFError, OSError, SyntaxError, TypeError) as e:
-        raise ValueError(f"its .npy header is damaged ({e})") from None
+    except Exception as e:  # numpy's header parser fails in many ways (tokenize errors too) on damaged bytes
+        raise ValueError(f"its .npy header is damaged ({type(e).__name__}: {e})") from None
     if not isinstance(shape, tuple) or any(not isinstance(d, int) or d < 0 for d in shape):
         raise ValueError(f"its .npy header has an invalid shape {shape!r}")
     return shape, dtype
