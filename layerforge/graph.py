@@ -333,6 +333,15 @@ def build_graph(spec: ModelSpec) -> Graph:
             continue
         for k, s in enumerate(outs):
             shapes[(name, k)] = tuple(s)
+        for weight in specs:  # a constraint's axis must exist on the weight it constrains
+            axis = weight.constraint.get("axis", 0) if isinstance(weight.constraint, dict) else 0
+            nd = len(weight.shape)
+            bad = [a for a in (axis if isinstance(axis, list) else [axis]) if not -nd <= a < nd]
+            if bad:
+                problems.append(source.problem(
+                    ("layers", i), f"the constraint on weight '{weight.name}' of layer '{name}' uses axis {bad[0]}, "
+                    f"but the weight has {nd} axes (shape {weight.shape})",
+                    hint=f"use an axis from {-nd} to {nd - 1}"))
         biggest = max(specs, key=lambda p: p.size, default=None)
         if biggest is not None and biggest.size > MAX_WEIGHT_ELEMENTS:
             problems.append(source.problem(

@@ -19,6 +19,7 @@ from .layers.base import elements
 # per-weight state an optimizer keeps (float arrays the size of the weights), as engine/optimizers.py does
 _SLOTS = {"sgd": 0, "rmsprop": 1, "adagrad": 1, "adadelta": 2, "adam": 2, "adamw": 2, "adamax": 2, "nadam": 2}
 
+ASSUMED_SAMPLES = 256  # batch size the estimate assumes at most when the data is not known yet
 _limit: int | None = None  # bytes set by `train --max-memory`; None: the machine's free memory
 
 
@@ -44,7 +45,8 @@ def training_memory(graph: Graph, batch_size: int | None = None, itemsize: int =
                     training: bool = True) -> dict[str, int]:
     """Bytes for weights, gradients, optimizer state and one batch's activations (variable lengths count 1)."""
     cfg = graph.spec.config.training
-    batch = batch_size or cfg.batch_size
+    # a batch is never larger than the data; before the data is read, count at most ASSUMED_SAMPLES of it
+    batch = batch_size or min(cfg.batch_size, ASSUMED_SAMPLES)
     total = graph.total_params
     trainable = graph.trainable_params if training else 0
     values = sum(elements(i.shape) for i in graph.inputs) + sum(

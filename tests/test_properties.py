@@ -191,7 +191,7 @@ def test_mutated_yaml_texts(tmp_path_factory, text):
 
 OVERRIDE_KEYS = st.sampled_from(["training.epochs", "training.optimizer", "training.optimizer.learning_rate",
                                  "layers.0.units", "layers[1].rate", "layers.9.units", "layers.-1.activation",
-                                 "input_shape", "input_shape.0", "name", "outputs", "training.callbacks",
+                                 "input_shape", "input_shape.0", "name", "outputs",
                                  "data.train.path", "a.b.c", "layers.x", "layers..units", "", "training.loss"])
 OVERRIDE_VALUES = st.one_of(st.sampled_from(["5", "-1", ".nan", "[1, 2", "&x [*x]", "!!int abc", "!ate 3",
                                              "{type: sgd, momentum: fast}", "[]", "null", "1e400", "\x00"]),
@@ -341,7 +341,8 @@ def test_generated_configs_that_validate_also_train(tmp_path_factory, cfg):
     trained = cli("train", path, "-o", tmp / "run", "-q")
     keeps_the_promise(trained)
     if checked.exit_code == 0:  # validate means it trains: no user error left for train to find
-        assert trained.exit_code in (0, 1), trained.output[-2000:]
+        # (but for the memory this machine has, which validate does not look at)
+        assert trained.exit_code in (0, 1) or "needs about" in trained.output, trained.output[-2000:]
     else:
         assert trained.exit_code == 2
 

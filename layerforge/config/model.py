@@ -35,6 +35,13 @@ class InputSpec(BaseModel):
     shape: list[int | None] = Field(description="shape without the batch axis; null for a variable length")
     dtype: Literal["float32", "float64", "int32", "int64"] = Field("float32", description="element type")
 
+    @field_validator("shape", mode="before")
+    @classmethod
+    def _strict(cls, v):
+        from ..layers.fields import strict_dims
+
+        return strict_dims(v)
+
     @field_validator("shape")
     @classmethod
     def _positive(cls, v):
@@ -61,6 +68,13 @@ class ModelConfig(BaseModel):
                                                         "(default: the last layer)")
     training: TrainingConfig = Field(default_factory=TrainingConfig, description="how `train` fits the model")
     data: DataConfig | None = Field(None, description="data files for train / validation / test")
+
+    @field_validator("input_shape", mode="before")
+    @classmethod
+    def _strict_dims(cls, v):
+        from ..layers.fields import strict_dims
+
+        return strict_dims(v)
 
     @field_validator("outputs", mode="before")
     @classmethod
