@@ -61,7 +61,7 @@ def render_problem(p: Problem, console) -> None:
     if p.location():
         parts.append(f"[bold]{escape(p.location())}[/]")
     if p.path:
-        parts.append(f"[cyan]{escape(p.path)}[/]")
+        parts.append(f"[cyan]{escape(_cut(p.path, 200))}[/]")
     parts.append(f"[bold red]error:[/] {escape(_cut(p.message))}")
     console.print(": ".join(parts), highlight=False)
     if p.file and p.line and not p.file.startswith("<"):

@@ -192,6 +192,21 @@ def test_nan_anywhere_in_a_layer_is_refused(tmp_path):
     refused(run("validate", write(tmp_path, text)), "m.yaml:5:", "NaN is not a valid value")
 
 
+@pytest.mark.parametrize("spec, needle", [
+    ("kernel_initializer: {type: random_uniform, minval: 1, maxval: -1}", "minval (1) must not exceed maxval"),
+    ("kernel_initializer: {type: variance_scaling, scale: -1}", "scale must be a finite number > 0"),
+    ("kernel_initializer: {type: random_normal, stddev: -1}", "stddev must be a finite number >= 0"),
+    ("kernel_initializer: {type: variance_scaling, mode: sideways}", "mode must be one of"),
+    ("kernel_constraint: {type: max_norm, max_value: 1, axis: 7}", "uses axis 7, but the weight has 2 axes"),
+    ("kernel_constraint: {type: min_max_norm, min_value: 2, max_value: 1}", "min_value (2) must not exceed"),
+    ("input_shape: [true]", "not True"),
+])
+def test_initializer_constraint_and_dimension_arguments(tmp_path, spec, needle):
+    text = BASE.replace("input_shape: [4]\n", "" if spec.startswith("input_shape") else "input_shape: [4]\n")
+    text = text.replace("name: out}", f"name: out, {spec}}}")
+    refused(run("validate", write(tmp_path, text)), "m.yaml:", needle)
+
+
 # ---------------------------------------------------------------------------------------------- 4. memory
 
 def test_huge_legal_model_refused_before_allocating(tmp_path):

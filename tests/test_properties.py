@@ -383,7 +383,7 @@ def test_damaged_run_directories(tmp_path_factory, trained_run, damage):
     shutil.copytree(trained_run, run_dir)
     for name, how, arg in damage:
         target = run_dir / name
-        if target.is_dir():
+        if target.is_dir() or not target.exists():  # already made a folder, or deleted, by an earlier damage
             continue
         if how in ("replace", "json"):
             target.write_bytes(arg)
