@@ -271,6 +271,30 @@ def _check_schema(file: Path, schema, text: str) -> dict:
     return schema
 
 
+_OPTIMIZER_SCALARS = ("iterations", "learning_rate", "schedule_active", "u_product")
+
+
+def _check_optimizer(file: Path, state: dict) -> dict:
+    """The optimizer state has its scalars and only per-weight slots (``name/index``), all numeric."""
+    import re
+
+    for key in ("iterations", "learning_rate"):
+        if key not in state:
+            raise _damaged(file, f"the optimizer state has no {key!r} entry")
+    for key, value in state.items():
+        if key not in _OPTIMIZER_SCALARS and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*/[0-9]+", key):
+            raise _damaged(file, f"unexpected optimizer state entry {key[:60]!r}")
+        arr = np.asarray(value)
+        if arr.dtype.kind not in "fiub":
+            raise _damaged(file, f"optimizer state entry {key[:60]!r} is not numeric")
+        if key in _OPTIMIZER_SCALARS and arr.size != 1:
+            raise _damaged(file, f"optimizer state entry {key!r} should be one number, it has {arr.size}")
+    iterations = float(np.asarray(state["iterations"]).reshape(-1)[0])
+    if not (np.isfinite(iterations) and iterations >= 0 and iterations == int(iterations)):
+        raise _damaged(file, f"the optimizer's iteration count is {iterations}")
+    return state
+
+
 def read_run(path: str | Path) -> dict:
     """Everything in a run directory, validated; CheckpointError when it is missing or damaged (naming the file,
     and the line where the file is text)."""
@@ -305,6 +329,7 @@ def read_run(path: str | Path) -> dict:
     optimizer = None
     if (path / "optimizer.safetensors").exists():
         arrays = {k: v for k, v in _load_tensors(path / "optimizer.safetensors").items() if k != "_empty"}
-        optimizer = join_optimizer_state(arrays, state.get("optimizer", {}))
+        optimizer = _check_optimizer(path / "optimizer.safetensors",
+                                     join_optimizer_state(arrays, state.get("optimizer", {})))
     return {"path": path, "config": config, "schema": schema, "state": state, "history": history,
             "weights": weights, "optimizer": optimizer}
