@@ -245,9 +245,18 @@ def build_graph(spec: ModelSpec) -> Graph:
 
     # -- outputs
     outputs: list[tuple[str, int]] = []
+    listed: set[str] = set()
     for j, ref in enumerate(cfg.outputs or [names[-1]]):
         target, idx = _parse_ref(ref)
-        if target not in n_outputs:
+        if ref in listed:
+            problems.append(source.problem(("outputs", j), f"output '{ref}' is listed twice",
+                                           hint="list each output once"))
+            continue
+        listed.add(ref)
+        if target in input_names:
+            problems.append(source.problem(("outputs", j), f"'{target}' is a model input, not a layer",
+                                           hint="outputs name layers (their `name:`)"))
+        elif target not in n_outputs:
             near = did_you_mean(target, list(n_outputs))
             problems.append(source.problem(("outputs", j), f"unknown output '{target}'",
                                            hint=f"did you mean '{near}'?" if near else "name a layer"))
