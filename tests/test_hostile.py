@@ -388,6 +388,19 @@ def test_damaged_run_directory(tmp_path, trained_run, case):
         assert str(target) in out
 
 
+def test_optimizer_state_that_fits_no_weight(tmp_path, trained_run):
+    from safetensors.numpy import load_file, save_file
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained_run, run_dir)
+    slots = load_file(str(run_dir / "optimizer.safetensors"))
+    key = next(k for k in slots if "/" in k)
+    slots[key] = np.zeros(5, np.float32)
+    save_file(slots, str(run_dir / "optimizer.safetensors"))
+    refused(run("predict", run_dir, "--data", IRIS_CSV), "damaged run directory: optimizer.safetensors",
+            "belongs to no saved weight")
+
+
 def test_resume_from_damaged_run_directory(tmp_path, trained_run):
     run_dir = tmp_path / "run"
     shutil.copytree(trained_run, run_dir)

@@ -274,9 +274,12 @@ def _check_schema(file: Path, schema, text: str) -> dict:
 _OPTIMIZER_SCALARS = ("iterations", "learning_rate", "schedule_active", "u_product")
 
 
-def _check_optimizer(file: Path, state: dict) -> dict:
-    """The optimizer state has its scalars and only per-weight slots (``name/index``), all numeric."""
+def _check_optimizer(file: Path, state: dict, weights: dict) -> dict:
+    """The optimizer state has its scalars and only per-weight slots (``name/index``), all numeric, each the size
+    of one of the saved weights (slot i belongs to the i-th trainable weight)."""
     import re
+
+    sizes = {int(np.asarray(w).size) for w in weights.values()}
 
     for key in ("iterations", "learning_rate"):
         if key not in state:
@@ -289,6 +292,8 @@ def _check_optimizer(file: Path, state: dict) -> dict:
             raise _damaged(file, f"optimizer state entry {key[:60]!r} is not numeric")
         if key in _OPTIMIZER_SCALARS and arr.size != 1:
             raise _damaged(file, f"optimizer state entry {key!r} should be one number, it has {arr.size}")
+        if key not in _OPTIMIZER_SCALARS and (int(key.rpartition("/")[2]) >= len(weights) or arr.size not in sizes):
+            raise _damaged(file, f"optimizer state entry {key[:60]!r} ({arr.size} values) belongs to no saved weight")
     iterations = float(np.asarray(state["iterations"]).reshape(-1)[0])
     if not (np.isfinite(iterations) and iterations >= 0 and iterations == int(iterations)):
         raise _damaged(file, f"the optimizer's iteration count is {iterations}")
@@ -330,6 +335,6 @@ def read_run(path: str | Path) -> dict:
     if (path / "optimizer.safetensors").exists():
         arrays = {k: v for k, v in _load_tensors(path / "optimizer.safetensors").items() if k != "_empty"}
         optimizer = _check_optimizer(path / "optimizer.safetensors",
-                                     join_optimizer_state(arrays, state.get("optimizer", {})))
+                                     join_optimizer_state(arrays, state.get("optimizer", {})), weights)
     return {"path": path, "config": config, "schema": schema, "state": state, "history": history,
             "weights": weights, "optimizer": optimizer}
