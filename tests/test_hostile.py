@@ -187,6 +187,12 @@ def test_loss_and_metric_arguments_typed(tmp_path, extra, needle):
     refused(run("validate", write(tmp_path, text + extra)), needle)
 
 
+def test_negative_seeds_are_refused(tmp_path):
+    text = BASE.replace("seed: 1", "seed: -1").replace("layers:\n", "layers:\n  - {type: GaussianNoise, stddev: 0.1, "
+                                                                     "seed: -3}\n")
+    refused(run("validate", write(tmp_path, text)), "m.yaml:2:7", "m.yaml:5:", "a seed is a non-negative integer")
+
+
 def test_nan_anywhere_in_a_layer_is_refused(tmp_path):
     text = BASE.replace("layers:\n", "layers:\n  - {type: GaussianNoise, stddev: .nan}\n")
     refused(run("validate", write(tmp_path, text)), "m.yaml:5:", "NaN is not a valid value")
@@ -200,6 +206,7 @@ def test_nan_anywhere_in_a_layer_is_refused(tmp_path):
     ("kernel_constraint: {type: max_norm, max_value: 1, axis: 7}", "uses axis 7, but the weight has 2 axes"),
     ("kernel_constraint: {type: min_max_norm, min_value: 2, max_value: 1}", "min_value (2) must not exceed"),
     ("input_shape: [true]", "not True"),
+    ("kernel_initializer: {type: glorot_uniform, seed: -1}", "seed must be a non-negative integer"),
 ])
 def test_initializer_constraint_and_dimension_arguments(tmp_path, spec, needle):
     text = BASE.replace("input_shape: [4]\n", "" if spec.startswith("input_shape") else "input_shape: [4]\n")

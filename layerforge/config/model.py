@@ -69,6 +69,13 @@ class ModelConfig(BaseModel):
     training: TrainingConfig = Field(default_factory=TrainingConfig, description="how `train` fits the model")
     data: DataConfig | None = Field(None, description="data files for train / validation / test")
 
+    @field_validator("seed", mode="before")
+    @classmethod
+    def _seed(cls, v):
+        from ..layers.fields import seed_value
+
+        return seed_value(v)
+
     @field_validator("input_shape", mode="before")
     @classmethod
     def _strict_dims(cls, v):

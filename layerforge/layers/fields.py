@@ -273,6 +273,13 @@ DataFormat = Annotated[str, BeforeValidator(_data_format),
                        WithJsonSchema({"enum": ["channels_last", "channels_first"]})]
 
 
+def seed_value(value: Any):
+    """A seed is a non-negative integer (numpy's generators refuse the rest) or null."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+        raise ValueError(f"a seed is a non-negative integer or null, not {value!r}")
+    return value
+
+
 def strict_dims(value: Any):
     """A shape list as written: integers or null only (pydantic would read true as 1 and "4" as 4)."""
     if isinstance(value, list):
