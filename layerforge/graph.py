@@ -387,7 +387,29 @@ def build_graph(spec: ModelSpec) -> Graph:
                                            f"the output of layer '{name}' is not used",
                                            hint="feed it to another layer or list it under `outputs:`"))
 
+    if outputs and not any(p.path.startswith("outputs") for p in problems):
+        _check_per_output(cfg.training, [n if k == 0 else f"{n}_{k}" for n, k in outputs], source, problems)
     if problems:
         raise ConfigError(problems=problems)
     return Graph(spec=spec, inputs=inputs, nodes=nodes, outputs=outputs, batch_size=batch_size)
+
+
+def _check_per_output(training, keys: list[str], source, problems: list[Problem]) -> None:
+    """`loss`, `loss_weights` and `metrics` given per output (a list in output order, or a mapping by output
+    name) must fit the model's outputs: checked here so that `validate` finds it, not `train`."""
+    for what in ("loss", "loss_weights", "metrics"):
+        value = getattr(training, what)
+        if isinstance(value, dict) and "type" not in value:
+            for name in value:
+                if name not in keys:
+                    near = did_you_mean(str(name), keys)
+                    problems.append(source.problem(
+                        ("training", what, name), f"training.{what} names output '{name}', which the model does "
+                        "not have", key=True, expected=", ".join(keys), hint=f"did you mean '{near}'?" if near else
+                        None))
+        elif isinstance(value, list) and what != "metrics" and len(value) != len(keys):
+            problems.append(source.problem(
+                ("training", what), f"training.{what} has {len(value)} entries but the model has {len(keys)} "
+                f"output{'s' if len(keys) != 1 else ''}", expected=", ".join(keys),
+                hint="one entry per output, in the order of `outputs:`"))
 

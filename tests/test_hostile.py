@@ -193,6 +193,23 @@ def test_negative_seeds_are_refused(tmp_path):
     refused(run("validate", write(tmp_path, text)), "m.yaml:2:7", "m.yaml:5:", "a seed is a non-negative integer")
 
 
+@pytest.mark.parametrize("extra, needle", [
+    ("  loss_weights: [1, 2, 3]\n", "m.yaml:10:17: training.loss_weights: error: training.loss_weights has 3 entries"),
+    ("  loss_weights: {nope: 1}\n", "m.yaml:10:18: training.loss_weights.nope: error"),
+    ("  metrics: {nope: [accuracy]}\n", "names output 'nope'"),
+])
+def test_per_output_settings_fit_the_outputs_at_validate_time(tmp_path, extra, needle):
+    refused(run("validate", write(tmp_path, BASE + extra)), needle)
+
+
+def test_a_schedule_that_overflows_is_a_failed_run_not_a_crash(tmp_path):
+    cfg = write(tmp_path, BASE + "  optimizer: {type: sgd, learning_rate: {type: exponential_decay, "
+                "initial_learning_rate: 1.0e-300, decay_steps: 1.0e-300, decay_rate: 1.0e300}}\n")
+    assert run("validate", cfg).exit_code == 0
+    result = run("train", cfg, "--data", IRIS_CSV, "-o", tmp_path / "r", "-q")
+    assert result.exit_code == 1 and "NaN or infinite" in result.output
+
+
 def test_nan_anywhere_in_a_layer_is_refused(tmp_path):
     text = BASE.replace("layers:\n", "layers:\n  - {type: GaussianNoise, stddev: .nan}\n")
     refused(run("validate", write(tmp_path, text)), "m.yaml:5:", "NaN is not a valid value")
