@@ -151,7 +151,7 @@ def dump(cfg) -> str:
 
 # ---------------------------------------------------------------------------------------------- configs
 
-@fuzz(120)
+@fuzz(200)
 @given(cfg=configs())
 def test_generated_configs_validate_and_summarize(tmp_path_factory, cfg):
     path = tmp_path_factory.mktemp("cfg") / "m.yaml"
@@ -181,7 +181,7 @@ def mutated_texts(draw):
     return text
 
 
-@fuzz(150)
+@fuzz(300)
 @given(text=mutated_texts())
 def test_mutated_yaml_texts(tmp_path_factory, text):
     path = tmp_path_factory.mktemp("yaml") / "m.yaml"
@@ -198,7 +198,7 @@ OVERRIDE_VALUES = st.one_of(st.sampled_from(["5", "-1", ".nan", "[1, 2", "&x [*x
                             st.text(max_size=10))
 
 
-@fuzz(100)
+@fuzz(200)
 @given(pairs=st.lists(st.tuples(OVERRIDE_KEYS, OVERRIDE_VALUES), min_size=1, max_size=3),
        raw=st.lists(st.text(max_size=12), max_size=1))
 def test_generated_overrides(tmp_path_factory, pairs, raw):
@@ -284,7 +284,7 @@ def data_model():
     return Model(load_config(yaml.safe_load(DATA_MODEL_YAML)))
 
 
-@fuzz(200)
+@fuzz(400)
 @given(case=data_files())
 def test_generated_data_files(tmp_path_factory, data_model, case):
     from layerforge.errors import DataError
@@ -325,12 +325,16 @@ def trainable_configs(draw):
     if draw(st.booleans()):
         training["metrics"] = draw(st.lists(st.sampled_from(["accuracy", "auc", "f1_score", "precision", "mse"]),
                                             max_size=2))
+    if draw(st.integers(0, 3)) == 0:
+        training["loss_weights"] = draw(st.sampled_from([[1], [1, 2], {"species": 2}, {"nope": 1}, [-1], [.5]]))
+    if draw(st.integers(0, 3)) == 0:
+        training["class_weight"] = draw(st.sampled_from(["balanced", {"setosa": 2}, {"0": 1}, {"x": -1}]))
     return {"name": "t", "seed": 0, "input_shape": [4],
             "layers": hidden + [{"type": "Dense", "units": 3, "activation": "softmax", "name": "species"}],
             "training": training, "data": {"train": {"path": str(IRIS_CSV), "target": "species"}}}
 
 
-@fuzz(25, deadline_s=None)  # the first examples compile kernels
+@fuzz(40, deadline_s=None)  # the first examples compile kernels
 @given(cfg=trainable_configs())
 def test_generated_configs_that_validate_also_train(tmp_path_factory, cfg):
     tmp = tmp_path_factory.mktemp("train")
@@ -376,7 +380,7 @@ def damages(draw):
     return name, how, draw(st.integers(0, 10_000))
 
 
-@fuzz(60)
+@fuzz(120)
 @given(damage=st.lists(damages(), min_size=1, max_size=2))
 def test_damaged_run_directories(tmp_path_factory, trained_run, damage):
     run_dir = tmp_path_factory.mktemp("dmg") / "run"
