@@ -330,6 +330,13 @@ def test_csv_overflow_is_reported_by_cell_not_as_a_warning(tmp_path):
     from layerforge.errors import DataError
 
     model = Model.from_yaml(write(tmp_path, BASE))
+    regression = Model.from_yaml(write(tmp_path, BASE.replace("loss: sparse_categorical_crossentropy", "loss: mse")
+                                       .replace("units: 3, activation: softmax", "units: 1"), "r.yaml"))
+    (tmp_path / "r.csv").write_text("a,b,c,d,out\n1,2,3,4,-1e39\n1,2,3,4,1\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(DataError, match="row 2, column 'out': '-1e39' is too large for float32"):
+            regression.load_data(tmp_path / "r.csv")
     for name, text, needle in [("f.csv", "a,b,c,d,species\n1,2,3,1e39,0\n1,2,3,4,1\n", "row 2, column 'd'"),
                                ("l.csv", "a,b,c,d,out\n1,2,3,4,1e39\n1,2,3,4,1\n", "row 2, column 'out'")]:
         (tmp_path / name).write_text(text)

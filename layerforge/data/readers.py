@@ -402,11 +402,22 @@ def _csv_target(table: Table, cols: list[int], out: OutputInfo, enc: dict | None
     return _csv_regression(table, cols, out, P), None
 
 
+def _float32_cells(table: Table, j: int, values: np.ndarray, P: Problems) -> None:
+    """Report the first cell of column ``j`` too large for float32 (it would become infinite)."""
+    big = np.flatnonzero(np.isfinite(values) & (np.abs(values) > np.finfo(np.float32).max))
+    if len(big):
+        i = int(big[0])
+        ln = int(table.lines[i])
+        P.add(f"row {ln}, {table.column_label(j)}: {_py(table.cells[i, j])!r} is too large for float32", line=ln,
+              hint="rescale the column")
+
+
 def _csv_regression(table: Table, cols: list[int], out: OutputInfo, P: Problems):
     n = table.n_rows
     y = np.empty((n, len(cols)), dtype=np.float64)
     for k, j in enumerate(cols):
         y[:, k] = _parse_numeric(table, j, P, "target")
+        _float32_cells(table, j, y[:, k], P)
     shape = tuple(out.shape)
     size = _size(shape)
     names = ", ".join(table.column_label(j) for j in cols)
@@ -561,6 +572,7 @@ def _from_csv(table: Table, source, inputs: list[InputInfo], outputs: list[Outpu
                 ln = int(table.lines[i])
                 P.add(f"row {ln}, {table.column_label(sw_col)}: sample weight {_py(table.cells[i, sw_col])!r} is "
                       "negative", line=ln, hint="sample weights must be >= 0")
+            _float32_cells(table, sw_col, sw, P)
             sw = sw.astype(np.float32)
     P.raise_if_any()
     if dtype.kind == "f" and np.isinf(x.astype(dtype)).any():
