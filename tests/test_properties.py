@@ -334,6 +334,9 @@ def trainable_configs(draw):
             "training": training, "data": {"train": {"path": str(IRIS_CSV), "target": "species"}}}
 
 
+DATA_DEPENDENT = ("needs about", "which the data does not have", "training and", "samples of")
+
+
 @fuzz(40, deadline_s=None)  # the first examples compile kernels
 @given(cfg=trainable_configs())
 def test_generated_configs_that_validate_also_train(tmp_path_factory, cfg):
@@ -344,9 +347,9 @@ def test_generated_configs_that_validate_also_train(tmp_path_factory, cfg):
     keeps_the_promise(checked, codes=(0, 2))
     trained = cli("train", path, "-o", tmp / "run", "-q")
     keeps_the_promise(trained)
-    if checked.exit_code == 0:  # validate means it trains: no user error left for train to find
-        # (but for the memory this machine has, which validate does not look at)
-        assert trained.exit_code in (0, 1) or "needs about" in trained.output, trained.output[-2000:]
+    if checked.exit_code == 0:  # validate means it trains: no user error left for train to find, except what
+        # depends on the data or the machine, which validate does not read (classes, sample counts, free memory)
+        assert trained.exit_code in (0, 1) or any(m in trained.output for m in DATA_DEPENDENT), trained.output[-2000:]
     else:
         assert trained.exit_code == 2
 
