@@ -285,8 +285,8 @@ def data_model():
 
 
 @fuzz(400)
-@given(case=data_files())
-def test_generated_data_files(tmp_path_factory, data_model, case):
+@given(case=data_files(), require_target=st.booleans())
+def test_generated_data_files(tmp_path_factory, data_model, case, require_target):
     from layerforge.errors import DataError
 
     kind, raw = case
@@ -295,7 +295,7 @@ def test_generated_data_files(tmp_path_factory, data_model, case):
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)  # numpy warnings must not reach the user
         try:
-            ds = data_model.load_data(path)
+            ds = data_model.load_data(path, require_target=require_target)  # train/evaluate, or predict
         except DataError as exc:
             assert path.name in exc.render_plain()
             return
