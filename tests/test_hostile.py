@@ -556,3 +556,48 @@ def test_sigkill_during_training_leaves_the_last_good_run_loadable(tmp_path):
     result = run("train", cfg, "--data", IRIS_CSV, "-o", tmp_path / "runs" / "r2", "-q", "training.epochs=1")
     assert result.exit_code == 0, result.output
     assert not [p for p in (tmp_path / "runs").iterdir() if p.name.startswith(".")]
+
+
+# -- found after the merge with the training workflow (issue 12's callbacks and API)
+
+
+@pytest.mark.parametrize("value", ["true", "5", "{a: 1}"])
+def test_callbacks_that_are_not_a_list_of_callbacks(tmp_path, value):
+    cfg = write(tmp_path, BASE)
+    refused(run("validate", cfg, f"training.callbacks={value}"), "training.callbacks")
+
+
+def test_one_callback_without_the_list(tmp_path):
+    cfg = write(tmp_path, BASE)
+    res = run("validate", cfg, "training.callbacks=EarlyStopping")
+    assert res.exit_code == 0, res.output
+
+
+def test_api_symlink_loop_and_damaged_run_config_are_layerforge_errors(tmp_path):
+    import layerforge
+    from layerforge.errors import ConfigError, DataError
+
+    cfg = write(tmp_path, BASE + f"data:\n  train: {{path: {IRIS_CSV}, target: species}}\n")
+    res = run("train", cfg, "-q", "-o", tmp_path / "run")
+    assert res.exit_code == 0, res.output
+    model = layerforge.load(tmp_path / "run")
+    os.symlink(tmp_path / "b", tmp_path / "a")
+    os.symlink(tmp_path / "a", tmp_path / "b")
+    with pytest.raises(DataError, match="cannot follow the path"):
+        model.predict(str(tmp_path / "a"))
+    saved = tmp_path / "run" / "config.yaml"
+    saved.write_text(saved.read_text().replace("units: 3", "units: -3"))
+    with pytest.raises(ConfigError, match=r"config\.yaml:\d+:\d+: layers\[0\]\.units"):
+        layerforge.load(tmp_path / "run")
+
+
+def test_npz_of_a_zip_version_python_cannot_read(tmp_path):
+    buf = io.BytesIO()
+    np.savez(buf, x=np.zeros((2, 4)), y=np.zeros(2))
+    data = bytearray(buf.getvalue())
+    at = data.find(b"PK\x01\x02")
+    data[at + 6:at + 8] = bytes([109, 0])  # "version needed to extract" 10.9: zipfile raises NotImplementedError
+    (tmp_path / "odd.npz").write_bytes(bytes(data))
+    cfg = write(tmp_path, BASE)
+    refused(run("train", cfg, "-q", "--data", tmp_path / "odd.npz", "-o", tmp_path / "r"), "odd.npz",
+            "zip file version")

@@ -125,6 +125,24 @@ def optimizers(draw):
     return opt if draw(st.integers(0, 5)) else draw(SCALARS)
 
 
+CALLBACK_ARGS = ["monitor", "patience", "min_delta", "mode", "baseline", "restore_best_weights", "start_from_epoch",
+                 "factor", "cooldown", "min_lr", "filepath", "save_best_only", "save_weights_only", "period",
+                 "filename", "append", "separator", "schedule", "verbose", "bogus"]
+
+
+@st.composite
+def callbacks(draw):
+    name = draw(st.sampled_from(["EarlyStopping", "ReduceLROnPlateau", "ModelCheckpoint", "CSVLogger",
+                                 "LearningRateScheduler", "TerminateOnNaN", "earlystopping", "Nope"]))
+    if draw(st.integers(0, 4)) == 0:
+        return name
+    cb = {"type": name}
+    for key in draw(st.lists(st.sampled_from(CALLBACK_ARGS), max_size=3, unique=True)):
+        cb[key] = draw(st.one_of(SCALARS, st.sampled_from(["loss", "val_loss", "min", "ckpt-{epoch}", "lr * 0.5"]),
+                                 st.integers(-2, 5)))
+    return cb
+
+
 @st.composite
 def configs(draw):
     cfg = {"name": draw(st.sampled_from(["m", "", "a b", "x" * 50])), "seed": draw(st.one_of(st.integers(0, 9),
@@ -135,7 +153,8 @@ def configs(draw):
     cfg["layers"] = draw(st.lists(layer_dicts(), min_size=0, max_size=4))
     training = {"optimizer": draw(optimizers()), "epochs": draw(st.one_of(st.just(1), SCALARS)),
                 "loss": draw(st.sampled_from(["mse", "sparse_categorical_crossentropy", "huber", "bogus"]) | VALUES)}
-    # callbacks are left out: their typing is issue 12's (noted in the issue-17 report)
+    if draw(st.integers(0, 3)) == 0:
+        training["callbacks"] = draw(st.one_of(VALUES, st.lists(callbacks(), max_size=2)))
     for key in draw(st.lists(st.sampled_from(["batch_size", "validation_split", "metrics",
                                               "class_weight", "loss_weights", "shuffle"]), max_size=2, unique=True)):
         training[key] = draw(VALUES)
@@ -192,9 +211,11 @@ def test_mutated_yaml_texts(tmp_path_factory, text):
 OVERRIDE_KEYS = st.sampled_from(["training.epochs", "training.optimizer", "training.optimizer.learning_rate",
                                  "layers.0.units", "layers[1].rate", "layers.9.units", "layers.-1.activation",
                                  "input_shape", "input_shape.0", "name", "outputs",
-                                 "data.train.path", "a.b.c", "layers.x", "layers..units", "", "training.loss"])
+                                 "data.train.path", "a.b.c", "layers.x", "layers..units", "", "training.loss",
+                                 "training.callbacks", "training.callbacks.0.patience"])
 OVERRIDE_VALUES = st.one_of(st.sampled_from(["5", "-1", ".nan", "[1, 2", "&x [*x]", "!!int abc", "!ate 3",
-                                             "{type: sgd, momentum: fast}", "[]", "null", "1e400", "\x00"]),
+                                             "{type: sgd, momentum: fast}", "[]", "null", "1e400", "\x00",
+                                             "[EarlyStopping]", "{type: CSVLogger, filename: null}", "true"]),
                             st.text(max_size=10))
 
 
@@ -329,6 +350,8 @@ def trainable_configs(draw):
         training["loss_weights"] = draw(st.sampled_from([[1], [1, 2], {"species": 2}, {"nope": 1}, [-1], [.5]]))
     if draw(st.integers(0, 3)) == 0:
         training["class_weight"] = draw(st.sampled_from(["balanced", {"setosa": 2}, {"0": 1}, {"x": -1}]))
+    if draw(st.integers(0, 2)) == 0:
+        training["callbacks"] = draw(st.lists(callbacks(), max_size=2))
     return {"name": "t", "seed": 0, "input_shape": [4],
             "layers": hidden + [{"type": "Dense", "units": 3, "activation": "softmax", "name": "species"}],
             "training": training, "data": {"train": {"path": str(IRIS_CSV), "target": "species"}}}

@@ -464,7 +464,14 @@ class TrainingConfig(_Strict):
     @field_validator("callbacks", mode="before")
     @classmethod
     def _callbacks(cls, v):
-        return [normalize_callback(c) for c in (v or [])]
+        if v is None:
+            return []
+        if isinstance(v, (str, dict)):  # one callback written without the list around it
+            v = [v]
+        if not isinstance(v, (list, tuple)):
+            raise ValueError(f"callbacks is a list such as [EarlyStopping, {{type: CSVLogger, filename: log.csv}}], "
+                             f"not {v!r}")
+        return [normalize_callback(c) for c in v]
 
     @field_validator("class_weight", mode="before")
     @classmethod

@@ -336,7 +336,8 @@ class _LazyNpz:
         try:
             self._fh = open(path, "rb")  # ours to close, also when numpy gives up on it
             self._npz = np.load(self._fh, allow_pickle=False)
-        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile, NotImplementedError) as e:  # NotImplementedError:
+            # zipfile's word for a zip version or compression method it cannot read
             if self._fh is not None:
                 self._fh.close()
             raise problems.fail(f"{display_path(path)} is not a readable .npz file: {e}",
@@ -379,7 +380,7 @@ class _LazyNpz:
                 if not isinstance(value, np.ndarray):
                     raise ValueError("it is not a NumPy array")
                 self._cache[name] = value
-            except (zipfile.BadZipFile, EOFError, OSError, KeyError, zipfile.LargeZipFile) as e:
+            except (zipfile.BadZipFile, EOFError, OSError, KeyError, zipfile.LargeZipFile, NotImplementedError) as e:
                 raise self.problems.fail(f"cannot read array {name!r} from {display_path(self.path)}: the archive "
                                          f"is damaged ({e})", hint="write the file again with np.savez") from None
             except ValueError as e:
