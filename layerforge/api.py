@@ -141,7 +141,12 @@ class Model:
         from .data import load_source
 
         if not isinstance(source, DataSource):
-            source = DataSource(path=str(Path(source).resolve()), **self._training_source_options(Path(source)))
+            try:
+                resolved = Path(source).resolve()
+            except (RuntimeError, OSError) as exc:  # a symbolic link loop (Python < 3.13 raises RuntimeError)
+                raise DataError(problems=[Problem(message=f"cannot follow the path: {exc}", file=str(source),
+                                                  hint="point the link at a real file")]) from None
+            source = DataSource(path=str(resolved), **self._training_source_options(Path(source)))
         return load_source(source, self.spec.base_dir, inputs=self._input_infos(), outputs=self._output_infos(),
                            require_target=require_target, encoders=encoders if encoders is not None else
                            (self.encoders or None), feature_names=self.feature_names, where=where,
@@ -550,7 +555,12 @@ class Model:
             trainer = self.trainer
             trainer.load_state(state, run.get("callback_arrays"))
             if run.get("optimizer") is not None:
-                trainer.optimizer.load_state_dict(run["optimizer"])
+                try:
+                    trainer.optimizer.load_state_dict(run["optimizer"])
+                except (ValueError, KeyError, TypeError) as exc:  # state that read_run's checks let through
+                    raise CheckpointError(problems=[Problem(
+                        message=f"damaged run directory: optimizer.safetensors: {exc}", file=str(run["path"]),
+                        hint="resume from an earlier checkpoint, or train again")]) from None
 
 
 def _count(value, name: str, minimum: int) -> int:
@@ -597,7 +607,11 @@ def load(path: str | Path) -> Model:
     from .io.rundir import read_run
 
     run = read_run(path)
-    spec = load_config(run["config"])
+    try:
+        spec = load_config(run["config"])
+    except ConfigError:
+        load_config(Path(path) / "config.yaml")  # the same problems, located at their lines in the file
+        raise
     spec.base_dir = Path(path).resolve().parent
     seed = (run.get("state") or {}).get("seed")
     model = Model(spec, seed=seed)
