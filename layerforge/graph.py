@@ -374,6 +374,8 @@ def build_graph(spec: ModelSpec) -> Graph:
         for k, s in enumerate(outs):
             shapes[(name, k)] = tuple(s)
         for weight in specs:  # a constraint's axis must exist on the weight it constrains
+            if not _constraint_has_axis(weight.constraint):  # none, or non_neg: nothing to check (scalar weights)
+                continue
             axis = weight.constraint.get("axis", 0) if isinstance(weight.constraint, dict) else 0
             nd = len(weight.shape)
             bad = [a for a in (axis if isinstance(axis, list) else [axis]) if not -nd <= a < nd]
@@ -444,3 +446,13 @@ def _check_per_output(training, keys: list[str], source, problems: list[Problem]
                 f"output{'s' if len(keys) != 1 else ''}", expected=", ".join(keys),
                 hint="one entry per output, in the order of `outputs:`"))
 
+
+def _constraint_has_axis(constraint) -> bool:
+    """Whether a weight's constraint works over an axis (max_norm, unit_norm, min_max_norm)."""
+    from .layers.fields import CONSTRAINT_ALIASES, CONSTRAINTS
+
+    if constraint is None:
+        return False
+    name = constraint.get("type") if isinstance(constraint, dict) else str(constraint)
+    name = CONSTRAINT_ALIASES.get(name, name)
+    return "axis" in CONSTRAINTS.get(name, {"axis": 0})
