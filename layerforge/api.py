@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import errno
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -144,7 +145,9 @@ class Model:
             try:
                 resolved = Path(source).resolve()
             except (RuntimeError, OSError) as exc:  # a symbolic link loop (Python < 3.13 raises RuntimeError)
-                raise DataError(problems=[Problem(message=f"cannot follow the path: {exc}", file=str(source),
+                loop = isinstance(exc, RuntimeError) or getattr(exc, "errno", None) == errno.ELOOP
+                why = "a symbolic link loop (a link points, through others, back to itself)" if loop else str(exc)
+                raise DataError(problems=[Problem(message=f"cannot follow the path: {why}", file=str(source),
                                                   hint="point the link at a real file")]) from None
             source = DataSource(path=str(resolved), **self._training_source_options(Path(source)))
         return load_source(source, self.spec.base_dir, inputs=self._input_infos(), outputs=self._output_infos(),
