@@ -357,7 +357,9 @@ def trainable_configs(draw):
             "training": training, "data": {"train": {"path": str(IRIS_CSV), "target": "species"}}}
 
 
-DATA_DEPENDENT = ("needs about", "which the data does not have", "training and", "samples of")
+# ... and a val_* monitor with no validation data in the config: `train --validation-data` can still give it
+DATA_DEPENDENT = ("needs about", "which the data does not have", "training and", "samples of",
+                  "val_* values need validation data")
 
 
 @fuzz(40, deadline_s=None)  # the first examples compile kernels
