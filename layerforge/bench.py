@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .layers.base import show_shapes
+
 VARIABLE_LENGTH = 32  # size used for a `None` (variable) axis of an input
 
 
@@ -228,14 +230,6 @@ def run_bench(config: Path | str | dict, overrides: list[str] | None = None, *, 
 
 # --------------------------------------------------------------------------- rendering
 
-def _shape(s) -> str:
-    from .layers.base import show_shape
-
-    if s and isinstance(s[0], list):
-        return ", ".join(show_shape(tuple(x)) for x in s)
-    return show_shape(tuple(s))
-
-
 def render_bench(data: dict, console) -> None:
     from rich.table import Table
 
@@ -248,7 +242,7 @@ def render_bench(data: dict, console) -> None:
         table.add_column(col, justify=just)
     for row in data["layers"]:
         share = 100.0 * (row["forward_ms"] + row["backward_ms"]) / step
-        table.add_row(row["name"], row["type"], _shape(row["output_shape"]), f"{row['forward_ms']:.3f}",
+        table.add_row(row["name"], row["type"], show_shapes(row["output_shape"]), f"{row['forward_ms']:.3f}",
                       f"{row['backward_ms']:.3f}", f"{share:.1f}", f"{row['inference_ms']:.3f}")
     for label, key in (("loss", "loss_ms"), ("optimizer", "optimizer_ms"), ("engine, other", "other_ms")):
         table.add_row(f"[dim]{label}[/]", "", "", f"{data[key]:.3f}", "", f"{100.0 * data[key] / step:.1f}", "")

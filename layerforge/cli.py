@@ -122,6 +122,7 @@ def validate(config: Path = CONFIG_ARG, overrides: Optional[list[str]] = OVERRID
         from .config import load_config
         from .errors import ConfigError
         from .graph import build_graph
+        from .layers.base import show_shapes
 
         _allow_code(allow_code)
         spec = load_config(config, list(overrides or []))
@@ -136,15 +137,9 @@ def validate(config: Path = CONFIG_ARG, overrides: Optional[list[str]] = OVERRID
             raise ConfigError(problems=problems)
         n = len(graph.nodes)
         _console().print(f"[green]OK[/] {config}: {n} layer{'s' if n != 1 else ''}, "
-                         f"{graph.total_params:,} parameters, output {_shapes(graph.output_shapes)}")
+                         f"{graph.total_params:,} parameters, output {show_shapes(list(graph.output_shapes))}")
 
     _run(body)
-
-
-def _shapes(shapes) -> str:
-    from .layers.base import show_shape
-
-    return ", ".join(show_shape(tuple(s)) for s in shapes)
 
 
 def _missing_data_files(spec):
@@ -275,7 +270,7 @@ def train(
     data: Optional[Path] = typer.Option(None, "--data", help="Training data file (instead of data.train)."),
     validation_data: Optional[Path] = typer.Option(None, "--validation-data", help="Validation data file."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars; only the final line."),
-    allow_code: bool = typer.Option(False, "--allow-code", help="Allow Lambda `function:` to run Python code."),
+    allow_code: bool = ALLOW_CODE_OPT,
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Threads for BLAS and Numba."),
 ):
     """Train a model and write a run directory (config, weights, optimizer state, history).
@@ -296,7 +291,7 @@ def train(
 
         console = _console()
         result = train_command(config, overrides=overrides, output=output, resume=resume, data=data,
-                               validation_data=validation_data, quiet=quiet, allow_code=allow_code, threads=threads,
+                               validation_data=validation_data, quiet=quiet, allow_code=allow_code,
                                console=console)
         _show_training_result(result, console, quiet=quiet)
 
@@ -340,7 +335,7 @@ def predict(
                                                                             "e.g. id,date (CSV input)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --output file."),
     batch_size: int = typer.Option(256, "--batch-size", "-b", min=1, help="Samples per forward pass."),
-    allow_code: bool = typer.Option(False, "--allow-code", help="Allow Lambda `function:` to run Python code."),
+    allow_code: bool = ALLOW_CODE_OPT,
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Threads for BLAS and Numba."),
 ):
     """Run a trained model on new data; class labels are mapped back to the training labels.
@@ -388,7 +383,7 @@ def evaluate(
     data: Optional[Path] = typer.Option(None, "--data", help="Labelled data (default: data.test of the config)."),
     batch_size: int = typer.Option(256, "--batch-size", "-b", min=1, help="Samples per forward pass."),
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
-    allow_code: bool = typer.Option(False, "--allow-code", help="Allow Lambda `function:` to run Python code."),
+    allow_code: bool = ALLOW_CODE_OPT,
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Threads for BLAS and Numba."),
 ):
     """Loss and metrics of a trained model on labelled data.

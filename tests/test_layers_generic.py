@@ -68,9 +68,6 @@ def test_config_round_trip(type_name, index, example):
 
 @pytest.mark.parametrize("type_name,index,example", CASES, ids=IDS)
 def test_forward_shape_matches_declared(type_name, index, example):
-    cls = REGISTRY[type_name]
-    if not cls.is_trainable():
-        pytest.skip("no forward/backward yet")
     rng = np.random.default_rng(0)
     for batch in ([example.batch_size] if example.batch_size else [1, 3]):
         built = build_layer(example.config, example.input_shape, batch_size=example.batch_size, dtype=np.float32)
@@ -90,9 +87,6 @@ def test_forward_shape_matches_declared(type_name, index, example):
 
 @pytest.mark.parametrize("type_name,index,example", CASES, ids=IDS)
 def test_gradients(type_name, index, example):
-    cls = REGISTRY[type_name]
-    if not cls.is_trainable():
-        pytest.skip("no forward/backward yet")
     if not example.gradcheck:
         pytest.skip("example opts out of the gradient check: " + example.note)
     rng = np.random.default_rng(42 + index)

@@ -314,7 +314,7 @@ def test_train_prints_a_sparkline_on_a_terminal(tmp_path):
 
     def train(console, **kw):  # the command body and what the CLI prints after it
         _show_training_result(train_command(ROOT / "configs" / "iris.yaml", resume=None, data=None,
-                                            validation_data=None, quiet=False, allow_code=False, threads=None,
+                                            validation_data=None, quiet=False, allow_code=False,
                                             console=console, **kw), console)
 
     buf = io.StringIO()

@@ -46,7 +46,7 @@ def _resume_hint(config, overrides: list[str], run_dir: Path) -> str:
 
 
 def train_command(config: Path | None, *, overrides, output, resume, data, validation_data, quiet, allow_code,
-                  threads, console) -> dict:
+                  console) -> dict:
     """Train and write the run directory; returns {"run_dir", "history", "notes", "test", ...} for the CLI to show.
 
     With ``resume`` and no ``config`` the run's own config.yaml (overrides included) is trained further; with a

@@ -75,13 +75,12 @@ _OPTS = {"cache": True, "nogil": True, "error_model": "numpy", "fastmath": {"con
 GEMM_FORTRAN, GEMM_CBLAS64, GEMM_CBLAS32 = 0, 1, 2
 _gemm_cache: dict = {}
 _gemm_arch: dict = {}  # address -> OpenBLAS kernel architecture (lower case) as threadpoolctl reports it
-USE_NUMPY_BLAS = True  # False: always scipy's Fortran ?gemm (the library Numba's np.dot uses)
 
 
 def gemm_for(dtype) -> tuple[int, int]:
     """(address, kind) of the ?gemm for float32/float64 arrays that the kernels call (found once per dtype)."""
     dtype = np.dtype(dtype)
-    key = (dtype.char, USE_NUMPY_BLAS)
+    key = dtype.char
     found = _gemm_cache.get(key)
     if found is None:
         found = _find_gemm(dtype)
@@ -90,7 +89,7 @@ def gemm_for(dtype) -> tuple[int, int]:
 
 
 def _find_gemm(dtype) -> tuple[int, int]:
-    found = gemm_candidates(dtype) if USE_NUMPY_BLAS else []
+    found = gemm_candidates(dtype)
     if len(found) > 1:
         return max(found[1:], key=lambda c: c[2])[:2]
     return found[0][:2] if found else gemm_candidates(dtype)[0][:2]

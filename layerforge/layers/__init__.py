@@ -44,11 +44,6 @@ def known_type_names() -> list[str]:
     return sorted(set(TYPE_MODULES) | set(TYPE_NAMES))
 
 
-def get_layer_class(type_name: str) -> type[Layer]:
-    ensure_type(type_name)
-    return REGISTRY[TYPE_NAMES[type_name][0]]
-
-
 def make_layer(config: LayerConfig, name: str | None = None) -> Layer:
     """Instantiate the layer class for a validated config."""
     ensure_type(config.type)
@@ -56,4 +51,4 @@ def make_layer(config: LayerConfig, name: str | None = None) -> Layer:
 
 
 __all__ = ["REGISTRY", "TYPE_NAMES", "Example", "Layer", "LayerConfig", "ParamSpec", "register", "load_all",
-           "ensure_type", "known_type_names", "get_layer_class", "make_layer", "FAMILIES"]
+           "ensure_type", "known_type_names", "make_layer", "FAMILIES"]

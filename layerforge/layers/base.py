@@ -170,11 +170,6 @@ class Layer:
             found=shown, hint=hint)])
 
     # ------------------------------------------------------------------ maths
-    @classmethod
-    def is_trainable(cls) -> bool:
-        """True once the layer has a backward pass."""
-        return cls.backward is not Layer.backward
-
     def build(self, input_shape) -> None:
         """Called once with the input shape(s) before the first forward."""
         self.input_shape = input_shape
@@ -184,11 +179,11 @@ class Layer:
 
     def forward(self, params: dict, x, *, training: bool = False, rng=None, mask=None):
         """Return ``(y, cache)``. Must not modify ``params`` or ``x``."""
-        raise NotImplementedError(f"{self.type} has no forward pass yet")
+        raise NotImplementedError(f"{type(self).__name__} must define forward")
 
     def backward(self, params: dict, dy, cache):
         """Return ``(dx, grads)`` where ``grads`` has one array per trainable param."""
-        raise NotImplementedError(f"{self.type} has no backward pass yet")
+        raise NotImplementedError(f"{type(self).__name__} must define backward")
 
     def compute_mask(self, x, mask):
         """The mask the output carries (Keras 3 rules): passed through or dropped."""
@@ -205,6 +200,14 @@ def show_shape(shape) -> str:
     if isinstance(shape, list):
         return "[" + ", ".join(show_shape(s) for s in shape) + "]"
     return "(None, " + ", ".join("None" if d is None else str(d) for d in shape) + ")" if shape else "(None,)"
+
+
+def show_shapes(shape) -> str:
+    """One shape as show_shape prints it, or several (a list of shapes, as a multi-output layer has) joined by
+    commas without brackets: the form of tables and pictures (summary uses show_shape's brackets)."""
+    if isinstance(shape, (list, tuple)) and shape and isinstance(shape[0], (list, tuple)):
+        return ", ".join(show_shape(tuple(s)) for s in shape)
+    return show_shape(tuple(shape))
 
 
 def elements(shape) -> int:

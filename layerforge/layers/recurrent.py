@@ -840,5 +840,3 @@ class GRU(_RNNBase):
                 g["bias"][...] = db
         self._input_grad(run, dX2, weights["W"], b0, b1, dx)
 
-
-RNN_TYPES = ("SimpleRNN", "GRU", "LSTM")

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..layers.base import show_shapes
+
 # ---------------------------------------------------------------------------------------------- numbers
 
 
@@ -156,16 +158,8 @@ def _num(v) -> str:
     return f"{float(v):.4g}"
 
 
-def _shape(s) -> str:
-    from ..layers.base import show_shape
-
-    if s and isinstance(s[0], list):
-        return ", ".join(show_shape(tuple(x)) for x in s)
-    return show_shape(tuple(s))
-
-
 def _summary_html(data: dict) -> str:
-    rows = "".join(f"<tr><td>{_e(r['name'])} ({_e(r['type'])})</td><td>{_e(_shape(r['output_shape']))}</td>"
+    rows = "".join(f"<tr><td>{_e(r['name'])} ({_e(r['type'])})</td><td>{_e(show_shapes(r['output_shape']))}</td>"
                    f"<td class=n>{r['params']:,}</td><td>{_e(', '.join(r['connected_to']))}</td></tr>"
                    for r in data["layers"])
     return (f"<table id=summary><tr><th>Layer (type)</th><th>Output shape</th><th>Param #</th>"
