@@ -7,20 +7,15 @@ whose inputs failed is skipped rather than reported again.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 from .config.model import ModelSpec
 from .errors import ConfigError, Problem, did_you_mean
 from .layers import Layer, ParamSpec, make_layer
+from .layers.base import snake_case
 
 # Weights above this many elements in one array are refused before anything is allocated.
 MAX_WEIGHT_ELEMENTS = 2**32
-
-
-def snake_case(name: str) -> str:
-    s = re.sub(r"(?<=[a-z])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name)
-    return s.lower()
 
 
 @dataclass

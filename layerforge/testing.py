@@ -29,13 +29,13 @@ class BuiltLayer:
 
 
 def build_layer(config: dict, input_shape, *, dtype=np.float64, seed: int = 0, batch_size: int | None = None,
-                name: str = "layer") -> BuiltLayer:
-    """Validate ``config``, instantiate the layer and initialise its weights."""
-    from .engine.initializers import initialize
+                name: str = "layer", allow_code: bool = False) -> BuiltLayer:
+    """Validate ``config``, instantiate the layer and initialise its weights (``allow_code``: as load_config)."""
+    from .layers.initializers import initialize
 
     load_all()
     problems: list = []
-    cfg = parse_layer(dict(config), (), SourceMap(file="<test>"), problems)
+    cfg = parse_layer(dict(config), (), SourceMap(file="<test>"), problems, allow_code=allow_code)
     if problems:
         raise ConfigError(problems=problems)
     layer = make_layer(cfg, name)

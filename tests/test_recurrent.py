@@ -7,8 +7,8 @@ import pytest
 
 from layerforge.config.model import parse_layer
 from layerforge.config.source import SourceMap
-from layerforge.engine.activations import activate
 from layerforge.errors import ConfigError, DataError, ShapeError
+from layerforge.kernels.activations import activate
 from layerforge.testing import build_layer, check_layer_gradients
 
 

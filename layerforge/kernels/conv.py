@@ -494,7 +494,7 @@ def _bias_act_block(z2d, bias, activation):
 
 def _finish_activation(z2d, bias, activation):
     """(y2d, z2d kept for backward or None) once the pre-activation is complete (unfused activations)."""
-    from ..engine.activations import NEEDS_ONLY_OUTPUT, activate
+    from .activations import NEEDS_ONLY_OUTPUT, activate
 
     if _fused(activation):
         return z2d, None
@@ -521,7 +521,7 @@ def activation_backward(dy2d, y2d, z2d, activation: str, use_bias: bool, batch: 
     if activation == "linear":
         dz = dy2d
     else:
-        from ..engine.activations import activate_backward
+        from .activations import activate_backward
 
         dz = np.ascontiguousarray(activate_backward(activation, z2d, y2d, dy2d))
     return dz, (dz.sum(axis=0) if use_bias else None)
@@ -622,7 +622,7 @@ def direct_conv_backward(x5, dy2d, y2d, z2d, w2d, geo, activation: str, need_dx:
     relu = activation == "relu"
     g_all = dy2d
     if not _fused(activation):
-        from ..engine.activations import activate_backward
+        from .activations import activate_backward
 
         g_all = np.ascontiguousarray(activate_backward(activation, z2d, y2d, dy2d))
     dx5 = np.empty(x5.shape, dtype=dy2d.dtype) if need_dx else None

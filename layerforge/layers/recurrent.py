@@ -46,7 +46,7 @@ class _InitWithForgetBias(dict):
         self.units = units
 
     def __call__(self, shape, rng, dtype="float32", fan=None):
-        from ..engine.initializers import initialize
+        from .initializers import initialize
 
         u = self.units
         out = np.concatenate([initialize(self.spec, (u,), rng, dtype), np.ones(u, dtype=dtype),
@@ -313,8 +313,8 @@ class _RNNBase(Layer):
 
     def _blocks(self, B: int, T: int, F: int) -> list[tuple[int, int]]:
         """Contiguous blocks of samples, one per thread when the batch is large enough to pay for it."""
-        from ..engine.threads import current_threads
         from ..kernels import recurrent as K
+        from ..kernels.threads import current_threads
 
         k, u = self.n_gates, self.config.units
         work = B * max(T, 1) * k * u * (F + u + 30)  # GEMM multiply-adds per pass, plus ~30 per gate value

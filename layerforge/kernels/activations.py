@@ -50,7 +50,7 @@ def activate(name: str, z: np.ndarray) -> np.ndarray:
     if name == "selu":
         return SELU_SCALE * np.where(z > 0, z, SELU_ALPHA * np.expm1(np.minimum(z, 0)))
     if name == "gelu":
-        from ..kernels.elementwise import gelu
+        from .elementwise import gelu
 
         return gelu(z)
     if name == "sigmoid":
@@ -96,7 +96,7 @@ def activate_backward(name: str, z: np.ndarray | None, y: np.ndarray, dy: np.nda
     if name == "selu":
         return dy * np.where(z > 0, SELU_SCALE, SELU_SCALE * SELU_ALPHA * np.exp(np.minimum(z, 0)))
     if name == "gelu":
-        from ..kernels.elementwise import gelu_grad
+        from .elementwise import gelu_grad
 
         return dy * gelu_grad(z)
     if name == "sigmoid":

@@ -13,7 +13,7 @@ from typing import Optional
 
 import typer
 
-from . import __version__
+from .. import __version__
 
 app = typer.Typer(
     name="layerforge",
@@ -38,14 +38,14 @@ def _console(stderr: bool = False):
 
 def _run(fn):
     """Run a command body; user errors become a clear message and exit code 2, never a traceback."""
-    from .errors import RunFailed, UserError
+    from ..errors import RunFailed, UserError
 
     try:
         return fn()
     except UserError as exc:
         if _state["debug"]:
             raise
-        from .render import render_user_error
+        from ..render import render_user_error
 
         render_user_error(exc, _console(stderr=True))
         raise typer.Exit(exc.exit_code) from None
@@ -85,6 +85,9 @@ def _main(
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks instead of short error messages."),
 ):
     _state["debug"] = debug
+    from ..engine import startup
+
+    startup.start()  # the engine's process settings, explicitly (engine/startup.py)
 
 
 CONFIG_ARG = typer.Argument(..., help="The model's YAML file.", show_default=False)
@@ -92,22 +95,15 @@ OVERRIDES_ARG = typer.Argument(None, help="KEY=VALUE overrides, e.g. training.ep
                                show_default=False)
 
 
-def _load(config: Path, overrides):
-    from .config import load_config
-    from .graph import build_graph
+def _load(config: Path, overrides, allow_code: bool):
+    from ..config import load_config
+    from ..graph import build_graph
 
-    spec = load_config(config, list(overrides or []))
+    spec = load_config(config, list(overrides or []), allow_code=allow_code)
     return spec, build_graph(spec)
 
 
 ALLOW_CODE_OPT = typer.Option(False, "--allow-code", help="Allow Lambda `function:` to run Python code.")
-
-
-def _allow_code(flag: bool) -> None:
-    if flag:
-        from .expressions import allow_code
-
-        allow_code(True)
 
 
 @app.command()
@@ -119,13 +115,12 @@ def validate(config: Path = CONFIG_ARG, overrides: Optional[list[str]] = OVERRID
     """
 
     def body():
-        from .config import load_config
-        from .errors import ConfigError
-        from .graph import build_graph
-        from .layers.base import show_shapes
+        from ..config import load_config
+        from ..errors import ConfigError
+        from ..graph import build_graph
+        from ..layers.base import show_shapes
 
-        _allow_code(allow_code)
-        spec = load_config(config, list(overrides or []))
+        spec = load_config(config, list(overrides or []), allow_code=allow_code)
         problems = []
         try:
             graph = build_graph(spec)
@@ -178,17 +173,16 @@ def summary(
     """
 
     def body():
-        from .summary import render_summary, summary_data
+        from ..summary import render_summary, summary_data
 
-        _allow_code(allow_code)
-        _, graph = _load(config, overrides)
+        _, graph = _load(config, overrides, allow_code)
         data = summary_data(graph, batch_size)
         if as_json:
             typer.echo(json.dumps(data, indent=2))
         else:
             render_summary(data, _console())
         if graph_file is not None:
-            from .viz.model_graph import write_graph
+            from ..viz.model_graph import write_graph
 
             existed = {p: p.exists() for p in (Path(graph_file), Path(graph_file).with_suffix(".dot"))}
             written, note = write_graph(graph, graph_file)
@@ -209,7 +203,7 @@ def layers(
     """
 
     def body():
-        from . import catalog
+        from .. import catalog
 
         if type_name is None:
             rows = catalog.catalogue()
@@ -236,11 +230,11 @@ def schema(output: Optional[Path] = typer.Option(None, "--output", "-o", help="W
     """
 
     def body():
-        from .schema import config_schema
+        from ..schema import config_schema
 
         text = json.dumps(config_schema(), indent=2)
         if output:
-            from .io.atomic import atomic_write_text
+            from ..io.atomic import atomic_write_text
 
             atomic_write_text(output, text + "\n")
             _console(stderr=True).print(f"wrote {output}")
@@ -253,7 +247,7 @@ def schema(output: Optional[Path] = typer.Option(None, "--output", "-o", help="W
 def _set_threads(threads: Optional[int]):
     """BLAS and Numba threads together (before either loads when possible); None keeps all cores."""
     if threads:
-        from .engine.threads import set_threads
+        from ..kernels.threads import set_threads
 
         set_threads(threads)
 
@@ -287,7 +281,7 @@ def train(
         config = None
 
     def body():
-        from .engine.runner import train_command
+        from .commands import train_command
 
         console = _console()
         result = train_command(config, overrides=overrides, output=output, resume=resume, data=data,
@@ -299,8 +293,8 @@ def train(
 
 
 def _show_training_result(result: dict, console, *, quiet: bool = False) -> None:
-    from .engine.progress import format_logs
-    from .errors import RunFailed
+    from ..engine.progress import format_logs
+    from ..errors import RunFailed
 
     for note in result["notes"]:
         console.print(f"[dim]{note}[/]", highlight=False)
@@ -316,7 +310,7 @@ def _show_training_result(result: dict, console, *, quiet: bool = False) -> None
     console.print(f"run saved to [bold]{run_dir}[/]  (predict: layerforge predict {run_dir} --data FILE)",
                   highlight=False)
     if not quiet and console.is_terminal:  # the validation loss at a glance
-        from .viz.sparkline import loss_sparkline_line
+        from ..viz.sparkline import loss_sparkline_line
 
         rows = [dict(zip(history.history, values)) for values in zip(*history.history.values())]
         line = loss_sparkline_line(rows)
@@ -345,7 +339,7 @@ def predict(
     _set_threads(threads)
 
     def body():
-        from .engine.runner import predict_command
+        from .commands import predict_command
 
         keep = [c.strip() for c in keep_columns.split(",") if c.strip()] if keep_columns else None
         result = predict_command(run_dir, data=data, output=output, probabilities=probabilities,
@@ -393,7 +387,7 @@ def evaluate(
     _set_threads(threads)
 
     def body():
-        from .engine.runner import evaluate_command
+        from .commands import evaluate_command
 
         results = evaluate_command(run_dir, data=data, batch_size=batch_size, allow_code=allow_code)
         if as_json:
@@ -420,7 +414,7 @@ def callbacks(
     """
 
     def body():
-        from .catalog import callback_catalogue, render_callbacks
+        from ..catalog import callback_catalogue, render_callbacks
 
         rows = callback_catalogue(name)
         if as_json:
@@ -453,10 +447,9 @@ def bench(
     _set_threads(threads)
 
     def body():
-        from .bench import render_bench, run_bench
+        from ..bench import render_bench, run_bench
 
-        _allow_code(allow_code)
-        data = run_bench(config, list(overrides or []), batch_size=batch_size, steps=steps)
+        data = run_bench(config, list(overrides or []), batch_size=batch_size, steps=steps, allow_code=allow_code)
         if as_json:
             typer.echo(json.dumps(data, indent=2))
         else:
@@ -478,8 +471,8 @@ def plot(
     """
 
     def body():
-        from .errors import ConfigError, Problem
-        from .viz.curves import plot_runs
+        from ..errors import ConfigError, Problem
+        from ..viz.curves import plot_runs
 
         if label and len(label) != len(runs):
             raise ConfigError(problems=[Problem(message=f"{len(label)} --label for {len(runs)} runs",
@@ -511,11 +504,10 @@ def report(
     _set_threads(threads)
 
     def body():
-        from .viz.report import write_report
+        from ..viz.report import write_report
 
-        _allow_code(allow_code)
         existed = Path(output).exists()
-        written = write_report(run_dir, data=data, output=output, batch_size=batch_size)
+        written = write_report(run_dir, data=data, output=output, batch_size=batch_size, allow_code=allow_code)
         _console(stderr=True).print(f"wrote {written}" + (" (replacing the earlier file)" if existed else ""),
                                     highlight=False)
 
@@ -523,6 +515,9 @@ def report(
 
 
 def main():
+    from ..engine import startup
+
+    startup.start()  # before anything loads numpy: the OpenBLAS setting only counts then (engine/startup.py)
     app(prog_name="layerforge")
 
 

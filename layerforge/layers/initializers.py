@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 
-from ..layers.fields import INITIALIZERS
+from .fields import INITIALIZERS
 
 _TRUNC_STD = 0.87962566103423978  # std of a unit normal truncated at +-2
 
