@@ -1,6 +1,6 @@
-"""layerforge against PyTorch CPU on four models, training and inference throughput (see README.md).
+"""layerforge against PyTorch CPU on five models, training and inference throughput (see README.md).
 
-    python benchmarks/run.py [--models mlp,mnist_cnn,lstm,gru] [--repeats 5] [--threads N] [--json FILE|-]
+    python benchmarks/run.py [--models mlp,mnist_cnn,lstm,gru,transformer] [--repeats 5] [--threads N] [--json FILE|-]
                              [--batches N] [--no-torch]
 
 Each model is the config in benchmarks/configs/<name>.yaml, built by layerforge (``layerforge.Model``) and, when
@@ -51,6 +51,7 @@ MODELS = {  # name -> (config, default batches per epoch)
     "mnist_cnn": ("mnist_cnn.yaml", 8),
     "lstm": ("lstm.yaml", 10),
     "gru": ("gru.yaml", 10),
+    "transformer": ("transformer.yaml", 10),
 }
 SEED = 0
 PAUSE_S = 0.05  # between phases (see bench_model)
@@ -236,6 +237,8 @@ class TorchWorker:
             net = nn.Sequential(nn.Embedding(10000, 64), LastStep(nn.GRU(64, 64, batch_first=True)),
                                 nn.Linear(64, 2))
             return net, torch.from_numpy(x.astype("int64"))
+        if name == "bench-transformer":
+            return _torch_transformer(torch), torch.from_numpy(x.astype("int64"))
         raise SystemExit(f"no PyTorch version of {name}")
 
     def _train_batches(self, count=None):
@@ -266,6 +269,38 @@ class TorchWorker:
 
     def infer(self):
         self._infer_batches()
+
+
+def _torch_transformer(torch):
+    """benchmarks/configs/transformer.yaml in PyTorch: post-norm encoder blocks as the layerforge config states
+    them (x = LN(x + MHA(x, x, x)); x = LN(x + FF(x))), mean pooling over time, a linear head (logits; the loss
+    applies the softmax)."""
+    nn = torch.nn
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.mha = nn.MultiheadAttention(64, 4, batch_first=True)
+            self.ln1 = nn.LayerNorm(64, eps=1e-3)
+            self.ff = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 64))
+            self.ln2 = nn.LayerNorm(64, eps=1e-3)
+
+        def forward(self, x):
+            a, _ = self.mha(x, x, x, need_weights=False)
+            x = self.ln1(x + a)
+            return self.ln2(x + self.ff(x))
+
+    class Encoder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Embedding(5000, 64)
+            self.blocks = nn.Sequential(Block(), Block())
+            self.head = nn.Linear(64, 2)
+
+        def forward(self, ids):
+            return self.head(self.blocks(self.embed(ids)).mean(dim=1))
+
+    return Encoder()
 
 
 def worker_main(framework: str, model: str, threads: int, batches: int) -> None:

@@ -10,7 +10,7 @@ from .layers.documented import ALL_DOCUMENTED
 COMMON_FIELDS = set(LayerConfig.model_fields)
 
 FAMILY_ORDER = ["core", "convolution", "reshaping", "pooling", "locally_connected", "recurrent", "embedding",
-                "advanced_activations", "normalization", "noise", "wrappers"]
+                "advanced_activations", "normalization", "attention", "noise", "wrappers"]
 
 
 def catalogue() -> list[dict]:

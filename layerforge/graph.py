@@ -93,6 +93,26 @@ def _parse_ref(ref: str) -> tuple[str, int | None]:
     return ref, None
 
 
+def _declared_inputs(layer_cfgs) -> dict:
+    """{layer index: (input name, shape, dtype, batch size)} of the InputLayers without `inputs:` (Keras' model
+    inputs, in config order). Unnamed ones are called input, input_1, ... as a single top-level input would be."""
+    found = [(i, c) for i, c in enumerate(layer_cfgs) if c is not None and c.type == "InputLayer"
+             and c.inputs is None and (c.input_shape is not None or c.batch_input_shape is not None)]
+    taken = {c.name for c in layer_cfgs if c is not None and c.name}
+    out, k = {}, 0
+    for i, c in found:
+        name = c.name
+        while name is None:
+            name = "input" if k == 0 else f"input_{k}"
+            k += 1
+            if name in taken:
+                name = None
+        batch = c.batch_input_shape[0] if c.batch_input_shape else None
+        shape = tuple(c.batch_input_shape[1:]) if c.batch_input_shape else tuple(c.input_shape)
+        out[i] = (name, shape, c.dtype, batch)
+    return out
+
+
 def build_graph(spec: ModelSpec) -> Graph:
     """Resolve names and infer every shape; raise one ConfigError with all problems."""
     cfg, source = spec.config, spec.source
@@ -103,7 +123,13 @@ def build_graph(spec: ModelSpec) -> Graph:
     inputs: list[InputNode] = []
     batch_size = cfg.batch_size
     first = layer_cfgs[0] if layer_cfgs else None
-    if cfg.inputs:
+    # Keras-style InputLayers (without `inputs:`) are the model inputs when the top level declares none
+    absorbed = {} if cfg.inputs or cfg.input_shape is not None else _declared_inputs(layer_cfgs)
+    if absorbed:
+        for name, shape, dtype, batch in absorbed.values():
+            inputs.append(InputNode(name, shape, cfg.input_dtype or dtype or "float32"))
+            batch_size = batch_size or batch
+    elif cfg.inputs:
         inputs = [InputNode(i.name, tuple(i.shape), i.dtype) for i in cfg.inputs]
         if cfg.input_shape is not None:
             problems.append(source.problem(("input_shape",), "give either `inputs:` or `input_shape:`, not both"))
@@ -133,6 +159,9 @@ def build_graph(spec: ModelSpec) -> Graph:
     counters: dict[str, int] = {}
     explicit = {c.name for c in layer_cfgs if c is not None and c.name}
     for i, c in enumerate(layer_cfgs):
+        if i in absorbed:
+            names.append(absorbed[i][0])
+            continue
         if c.name:
             name = c.name
             if name in seen or name in input_names:
@@ -157,6 +186,8 @@ def build_graph(spec: ModelSpec) -> Graph:
         n_outputs[name] = layer.num_outputs()
     edges: dict[str, list[tuple[str, int]]] = {}
     for i, (name, layer) in enumerate(zip(names, layers)):
+        if i in absorbed:
+            continue
         c = layer.config
         refs: list[tuple[str, int]] = []
         if c.inputs is None:
@@ -212,7 +243,7 @@ def build_graph(spec: ModelSpec) -> Graph:
     # -- topological order (Kahn), keeping config order among ready layers
     pending = {name: {t for t, _ in edges.get(name, []) if t not in input_names} for name in names}
     order: list[int] = []
-    done: set[str] = set()
+    done: set[str] = {names[i] for i in absorbed}
     while True:
         ready = [i for i, n in enumerate(names) if n not in done and pending[n] <= done]
         if not ready:
@@ -220,7 +251,7 @@ def build_graph(spec: ModelSpec) -> Graph:
         for i in ready:
             done.add(names[i])
             order.append(i)
-    if len(order) < len(names):
+    if len(order) + len(absorbed) < len(names):
         stuck = [names[i] for i in range(len(names)) if names[i] not in done]
         problems.append(source.problem(("layers", names.index(stuck[0])),
                                        "the layers form a cycle: " + " -> ".join(stuck),
@@ -279,7 +310,7 @@ def build_graph(spec: ModelSpec) -> Graph:
     # -- dangling layers
     used = {t for refs in edges.values() for t, _ in refs} | {t for t, _ in outputs}
     for name in names:
-        if name not in used:
+        if name not in used and name not in input_names:
             problems.append(source.problem(("layers", names.index(name)),
                                            f"the output of layer '{name}' is not used",
                                            hint="feed it to another layer or list it under `outputs:`"))

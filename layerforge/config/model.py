@@ -21,10 +21,6 @@ from .training import DataConfig, TrainingConfig
 ABSTRACT_TYPES = {
     "Recurrent": "Recurrent is the abstract base of Keras' recurrent layers; use SimpleRNN, GRU or LSTM",
     "Layer": "Layer is Keras' abstract base class; pick a concrete layer type (see `layerforge layers`)",
-    "InputLayer": "inputs are declared with `inputs:` or `input_shape:` at the top level, not as a layer",
-    "Input": "inputs are declared with `inputs:` or `input_shape:` at the top level, not as a layer",
-    "TimeDistributedDense": "TimeDistributedDense was removed after Keras 1.2; use "
-                            "{type: TimeDistributed, layer: {type: Dense, units: N}}",
 }
 
 

@@ -9,6 +9,7 @@ from .base import REGISTRY, TYPE_NAMES, Example, Layer, LayerConfig, ParamSpec, 
 FAMILIES = [
     "core", "merge", "lambda_layer", "convolution", "reshaping", "pooling", "locally_connected",
     "recurrent", "embedding", "advanced_activations", "normalization", "noise", "wrappers", "container",
+    "core_extra", "normalization_extra", "attention", "conv_recurrent",
 ]
 
 _loaded = False
