@@ -95,3 +95,39 @@ def test_gradients(type_name, index, example):
     x = random_input(example.input_shape, batch, rng, int_input=example.int_input)
     mask = random_mask(example.input_shape, batch, rng) if example.mask else None
     check_layer_gradients(built, x, mask=mask, training=example.training, rtol=example.tolerance)
+
+
+@pytest.mark.parametrize("type_name,index,example", CASES, ids=IDS)
+def test_forward_modifies_neither_input_nor_params(type_name, index, example):
+    # the layer contract (Layer.forward): the engine hands the same arrays to the next layer and to backward
+    rng = np.random.default_rng(7 + index)
+    batch = example.batch_size or 2
+    built = build_layer(example.config, example.input_shape, batch_size=example.batch_size, seed=index)
+    for training in (True, False):
+        x = random_input(example.input_shape, batch, rng, int_input=example.int_input)
+        mask = random_mask(example.input_shape, batch, rng) if example.mask else None
+        x_before = [a.copy() for a in (x if isinstance(x, list) else [x])]
+        params_before = {k: v.copy() for k, v in built.params.items()}
+        built.layer.forward(built.params, x, training=training, rng=np.random.default_rng(0), mask=mask)
+        for a, b in zip(x if isinstance(x, list) else [x], x_before, strict=True):
+            np.testing.assert_array_equal(a, b, err_msg=f"{type_name} forward(training={training}) changed x")
+        for k, v in params_before.items():
+            np.testing.assert_array_equal(built.params[k], v,
+                                          err_msg=f"{type_name} forward(training={training}) changed {k}")
+
+
+def test_gradient_check_rtol_is_not_floored():
+    # an analytic gradient 3e-6 off (relative) passes a loose check and fails rtol=1e-6: no fixed floor (it was
+    # 1e-5) hides errors below it
+    built = build_layer({"type": "Dense", "units": 3}, (4,))
+    x = np.random.default_rng(0).standard_normal((2, 4))
+    backward = built.layer.backward
+
+    def off(params, dy, cache):
+        dx, grads = backward(params, dy, cache)
+        return dx, {k: g * (1 + 3e-6) for k, g in grads.items()}
+
+    built.layer.backward = off
+    check_layer_gradients(built, x, rtol=1e-4, check_inputs=False)
+    with pytest.raises(AssertionError, match="gradient mismatch"):
+        check_layer_gradients(built, x, rtol=1e-6, check_inputs=False)
