@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from layerforge.activations import activate, activate_backward
 from layerforge.engine.optimizers import make_optimizer, packed_buffer
-from layerforge.kernels.activations import activate, activate_backward
 from layerforge.testing import build_layer
 
 ACTIVATIONS = ["linear", "relu", "tanh", "sigmoid", "softmax"]

@@ -5,10 +5,10 @@ import copy
 import numpy as np
 import pytest
 
+from layerforge.activations import activate
 from layerforge.config.model import parse_layer
 from layerforge.config.source import SourceMap
 from layerforge.errors import ConfigError, DataError, ShapeError
-from layerforge.kernels.activations import activate
 from layerforge.testing import build_layer, check_layer_gradients
 
 

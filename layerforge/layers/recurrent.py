@@ -14,15 +14,14 @@ from typing import Any, ClassVar
 
 from pydantic import Field, model_validator
 
+from ..activations import RECURRENT_CODES
 from ._numpy import np
 from .base import Example, Layer, LayerConfig, ParamSpec, register
 from .fields import ActivationName, ConstraintSpec, InitializerSpec, RegularizerSpec
 
-# activation name -> code understood by the kernels (derivatives are taken from the output)
-ACTIVATION_CODES = {
-    "linear": 0, "tanh": 1, "sigmoid": 2, "hard_sigmoid": 3, "hard_sigmoid_keras1": 4, "relu": 5, "relu6": 6,
-    "elu": 7, "selu": 8, "softplus": 9, "softsign": 10, "exponential": 11, "leaky_relu": 12,
-}
+# activation name -> code understood by the recurrent kernels (derivatives are taken from the output): the
+# registry's recurrent_code (layerforge/activations.py)
+ACTIVATION_CODES = RECURRENT_CODES
 _CONSUME_LESS = {"cpu": 0, "mem": 1, "gpu": 2}
 
 
