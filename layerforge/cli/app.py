@@ -266,19 +266,30 @@ def train(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars; only the final line."),
     allow_code: bool = ALLOW_CODE_OPT,
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Threads for BLAS and Numba."),
+    distributed: bool = typer.Option(False, "--distributed",
+                                     help="Data-parallel training over MPI: run under `mpirun -n N` (extra "
+                                          "layerforge[mpi]); each rank takes 1/N of every batch."),
+    sync_batchnorm: bool = typer.Option(False, "--sync-batchnorm",
+                                        help="With --distributed: BatchNormalization statistics over the whole "
+                                             "global batch (default: per rank, as Horovod)."),
 ):
     """Train a model and write a run directory (config, weights, optimizer state, history).
 
     With data.test in the config, the run ends with the test metrics.
 
     Example: [bold]layerforge train configs/iris.yaml training.epochs=50[/], later
-    [bold]layerforge train --resume runs/iris-20250101-120000 training.epochs=80[/]
+    [bold]layerforge train --resume runs/iris-20250101-120000 training.epochs=80[/]; on 2 processes:
+    [bold]mpirun -n 2 layerforge train configs/iris.yaml --distributed[/]
     """
     _set_threads(threads)
     overrides = list(overrides or [])
     if config is not None and "=" in str(config) and not config.exists():  # `train --resume RUN key=value`
         overrides.insert(0, str(config))
         config = None
+    if distributed or sync_batchnorm:
+        _train_distributed(config, overrides, output, resume, data, validation_data, quiet, allow_code, threads,
+                           sync_batchnorm)
+        return
 
     def body():
         from .commands import train_command
@@ -316,6 +327,18 @@ def _show_training_result(result: dict, console, *, quiet: bool = False) -> None
         line = loss_sparkline_line(rows)
         if line:
             console.print(line, highlight=False)
+
+
+def _train_distributed(config, overrides, output, resume, data, validation_data, quiet, allow_code, threads,
+                       sync_batchnorm):
+    def body():
+        from ..distributed.train import distributed_train_command
+
+        distributed_train_command(config, overrides=list(overrides or []), output=output, resume=resume, data=data,
+                                  validation_data=validation_data, quiet=quiet, allow_code=allow_code,
+                                  threads=threads, sync_batchnorm=sync_batchnorm, console=_console())
+
+    _run(body)
 
 
 @app.command()
@@ -510,6 +533,106 @@ def report(
         written = write_report(run_dir, data=data, output=output, batch_size=batch_size, allow_code=allow_code)
         _console(stderr=True).print(f"wrote {written}" + (" (replacing the earlier file)" if existed else ""),
                                     highlight=False)
+
+    _run(body)
+
+
+@app.command()
+def sweep(
+    config: Optional[Path] = typer.Argument(None, help="The model's YAML file (not needed with --resume).",
+                                            show_default=False),
+    overrides: Optional[list[str]] = OVERRIDES_ARG,
+    space: Optional[Path] = typer.Option(None, "--space", "-s", help="The search space: config paths mapped to "
+                                         "{loguniform|uniform|int: [low, high]} or {choice: [...]}."),
+    trials: Optional[int] = typer.Option(None, "--trials", "-n", min=1,
+                                         help="Trials the study should hold in the end (default 20)."),
+    jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Trials run at once (local processes, or Dask "
+                                                            "workers for --dask local); the cores are divided."),
+    storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage URL (default: an SQLite file "
+                                          "in the sweep directory), e.g. postgresql://user@host/db: several "
+                                          "machines can then join one study."),
+    dask: Optional[str] = typer.Option(None, "--dask", help="Run the trials on the Dask cluster at this scheduler "
+                                       "address (tcp://host:8786), or `local` for a LocalCluster of --jobs workers."),
+    pruner: str = typer.Option("median", "--pruner", help="Stop poor trials early from their per-epoch values: "
+                               "median, hyperband, halving or none."),
+    sampler: str = typer.Option("tpe", "--sampler", help="tpe (Optuna's TPE) or random."),
+    metric: Optional[str] = typer.Option(None, "--metric", help="What a trial is judged by, its best epoch's value "
+                                         "(default val_loss, or loss without validation data)."),
+    direction: Optional[str] = typer.Option(None, "--direction", help="minimize or maximize (default: maximize "
+                                            "for accuracy-like metrics)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Sweep directory to write (default "
+                                          "sweeps/<name>-<time>)."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the sweep in this directory (after a "
+                                          "kill, or with a larger --trials)."),
+    study_name: Optional[str] = typer.Option(None, "--study-name", help="Study name in the storage (default: the "
+                                             "sweep directory's name)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the sampler."),
+    allow_code: bool = ALLOW_CODE_OPT,
+):
+    """Hyperparameter sweep on Optuna: each trial is a run directory under the sweep directory; the best config
+    is written as YAML. Needs the extra layerforge[sweep].
+
+    Example: [bold]layerforge sweep configs/iris.yaml --space space.yaml --trials 20 --jobs 2[/]
+    """
+
+    def body():
+        from ..errors import ConfigError, Problem
+
+        for value, allowed, flag in ((pruner, ("median", "hyperband", "halving", "none"), "--pruner"),
+                                     (sampler, ("tpe", "random"), "--sampler"),
+                                     (direction, ("minimize", "maximize", None), "--direction")):
+            if value not in allowed:
+                raise ConfigError(problems=[Problem(message=f"{flag} {value} is not known", file="<command line>",
+                                                    expected=", ".join(a for a in allowed if a))])
+        from ..sweep.command import sweep_command
+
+        sweep_command(config, space=space, overrides=list(overrides or []), trials=trials, jobs=jobs,
+                      storage=storage, dask=dask, pruner=pruner, sampler=sampler, metric=metric,
+                      direction=direction, output=output, resume=resume, study_name=study_name, seed=seed,
+                      allow_code=allow_code, console=_console())
+
+    _run(body)
+
+
+@app.command()
+def serve(
+    run_dir: Path = typer.Argument(..., help="A run directory written by `train`.", show_default=False),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0: every interface)."),
+    port: int = typer.Option(8000, "--port", "-p", min=0, max=65535, help="TCP port."),
+    workers: int = typer.Option(1, "--workers", "-w", min=1, help="Server processes (each loads the model)."),
+    max_batch: int = typer.Option(64, "--max-batch", min=1, help="Most rows merged into one forward pass."),
+    max_wait_ms: float = typer.Option(5.0, "--max-wait-ms", min=0.0,
+                                      help="Longest a forming batch waits for requests still being read."),
+    max_rows: int = typer.Option(10_000, "--max-rows", min=1, help="Most rows per request (more: 413)."),
+    max_body_mb: float = typer.Option(16.0, "--max-body-mb", min=0.0, help="Most megabytes (MiB) per request "
+                                                                           "body (more: 413)."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Threads for BLAS and Numba, per "
+                                          "worker (default: the cores shared out over the workers)."),
+    access_log: bool = typer.Option(False, "--access-log", help="Log every request (costs throughput)."),
+    shutdown_timeout: float = typer.Option(30.0, "--shutdown-timeout", min=0.0,
+                                           help="Seconds SIGTERM waits for requests in flight."),
+    allow_code: bool = ALLOW_CODE_OPT,
+):
+    """Serve a trained model over HTTP: POST /predict (JSON, CSV, NPY), GET /health, /metadata, /docs.
+
+    Needs the serve extra: pip install 'layerforge\\[serve]'.
+
+    Example: [bold]layerforge serve runs/iris --port 8000[/], then
+    [bold]curl -d '[[5.1, 3.5, 1.4, 0.2]]' -H 'Content-Type: application/json' localhost:8000/predict[/]
+    """
+    _set_threads(threads)
+
+    def body():
+        from ..serve import require_serve_dependencies
+
+        require_serve_dependencies()
+        from ..serve.app import ServeSettings
+        from ..serve.server import serve as run_server
+
+        run_server(ServeSettings(run=str(run_dir), host=host, port=port, workers=workers, max_batch=max_batch,
+                                 max_wait_ms=max_wait_ms, max_rows=max_rows,
+                                 max_body_bytes=int(max_body_mb * 1024 * 1024), threads=threads,
+                                 allow_code=allow_code, access_log=access_log, shutdown_timeout=shutdown_timeout))
 
     _run(body)
 

@@ -41,6 +41,11 @@ class Trainer:
         self.say = print  # where callbacks with verbose: 1 report (the CLI prints through its console)
         self.save_checkpoint = None  # path -> None: writes a whole run directory (set by layerforge.Model)
         self._pending_checkpoints: list = []
+        # Data-parallel hooks (layerforge.distributed sets them; None: one process). ``parallel.shard(idx)`` gives
+        # this process's part of a global batch (None: skip the batch), ``parallel.reduce_gradients(flat, n)``
+        # averages the packed gradient buffer over the processes before the optimizer step, and
+        # ``parallel.reduce_logs(logs, seen)`` makes the epoch's logs the same on every process.
+        self.parallel = None
 
     # ------------------------------------------------------------------ one batch
     def _loss(self, outs, out_masks, ys, sw, *, want_grads: bool):
@@ -56,12 +61,35 @@ class Trainer:
         model.add_regularization_grads(grads)
         params = [model.params[n][p] for n, p in self.pairs]
         flat = [grads[n][p] for n, p in self.pairs]
+        if self.parallel is not None:
+            flat, finite = self._reduce_gradients(flat, batch)
+            if not finite:  # a NaN/inf on any process: all of them see it in the same step (TerminateOnNaN)
+                loss = math.nan
         self.optimizer.step(params, flat, grad_buffer=model.flat_grads)
         model.apply_constraints()
         for head, y_pred, mask, y_true in zip(self.heads, outs, masks, ys):
             for m in head.metrics:
                 m.update(y_true, y_pred, metric_weight(sw, mask, y_pred))
         return loss, per_head
+
+    def _reduce_gradients(self, grads: list, batch: int) -> tuple[list, bool]:
+        """Gather the gradients into the model's packed buffer, reduce it across processes in one call, and
+        return views into it (the optimizer then finds them in place) and whether the result is finite."""
+        model = self.model
+        if model.flat_grads is None:  # weights not packed (no trainable weights, or mixed dtypes)
+            buffer = np.concatenate([g.reshape(-1) for g in grads]) if grads else np.zeros(0, model.dtype)
+            views, off = [], 0
+            for g in grads:
+                views.append(buffer[off:off + g.size].reshape(g.shape))
+                off += g.size
+        else:
+            buffer = model.flat_grads
+            views = [model._grad_views[n][p] for n, p in self.pairs]
+            for view, g in zip(views, grads):
+                if g is not view:
+                    view[...] = g
+        finite = self.parallel.reduce_gradients(buffer, batch)
+        return views, finite
 
     # ------------------------------------------------------------------ loops
     def _batches(self, n: int, batch_size: int, order: np.ndarray):
@@ -120,6 +148,10 @@ class Trainer:
             if progress:
                 progress.start_epoch(epoch, epochs, steps)
             for step, idx in enumerate(self._batches(n, batch_size, order)):
+                if self.parallel is not None:
+                    idx = self.parallel.shard(idx)
+                    if idx is None:
+                        continue
                 xs = [x[idx] for x in train.xs]
                 ys = [y[idx] for y in train.ys]
                 sw = sw_all[idx] if sw_all is not None else None
@@ -141,6 +173,8 @@ class Trainer:
             logs.update(metric_logs(self.heads))
             if val is not None and val.n:
                 logs.update({f"val_{k}": v for k, v in self.evaluate(val, batch_size).items()})
+            if self.parallel is not None:
+                logs = self.parallel.reduce_logs(logs, seen)
             logs["learning_rate"] = float(self.optimizer.current_lr())
             seconds = time.perf_counter() - started
             self.history.append(logs)
