@@ -24,12 +24,17 @@ def test_every_documented_layer_is_a_type():
 
 
 def test_type_index_matches_the_registry():
-    """layers/_index.py (used to import only the families a config needs) names every type and alias."""
+    """layers/_index.py (used to import only the families a config needs) is generated from the registry."""
+    from pathlib import Path
+
+    from layerforge.layers import _make_index
     from layerforge.layers._index import TYPE_MODULES
 
     registered = {name: cls.__module__.rsplit(".", 1)[1] for cls in REGISTRY.values()
                   for name in (cls.type, *cls.aliases)}
     assert TYPE_MODULES == registered
+    committed = (Path(_make_index.__file__).with_name("_index.py")).read_text()
+    assert committed == _make_index.render(), "run `python -m layerforge.layers._make_index`"
 
 
 def test_every_layer_has_two_examples():
