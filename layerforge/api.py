@@ -489,6 +489,11 @@ class Model:
         return data
 
     # ------------------------------------------------------------------ saving
+    def export(self, path: str | Path, format: str = "onnx", **options) -> Path:
+        """Write the model as ONNX (``format="onnx"``, options ``opset``, ``batch_size``) or as a Keras 3
+        ``.keras`` archive (``format="keras"``); see ``layerforge.api.export``."""
+        return export(self, path, format, **options)
+
     def data_schema(self) -> dict:
         return {
             "inputs": [{"name": i.name, "shape": list(i.shape), "dtype": i.dtype} for i in self.graph.inputs],
@@ -582,6 +587,39 @@ def _count(value, name: str, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ConfigError(f"{name} must be a whole number >= {minimum}, not {value!r}")
     return int(value)
+
+
+def export(model: Model, path: str | Path, fmt: str, *, opset: int | None = None, batch_size: int | None = None,
+           overwrite: bool = False) -> Path:
+    """Write ``model`` as ONNX (``fmt="onnx"``) or as a Keras 3 archive (``fmt="keras"``) to ``path``.
+
+    Raises ``interop.ExportError`` (a UserError, exit code 2) for a layer the format cannot express, and refuses to
+    replace an existing file unless ``overwrite``."""
+    from .interop import ExportError
+
+    path = Path(path)
+    fmt = fmt.lower()
+    if fmt not in ("onnx", "keras"):
+        raise ExportError(problems=[Problem(message=f"unknown export format '{fmt}'", found=fmt,
+                                            hint="use --format onnx or --format keras")])
+    if path.exists() and not overwrite:
+        raise ExportError(problems=[Problem(message=f"{path} already exists", file=str(path),
+                                            hint="choose another --output, or pass --force to replace it")])
+    if fmt == "keras":
+        if path.suffix != ".keras":
+            raise ExportError(problems=[Problem(
+                message=f"a Keras 3 archive must end in .keras, got '{path.name}'", file=str(path),
+                hint=f"use -o {path.with_suffix('.keras').name} (keras.saving.load_model opens only .keras files)")])
+        if opset is not None:
+            raise ExportError("--opset applies to --format onnx only")
+        from .interop.keras_export import export_keras
+
+        export_keras(model, path, batch_size=batch_size)
+    else:
+        from .interop.onnx_export import DEFAULT_OPSET, export_onnx
+
+        export_onnx(model, path, opset=opset or DEFAULT_OPSET, batch_size=batch_size)
+    return path
 
 
 def load(path: str | Path, *, allow_code: bool = False) -> Model:

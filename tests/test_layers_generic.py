@@ -136,3 +136,4 @@ def test_gradient_check_rtol_is_not_floored():
     check_layer_gradients(built, x, rtol=1e-4, check_inputs=False)
     with pytest.raises(AssertionError, match="gradient mismatch"):
         check_layer_gradients(built, x, rtol=1e-6, check_inputs=False)
+

@@ -272,6 +272,8 @@ def train(
     sync_batchnorm: bool = typer.Option(False, "--sync-batchnorm",
                                         help="With --distributed: BatchNormalization statistics over the whole "
                                              "global batch (default: per rank, as Horovod)."),
+    init_from: Optional[Path] = typer.Option(None, "--init-from", help="Fine-tune: start from the weights of this "
+                                                                       "run directory (matched by layer name)."),
 ):
     """Train a model and write a run directory (config, weights, optimizer state, history).
 
@@ -279,7 +281,8 @@ def train(
 
     Example: [bold]layerforge train configs/iris.yaml training.epochs=50[/], later
     [bold]layerforge train --resume runs/iris-20250101-120000 training.epochs=80[/]; on 2 processes:
-    [bold]mpirun -n 2 layerforge train configs/iris.yaml --distributed[/]
+    [bold]mpirun -n 2 layerforge train configs/iris.yaml --distributed[/]; fine-tune an imported model:
+    [bold]layerforge train my.yaml --init-from runs/imported[/]
     """
     _set_threads(threads)
     overrides = list(overrides or [])
@@ -288,7 +291,7 @@ def train(
         config = None
     if distributed or sync_batchnorm:
         _train_distributed(config, overrides, output, resume, data, validation_data, quiet, allow_code, threads,
-                           sync_batchnorm)
+                           sync_batchnorm, init_from)
         return
 
     def body():
@@ -297,7 +300,7 @@ def train(
         console = _console()
         result = train_command(config, overrides=overrides, output=output, resume=resume, data=data,
                                validation_data=validation_data, quiet=quiet, allow_code=allow_code,
-                               console=console)
+                               console=console, init_from=init_from)
         _show_training_result(result, console, quiet=quiet)
 
     _run(body)
@@ -330,13 +333,14 @@ def _show_training_result(result: dict, console, *, quiet: bool = False) -> None
 
 
 def _train_distributed(config, overrides, output, resume, data, validation_data, quiet, allow_code, threads,
-                       sync_batchnorm):
+                       sync_batchnorm, init_from):
     def body():
         from ..distributed.train import distributed_train_command
 
         distributed_train_command(config, overrides=list(overrides or []), output=output, resume=resume, data=data,
                                   validation_data=validation_data, quiet=quiet, allow_code=allow_code,
-                                  threads=threads, sync_batchnorm=sync_batchnorm, console=_console())
+                                  threads=threads, sync_batchnorm=sync_batchnorm, console=_console(),
+                                  init_from=init_from)
 
     _run(body)
 
@@ -444,6 +448,47 @@ def callbacks(
             typer.echo(json.dumps(rows, indent=2, default=str))
         else:
             render_callbacks(rows, _console())
+
+    _run(body)
+
+
+@app.command("import")
+def import_(
+    source: Path = typer.Argument(..., help="A Keras model: model.to_json() JSON, a legacy HDF5 model file (.h5) or "
+                                            "a Keras 3 .keras archive.", show_default=False),
+    output: Path = typer.Option(..., "--output", "-o", help="Directory to write (config.yaml; with weights, a "
+                                                            "complete run directory).", show_default=False),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="HDF5 weights written by save_weights, "
+                                                                   "for a JSON SOURCE."),
+    lambdas: Optional[list[str]] = typer.Option(None, "--lambda", metavar="NAME=EXPRESSION",
+                                                help="A safe expression for the Lambda layer NAME (its Python "
+                                                     "bytecode is never run), e.g. --lambda scale=\"x * 0.5\"."),
+    force: bool = typer.Option(False, "--force", help="Replace OUT if it exists."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="theano or tensorflow: the backend that trained "
+                                                                  "a Keras 1 model whose file does not say."),
+):
+    """Bring a Keras 1, 2 or 3 model (architecture and weights) into layerforge.
+
+    Example: [bold]layerforge import mnist_cnn.h5 -o runs/mnist_cnn[/], then
+    [bold]layerforge predict runs/mnist_cnn --data digits.npy[/]; or
+    [bold]layerforge import model.json --weights weights.h5 -o runs/imported[/]
+    """
+
+    def body():
+        from ..interop.keras_import import import_keras, parse_lambda_options
+
+        result = import_keras(source, output, weights=weights, lambdas=parse_lambda_options(lambdas), force=force,
+                              backend=backend)
+        version = result.keras_version or "version not recorded"
+        what = "run directory" if result.with_weights else "config only, no weights"
+        con = _console()
+        con.print(f"[green]imported[/] {source} (Keras {version}, {result.backend or 'backend not recorded'}) -> "
+                  f"{output} ({what}): "
+                  f"{result.layers} layers, {result.total_params:,} parameters")
+        for note in result.notes:
+            con.print(f"  - {note}")
+        if result.ignored:
+            con.print(f"  {len(result.ignored)} setting(s) not carried over: see the header of {result.config_path}")
 
     _run(body)
 
@@ -633,6 +678,36 @@ def serve(
                                  max_wait_ms=max_wait_ms, max_rows=max_rows,
                                  max_body_bytes=int(max_body_mb * 1024 * 1024), threads=threads,
                                  allow_code=allow_code, access_log=access_log, shutdown_timeout=shutdown_timeout))
+
+    _run(body)
+
+
+@app.command("export")
+def export_cmd(
+    run_dir: Path = typer.Argument(..., help="A run directory written by `train`.", show_default=False),
+    fmt: str = typer.Option(..., "--format", "-f", help="onnx or keras (a Keras 3 .keras archive).",
+                            show_default=False),
+    output: Path = typer.Option(..., "--output", "-o", help="File to write (.onnx, or .keras for Keras).",
+                                show_default=False),
+    opset: Optional[int] = typer.Option(None, "--opset", help="ONNX opset version (default 17)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", min=1,
+                                             help="Fix the batch axis to N (default: variable)."),
+    force: bool = typer.Option(False, "--force", help="Replace OUTPUT if it exists."),
+    allow_code: bool = ALLOW_CODE_OPT,
+):
+    """Export a trained model to ONNX or to Keras 3 (.keras), to run it outside layerforge.
+
+    A layer the format cannot express is named in an error (exit code 2); nothing is dropped silently.
+
+    Example: [bold]layerforge export runs/iris --format onnx -o iris.onnx[/]
+    """
+
+    def body():
+        from ..api import export, load
+
+        model = load(run_dir, allow_code=allow_code)
+        path = export(model, output, fmt, opset=opset, batch_size=batch_size, overwrite=force)
+        _console(stderr=True).print(f"wrote {path} ({fmt.lower()})", highlight=False)
 
     _run(body)
 

@@ -40,7 +40,7 @@ def _resume_hint(config, overrides: list[str], run_dir: Path) -> str:
 
 
 def train_command(config: Path | None, *, overrides, output, resume, data, validation_data, quiet, allow_code,
-                  console) -> dict:
+                  console, init_from: Path | None = None) -> dict:
     """Train and write the run directory; returns {"run_dir", "history", "notes", "test", ...} for the CLI to show.
 
     With ``resume`` and no ``config`` the run's own config.yaml (overrides included) is trained further; with a
@@ -100,6 +100,8 @@ def train_command(config: Path | None, *, overrides, output, resume, data, valid
     # the Ctrl-C hint: with the CONFIG, every override the run has; without, the run's config.yaml holds them
     hint_overrides = all_overrides if config is not None else overrides
 
+    _warm_start(model, spec, init_from, resume, config, console, quiet)
+
     def save(trainer, epoch):
         if np.isfinite(trainer.history[-1]["loss"]):  # a NaN epoch never replaces the last good one
             model.save(run_dir, overwrite=True)
@@ -146,6 +148,29 @@ def _saved_epochs(run_dir: Path) -> int:
         return int(json.loads((run_dir / "state.json").read_text()).get("epoch", 0))
     except (OSError, ValueError):
         return 0
+
+
+def _warm_start(model, spec, init_from: Path | None, resume, config: Path, console, quiet: bool):
+    """--init-from RUN (or training.init_from): start from a run's weights, matched by layer name."""
+    if resume is not None:  # a resumed run has its own weights; training.init_from only started it
+        if init_from is not None:
+            raise ConfigError(problems=[Problem(
+                message="--resume continues a run; --init-from starts a new one from a run's weights",
+                file=str(config), hint="give only one of them")])
+        return None
+    source = init_from
+    if source is None and spec.config.training.init_from:
+        source = spec.base_dir / spec.config.training.init_from
+    if source is None:
+        return None
+    from ..engine.warm_start import init_from_run
+
+    warm = init_from_run(model, source)
+    if not quiet:
+        console.print(f"weights of {len(warm.loaded)} layer(s) from {source}"
+                      + (f"; fresh: {', '.join(warm.fresh)}" if warm.fresh else "")
+                      + (f"; not in this model: {', '.join(warm.unused)}" if warm.unused else ""), highlight=False)
+    return warm
 
 
 def _load_run_model(run_dir: Path, allow_code: bool):

@@ -303,6 +303,9 @@ class TrainingConfig(_Strict):
         default_factory=list, description="EarlyStopping, ModelCheckpoint, ReduceLROnPlateau, LearningRateScheduler, "
                                           "CSVLogger, TerminateOnNaN (`layerforge callbacks` lists their parameters)")
     initial_epoch: int = Field(0, ge=0, description="epoch to start counting from")
+    init_from: str | None = Field(None, description="fine-tune: start from the weights of this run directory (e.g. "
+                                                    "one `layerforge import` wrote), matched by layer name with "
+                                                    "shapes checked; relative to the config file's folder")
 
     @model_validator(mode="before")
     @classmethod

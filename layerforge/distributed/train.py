@@ -30,7 +30,7 @@ def _abort(comm, exc: BaseException, console) -> None:
 
 
 def distributed_train_command(config: Path, *, overrides, output, resume, data, validation_data, quiet, allow_code,
-                              threads, sync_batchnorm: bool, console) -> None:
+                              threads, sync_batchnorm: bool, console, init_from: Path | None = None) -> None:
     from .mpi import DataParallel, ranks_on_this_host, world
 
     comm = world()
@@ -89,6 +89,8 @@ def distributed_train_command(config: Path, *, overrides, output, resume, data, 
                         f"{spec.config.training.epochs}", file=str(resume),
                 hint=f"raise the total, e.g. `mpirun -n {size} layerforge train {config} --distributed --resume "
                      f"{resume} training.epochs={done + 10}`")])
+    # fine-tuning (--init-from / training.init_from): every rank reads the run; rank 0's weights are broadcast anyway
+    runner._warm_start(model, spec, init_from, resume, config, console, quiet or rank != 0)
     trainer = model.trainer
     parallel = DataParallel(comm, trainer, seed=seed)
     trainer.parallel = parallel

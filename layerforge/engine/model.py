@@ -261,7 +261,9 @@ class CompiledModel:
         """(node, spec) of every trainable weight with a constraint (fixed once built)."""
         cached = self.__dict__.get("_constrained_list")
         if cached is None:
-            cached = [(n.name, s) for n in self.nodes for s in self.specs[n.name] if s.trainable and s.constraint]
+            # a frozen layer (trainable: false) keeps its weights exactly: no constraint projection either
+            cached = [(n.name, s) for n in self.nodes if n.layer.config.trainable
+                      for s in self.specs[n.name] if s.trainable and s.constraint]
             self._constrained_list = cached
         return cached
 
