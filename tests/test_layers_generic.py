@@ -137,3 +137,16 @@ def test_gradient_check_rtol_is_not_floored():
     with pytest.raises(AssertionError, match="gradient mismatch"):
         check_layer_gradients(built, x, rtol=1e-6, check_inputs=False)
 
+
+def test_a_scalar_weight_keeps_its_shape_through_set_weights_save_and_load(tmp_path):
+    # np.ascontiguousarray turns a 0-d array into shape (1,): Attention's `scale` (shape ()) once came back (1,)
+    import layerforge
+
+    config = {"inputs": [{"name": "q", "shape": [4, 3]}, {"name": "v", "shape": [4, 3]}],
+              "layers": [{"type": "Attention", "use_scale": True, "inputs": ["q", "v"]}]}
+    model = layerforge.Model.from_yaml(config, seed=0)
+    assert model.get_weights()["attention"][0].shape == ()
+    model.set_weights({"attention": [np.float32(0.5)]})
+    model.save(tmp_path / "run")
+    again = layerforge.load(tmp_path / "run")
+    assert again.get_weights()["attention"][0].shape == () and float(again.get_weights()["attention"][0]) == 0.5

@@ -121,7 +121,7 @@ class CompiledModel:
                 self.set_weight(name, spec, arr)
 
     def set_weight(self, node_name: str, spec: ParamSpec, value: np.ndarray) -> None:
-        value = np.ascontiguousarray(value, dtype=self.dtype)
+        value = np.ascontiguousarray(value, dtype=self.dtype).reshape(np.shape(value))  # a 0-d weight stays 0-d
         if value.shape != tuple(spec.shape):
             raise ValueError(f"weight {node_name}/{spec.name} has shape {tuple(spec.shape)}, got {value.shape}")
         if spec.trainable:

@@ -249,7 +249,7 @@ class Trainer:
         if weights_only:
             from safetensors.numpy import save
 
-            tensors = {f"{name}/{spec.name}": np.ascontiguousarray(arr) for name, spec, arr in
+            tensors = {f"{name}/{spec.name}": np.ascontiguousarray(arr).reshape(np.shape(arr)) for name, spec, arr in
                        self.model.weight_items()}
             atomic_write_bytes(path, save(tensors, metadata={"format": "layerforge", "epoch": str(self.epoch)}))
         elif self.save_checkpoint is None:

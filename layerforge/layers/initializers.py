@@ -103,4 +103,4 @@ def initialize(spec, shape: tuple[int, ...], rng: np.random.Generator, dtype=np.
         out = args["gain"] * np.eye(shape[0], shape[1])
     else:  # pragma: no cover - names are validated with the config
         raise ValueError(f"unknown initializer {name!r}")
-    return np.ascontiguousarray(out, dtype=dtype)
+    return np.ascontiguousarray(out, dtype=dtype).reshape(shape)  # ascontiguousarray makes a 0-d array (1,)
