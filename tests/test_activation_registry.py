@@ -30,6 +30,12 @@ def test_recurrent_layers_and_kernels_use_the_registry_codes():
     assert (K.LINEAR, K.TANH, K.SIGMOID, K.RELU, K.LEAKY_RELU) == tuple(
         A.RECURRENT_CODES[n] for n in ("linear", "tanh", "sigmoid", "relu", "leaky_relu"))
     assert len(set(A.RECURRENT_CODES.values())) == len(A.RECURRENT_CODES)
+    from layerforge.kernels import conv_lstm
+    from layerforge.layers import conv_recurrent
+
+    assert conv_lstm.ACTIVATION_CODES == {
+        "linear": 0, "tanh": 1, "sigmoid": 2, "hard_sigmoid": 3, "hard_sigmoid_keras1": 4, "relu": 5}  # _act's
+    assert set(conv_recurrent._SUPPORTED) == set(conv_lstm.ACTIVATION_CODES)
 
 
 @pytest.mark.parametrize("name", NAMES)
