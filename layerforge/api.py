@@ -86,6 +86,7 @@ class Model:
         self._trainer = None  # built by the first fit (or a resumed run): the optimizer and the fit loop
         self._heads = None  # losses and metrics for evaluate when there is no Trainer
         self._saved_training = None  # (state, callback arrays, optimizer state) of a loaded run, for its Trainer
+        self._saved_from = None  # that run's directory (named by a damaged-state error)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -150,7 +151,12 @@ class Model:
         from .data import load_source
 
         if not isinstance(source, DataSource):
-            source = DataSource(path=str(Path(source).resolve()), **self._training_source_options(Path(source)))
+            try:
+                resolved = Path(source).resolve()
+            except (RuntimeError, OSError) as exc:  # a symbolic link loop (Python < 3.13 raises RuntimeError)
+                raise DataError(problems=[Problem(message=f"cannot follow the path: {exc}", file=str(source),
+                                                  hint="point the link at a real file")]) from None
+            source = DataSource(path=str(resolved), **self._training_source_options(Path(source)))
         return load_source(source, self.spec.base_dir, inputs=self._input_infos(), outputs=self._output_infos(),
                            require_target=require_target, encoders=encoders if encoders is not None else
                            (self.encoders or None), feature_names=self.feature_names, where=where,
@@ -572,15 +578,23 @@ class Model:
         if with_optimizer and state.get("epoch") is not None:
             # applied when the Trainer is built (fit, --resume, save): predict and evaluate build none
             self._saved_training = (state, run.get("callback_arrays"), run.get("optimizer"))
+            self._saved_from = run["path"]
             if self._trainer is not None:
                 self._load_saved_training()
 
     def _load_saved_training(self) -> None:
+        from .errors import CheckpointError
+
         state, callback_arrays, optimizer_state = self._saved_training
         self._saved_training = None
         self._trainer.load_state(state, callback_arrays)
         if optimizer_state is not None:
-            self._trainer.optimizer.load_state_dict(optimizer_state)
+            try:
+                self._trainer.optimizer.load_state_dict(optimizer_state)
+            except (ValueError, KeyError, TypeError) as exc:  # state that read_run's checks let through
+                raise CheckpointError(problems=[Problem(
+                    message=f"damaged run directory: optimizer.safetensors: {exc}", file=str(self._saved_from),
+                    hint="resume from an earlier checkpoint, or train again")]) from None
 
 
 def _count(value, name: str, minimum: int) -> int:
@@ -627,7 +641,11 @@ def load(path: str | Path, *, allow_code: bool = False) -> Model:
     from .io.rundir import read_run
 
     run = read_run(path)
-    spec = load_config(run["config"], allow_code=allow_code)
+    try:
+        spec = load_config(run["config"], allow_code=allow_code)
+    except ConfigError:
+        load_config(Path(path) / "config.yaml", allow_code=allow_code)  # the same problems, located in the file
+        raise
     spec.base_dir = Path(path).resolve().parent
     seed = (run.get("state") or {}).get("seed")
     model = Model(spec, seed=seed)

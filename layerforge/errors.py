@@ -91,6 +91,8 @@ def did_you_mean(word: str, choices, cutoff: float = 0.6) -> str | None:
     import difflib
 
     choices = list(choices)
+    if len(word) > 200 or len(choices) > 10_000:  # no real typo is that long; difflib is quadratic in it
+        return None
     lowered = {c.lower(): c for c in choices}
     if word.lower() in lowered:
         return lowered[word.lower()]

@@ -16,6 +16,27 @@ from .layers.base import snake_case
 
 # Weights above this many elements in one array are refused before anything is allocated.
 MAX_WEIGHT_ELEMENTS = 2**32
+# Values per sample of one layer's output (or an input) above this are refused: 2**31 float32 values are 8 GiB
+# for a single sample, and larger products overflow the int64 arithmetic of array sizes and FLOP counts.
+MAX_SAMPLE_ELEMENTS = 2**31
+
+
+def shape_problem(shape, what: str) -> str | None:
+    """Why ``shape`` (without the batch axis) cannot be used, or None: every dimension a positive integer or
+    null, and the values per sample within MAX_SAMPLE_ELEMENTS."""
+    total = 1
+    for d in shape:
+        if d is None:
+            continue
+        if isinstance(d, bool) or not isinstance(d, int):
+            return f"{what} has a dimension {d!r}; every dimension is a positive integer or null"
+        if d <= 0:
+            return f"{what} has a dimension {d:,}; every dimension is a positive integer (or null for any length)"
+        total *= d
+    if total > MAX_SAMPLE_ELEMENTS:
+        return (f"{what} {tuple(shape)} has {total:,} values per sample, more than the {MAX_SAMPLE_ELEMENTS:,} "
+                "layerforge allows")
+    return None
 
 
 @dataclass
@@ -113,6 +134,16 @@ def _declared_inputs(layer_cfgs) -> dict:
     return out
 
 
+def _batch_dim(shape, source, path, problems) -> int | None:
+    """The batch size a Keras-style batch_input_shape fixes (its first entry), checked."""
+    b = shape[0] if shape else None
+    if b is not None and b <= 0:
+        problems.append(source.problem(path + ("batch_input_shape", 0), f"the batch size must be positive, not {b}",
+                                       hint="null (any batch size) or a positive integer"))
+        return None
+    return b
+
+
 def build_graph(spec: ModelSpec) -> Graph:
     """Resolve names and infer every shape; raise one ConfigError with all problems."""
     cfg, source = spec.config, spec.source
@@ -137,7 +168,7 @@ def build_graph(spec: ModelSpec) -> Graph:
         inputs = [InputNode("input", tuple(cfg.input_shape), cfg.input_dtype or "float32")]
     elif first is not None and (first.batch_input_shape or first.input_shape):
         if first.batch_input_shape:
-            batch_size = batch_size or first.batch_input_shape[0]
+            batch_size = batch_size or _batch_dim(first.batch_input_shape, source, ("layers", 0), problems)
             shape = tuple(first.batch_input_shape[1:])
         else:
             shape = tuple(first.input_shape)
@@ -150,7 +181,18 @@ def build_graph(spec: ModelSpec) -> Graph:
         raise ConfigError(problems=problems)
     for i, c in enumerate(layer_cfgs):
         if i > 0 and c is not None and c.batch_input_shape:
-            batch_size = batch_size or c.batch_input_shape[0]
+            batch_size = batch_size or _batch_dim(c.batch_input_shape, source, ("layers", i), problems)
+    input_problems = []
+    for k, inp in enumerate(inputs):
+        why = shape_problem(inp.shape, "the input shape")
+        if why:
+            where = ("inputs", k, "shape") if cfg.inputs else ("input_shape",) if cfg.input_shape is not None else \
+                ("layers", 0, "batch_input_shape" if first.batch_input_shape else "input_shape")
+            input_problems.append(source.problem(where, why, found=str(list(inp.shape)),
+                                                 hint="e.g. [28, 28, 1] for images, [null, 8] for sequences "
+                                                      "of any length"))
+    if input_problems:
+        raise ConfigError(problems=problems + input_problems)
     input_names = {i.name for i in inputs}
 
     # -- names
@@ -229,32 +271,61 @@ def build_graph(spec: ModelSpec) -> Graph:
 
     # -- outputs
     outputs: list[tuple[str, int]] = []
+    listed: set[str] = set()
     for j, ref in enumerate(cfg.outputs or [names[-1]]):
         target, idx = _parse_ref(ref)
-        if target not in n_outputs:
+        if ref in listed:
+            problems.append(source.problem(("outputs", j), f"output '{ref}' is listed twice",
+                                           hint="list each output once"))
+            continue
+        listed.add(ref)
+        if target in input_names:
+            problems.append(source.problem(("outputs", j), f"'{target}' is a model input, not a layer",
+                                           hint="outputs name layers (their `name:`)"))
+        elif target not in n_outputs:
             near = did_you_mean(target, list(n_outputs))
             problems.append(source.problem(("outputs", j), f"unknown output '{target}'",
                                            hint=f"did you mean '{near}'?" if near else "name a layer"))
         elif idx is None:
             outputs.extend((target, k) for k in range(n_outputs[target]))
+        elif idx >= n_outputs[target]:
+            problems.append(source.problem(("outputs", j), f"'{target}' has {n_outputs[target]} output(s); "
+                                           f"there is no :{idx}", hint=f"use '{target}' or '{target}:0'"
+                                           + (f" to '{target}:{n_outputs[target] - 1}'" if n_outputs[target] > 1
+                                              else "")))
         else:
             outputs.append((target, idx))
 
-    # -- topological order (Kahn), keeping config order among ready layers
-    pending = {name: {t for t, _ in edges.get(name, []) if t not in input_names} for name in names}
+    # -- topological order (Kahn, in waves), keeping config order among ready layers; linear in the edges
+    index_of: dict[str, int] = {}
+    indices_of: dict[str, list[int]] = {}
+    for i, n in enumerate(names):
+        index_of.setdefault(n, i)
+        indices_of.setdefault(n, []).append(i)
+    waiting = {name: len({t for t, _ in edges.get(name, []) if t not in input_names and t in index_of})
+               for name in names}
+    consumers_of: dict[str, list[str]] = {}
+    for name in names:
+        for t in {t for t, _ in edges.get(name, []) if t not in input_names and t in index_of}:
+            consumers_of.setdefault(t, []).append(name)
     order: list[int] = []
-    done: set[str] = {names[i] for i in absorbed}
-    while True:
-        ready = [i for i, n in enumerate(names) if n not in done and pending[n] <= done]
-        if not ready:
-            break
-        for i in ready:
+    done: set[str] = {names[i] for i in absorbed}  # InputLayers that became model inputs
+    wave = [i for i, n in enumerate(names) if waiting[n] == 0 and i not in absorbed]
+    while wave:
+        nxt = []
+        for i in wave:
             done.add(names[i])
             order.append(i)
+            for c in consumers_of.get(names[i], ()):
+                waiting[c] -= 1
+                if waiting[c] == 0:
+                    nxt.extend(indices_of[c])
+        wave = sorted(set(nxt))
     if len(order) + len(absorbed) < len(names):
         stuck = [names[i] for i in range(len(names)) if names[i] not in done]
-        problems.append(source.problem(("layers", names.index(stuck[0])),
-                                       "the layers form a cycle: " + " -> ".join(stuck),
+        problems.append(source.problem(("layers", index_of[stuck[0]]),
+                                       "the layers form a cycle: " + " -> ".join(stuck[:10])
+                                       + (f" ... ({len(stuck):,} layers)" if len(stuck) > 10 else ""),
                                        hint="a layer cannot (indirectly) take its own output"))
 
     # -- shapes
@@ -281,9 +352,31 @@ def build_graph(spec: ModelSpec) -> Graph:
                 p.path = f"layers[{i}]"
             problems.extend(exc.problems)
             continue
+        except (ValueError, TypeError, ArithmeticError, IndexError) as exc:  # a config no shape rule foresaw
+            failed.add(name)
+            problems.append(source.problem(("layers", i), f"{layer.config.type} cannot take the input shape "
+                                           f"{in_shape}: {exc}", hint="check the layer's parameters against "
+                                           f"`layerforge layers {layer.config.type}`"))
+            continue
         outs = list(out) if layer.num_outputs() > 1 else [out]
+        why = next(filter(None, (shape_problem(tuple(o), f"the output shape of layer '{name}'") for o in outs)),
+                   None)
+        if why:
+            failed.add(name)
+            problems.append(source.problem(("layers", i), why + "; nothing was allocated", found=f"input {in_shape}",
+                                           hint="reduce the layer's size or the input shape"))
+            continue
         for k, s in enumerate(outs):
             shapes[(name, k)] = tuple(s)
+        for weight in specs:  # a constraint's axis must exist on the weight it constrains
+            axis = weight.constraint.get("axis", 0) if isinstance(weight.constraint, dict) else 0
+            nd = len(weight.shape)
+            bad = [a for a in (axis if isinstance(axis, list) else [axis]) if not -nd <= a < nd]
+            if bad:
+                problems.append(source.problem(
+                    ("layers", i), f"the constraint on weight '{weight.name}' of layer '{name}' uses axis {bad[0]}, "
+                    f"but the weight has {nd} axes (shape {weight.shape})",
+                    hint=f"use an axis from {-nd} to {nd - 1}"))
         biggest = max(specs, key=lambda p: p.size, default=None)
         if biggest is not None and biggest.size > MAX_WEIGHT_ELEMENTS:
             problems.append(source.problem(
@@ -297,8 +390,12 @@ def build_graph(spec: ModelSpec) -> Graph:
         layer.input_shape = in_shape
 
     # -- input dtypes: integer indices feed an Embedding
+    consumers_of_input: dict[str, list] = {inp.name: [] for inp in inputs}
+    for n, refs in edges.items():
+        for t in {t for t, _ in refs if t in consumers_of_input}:
+            consumers_of_input[t].append(layers[index_of[n]])
     for inp in inputs:
-        consumers = [layers[names.index(n)] for n, refs in edges.items() if any(t == inp.name for t, _ in refs)]
+        consumers = consumers_of_input[inp.name]
         if not consumers:
             problems.append(source.problem(("inputs",) if cfg.inputs else ("layers", 0),
                                            f"model input '{inp.name}' is not used by any layer",
@@ -308,14 +405,37 @@ def build_graph(spec: ModelSpec) -> Graph:
             inp.dtype = "int32"
 
     # -- dangling layers
-    used = {t for refs in edges.values() for t, _ in refs} | {t for t, _ in outputs}
+    used = {t for refs in edges.values() for t, _ in refs} | {t for t, _ in outputs} | {
+        _parse_ref(r)[0] for r in (cfg.outputs or [])}
     for name in names:
         if name not in used and name not in input_names:
-            problems.append(source.problem(("layers", names.index(name)),
+            problems.append(source.problem(("layers", index_of[name]),
                                            f"the output of layer '{name}' is not used",
                                            hint="feed it to another layer or list it under `outputs:`"))
 
+    if outputs and not any(p.path.startswith("outputs") for p in problems):
+        _check_per_output(cfg.training, [n if k == 0 else f"{n}_{k}" for n, k in outputs], source, problems)
     if problems:
         raise ConfigError(problems=problems)
     return Graph(spec=spec, inputs=inputs, nodes=nodes, outputs=outputs, batch_size=batch_size)
+
+
+def _check_per_output(training, keys: list[str], source, problems: list[Problem]) -> None:
+    """`loss`, `loss_weights` and `metrics` given per output (a list in output order, or a mapping by output
+    name) must fit the model's outputs: checked here so that `validate` finds it, not `train`."""
+    for what in ("loss", "loss_weights", "metrics"):
+        value = getattr(training, what)
+        if isinstance(value, dict) and "type" not in value:
+            for name in value:
+                if name not in keys:
+                    near = did_you_mean(str(name), keys)
+                    problems.append(source.problem(
+                        ("training", what, name), f"training.{what} names output '{name}', which the model does "
+                        "not have", key=True, expected=", ".join(keys), hint=f"did you mean '{near}'?" if near else
+                        None))
+        elif isinstance(value, list) and what != "metrics" and len(value) != len(keys):
+            problems.append(source.problem(
+                ("training", what), f"training.{what} has {len(value)} entries but the model has {len(keys)} "
+                f"output{'s' if len(keys) != 1 else ''}", expected=", ".join(keys),
+                hint="one entry per output, in the order of `outputs:`"))
 

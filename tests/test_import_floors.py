@@ -16,10 +16,10 @@ PACKAGE = Path(layerforge.__file__).resolve().parent
 
 # floor of each top-level package/module of layerforge (higher may import lower, never the reverse)
 FLOORS = {
-    "errors": 0, "io": 0, "render": 0, "kernels": 0, "activations": 0, "_numpy": 0,
+    "errors": 0, "render": 0, "kernels": 0, "activations": 0, "_numpy": 0,
     "expressions": 1, "layers": 1,
-    "config": 2, "graph": 2,
-    "engine": 3, "data": 3, "summary": 3, "catalog": 3, "schema": 3, "interop": 3,
+    "config": 2, "graph": 2, "io": 2,
+    "engine": 3, "data": 3, "summary": 3, "catalog": 3, "schema": 3, "interop": 3, "memory_budget": 3,
     "api": 4,
     # the applications of the API: the command line and what it runs (serve, sweep and distributed training load
     # runs and build Models through api, and share the command bodies of cli.commands)

@@ -65,12 +65,28 @@ def _run(fn):
         raise typer.Exit(2) from None
     except (typer.Exit, typer.Abort, SystemExit):
         raise
+    except RuntimeError as exc:
+        if _state["debug"] or not str(exc).startswith("Symlink loop"):
+            raise _internal_error(exc) from None
+        # pathlib's resolve() before Python 3.13 reports a symlink loop as RuntimeError, not OSError(ELOOP)
+        _console(stderr=True).print(f"[bold red]error:[/] {exc}: a symbolic link points (through others) back to "
+                                    "itself", highlight=False)
+        raise typer.Exit(2) from None
     except Exception as exc:  # a bug in layerforge, not the user's fault
         if _state["debug"]:
             raise
         _console(stderr=True).print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc}\n"
                                     "run again with --debug for the traceback, and please report it")
         raise typer.Exit(1) from None
+
+
+def _internal_error(exc: Exception):
+    """Report a bug (not the user's fault) in one line and give the exit for it."""
+    if _state["debug"]:
+        return exc
+    _console(stderr=True).print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc}\n"
+                                "run again with --debug for the traceback, and please report it")
+    return typer.Exit(1)
 
 
 def _version(value: bool):
@@ -137,6 +153,21 @@ def validate(config: Path = CONFIG_ARG, overrides: Optional[list[str]] = OVERRID
     _run(body)
 
 
+def _data_file_problem(path: Path) -> Optional[str]:
+    """Why ``path`` cannot be a data file (missing, a symlink loop, a device or FIFO), or None."""
+    import errno
+    import os
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        return "symbolic link loop" if exc.errno == errno.ELOOP else "data file not found"
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        return "not a regular file (a device, FIFO or socket)"
+    return None
+
+
 def _missing_data_files(spec):
     problems = []
     data = spec.config.data
@@ -148,10 +179,10 @@ def _missing_data_files(spec):
             continue
         for key in ("path", "target_path"):
             value = getattr(src, key)
-            if value and not (spec.base_dir / value).exists():
-                problems.append(spec.source.problem(
-                    ("data", part, key), f"data file not found: {spec.base_dir / value}",
-                    hint="relative paths start from the config file's folder"))
+            why = _data_file_problem(spec.base_dir / value) if value else None
+            if why:
+                problems.append(spec.source.problem(("data", part, key), f"{why}: {spec.base_dir / value}",
+                                                    hint="relative paths start from the config file's folder"))
     return problems
 
 
@@ -252,6 +283,44 @@ def _set_threads(threads: Optional[int]):
         set_threads(threads)
 
 
+def _set_max_memory(text: Optional[str]) -> None:
+    """`--max-memory`: the ceiling check_memory (memory_budget.py) compares its estimate with."""
+    from ..memory_budget import parse_size, set_max_memory
+
+    try:
+        set_max_memory(parse_size(text) if text is not None else None)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--max-memory") from None
+
+
+def _check_train_output(output: Optional[Path]) -> None:
+    """`train --output` names a run directory: refuse a file, a symlink loop or a path under a file up front."""
+    import errno
+    import os
+
+    from ..errors import ConfigError, Problem
+
+    if output is None:
+        return
+
+    def refuse(message: str, hint: str):
+        raise ConfigError(problems=[Problem(message=message, file=str(output), hint=hint)])
+
+    try:
+        os.stat(output)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            refuse("--output is a symbolic link loop", "point the link at a folder, or choose another --output")
+        if exc.errno == errno.ENOTDIR:
+            parent = next((p for p in output.parents if p.is_file()), output.parent)
+            refuse(f"--output cannot be created: {parent} is a file, not a folder",
+                   "choose an --output whose parent folders are folders")
+        return
+    if not output.is_dir():
+        refuse("--output is a file; train writes a run directory (a folder) there",
+               f"choose a folder name, e.g. --output {output.with_suffix('')}-run")
+
+
 @app.command()
 def train(
     config: Optional[Path] = typer.Argument(None, help="The model's YAML file (not needed with --resume).",
@@ -274,6 +343,8 @@ def train(
                                              "global batch (default: per rank, as Horovod)."),
     init_from: Optional[Path] = typer.Option(None, "--init-from", help="Fine-tune: start from the weights of this "
                                                                        "run directory (matched by layer name)."),
+    max_memory: Optional[str] = typer.Option(None, "--max-memory", help="Memory ceiling for the estimate made "
+                                             "before training (e.g. 64G); default: the machine's free memory."),
 ):
     """Train a model and write a run directory (config, weights, optimizer state, history).
 
@@ -285,6 +356,7 @@ def train(
     [bold]layerforge train my.yaml --init-from runs/imported[/]
     """
     _set_threads(threads)
+    _set_max_memory(max_memory)
     overrides = list(overrides or [])
     if config is not None and "=" in str(config) and not config.exists():  # `train --resume RUN key=value`
         overrides.insert(0, str(config))
@@ -297,6 +369,7 @@ def train(
     def body():
         from .commands import train_command
 
+        _check_train_output(output)
         console = _console()
         result = train_command(config, overrides=overrides, output=output, resume=resume, data=data,
                                validation_data=validation_data, quiet=quiet, allow_code=allow_code,

@@ -8,6 +8,7 @@ and only the layer types a config uses pay for building their validators.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -29,6 +30,13 @@ class InputSpec(BaseModel):
     name: str = Field(description="input name, referenced by layers' `inputs:`", pattern=r"^[A-Za-z_][A-Za-z0-9_\-]*$")
     shape: list[int | None] = Field(description="shape without the batch axis; null for a variable length")
     dtype: Literal["float32", "float64", "int32", "int64"] = Field("float32", description="element type")
+
+    @field_validator("shape", mode="before")
+    @classmethod
+    def _strict(cls, v):
+        from ..layers.fields import strict_dims
+
+        return strict_dims(v)
 
     @field_validator("shape")
     @classmethod
@@ -56,6 +64,20 @@ class ModelConfig(BaseModel):
                                                         "(default: the last layer)")
     training: TrainingConfig = Field(default_factory=TrainingConfig, description="how `train` fits the model")
     data: DataConfig | None = Field(None, description="data files for train / validation / test")
+
+    @field_validator("seed", mode="before")
+    @classmethod
+    def _seed(cls, v):
+        from ..layers.fields import seed_value
+
+        return seed_value(v)
+
+    @field_validator("input_shape", mode="before")
+    @classmethod
+    def _strict_dims(cls, v):
+        from ..layers.fields import strict_dims
+
+        return strict_dims(v)
 
     @field_validator("outputs", mode="before")
     @classmethod
@@ -112,6 +134,9 @@ def validation_problems(exc: ValidationError, base: tuple, source: SourceMap, da
     renamed = renamed or {}
     for err in exc.errors():
         loc = tuple(err["loc"])
+        # a validator may say which argument inside its field is wrong (config.training.SettingError)
+        sub = tuple(getattr((err.get("ctx") or {}).get("error"), "path", ()) or ())
+        loc += sub
         # pydantic puts union/validator tags in the location; keep only real keys/indices
         loc = _clean_loc(data, loc, missing=err["type"] == "missing")
         if loc and loc[0] in renamed:  # point at the Keras 1 name the user wrote
@@ -129,10 +154,25 @@ def validation_problems(exc: ValidationError, base: tuple, source: SourceMap, da
             problems.append(source.problem(base + loc[:-1], f"missing required parameter '{loc[-1]}'",
                                            hint=f"add `{loc[-1]}: ...`"))
         else:
-            msg = _plain_message(err["msg"].removeprefix("Value error, "))
-            found = _describe(err.get("input")) if "input" in err else None
+            value = err.get("input")
+            if isinstance(value, float) and math.isnan(value) and kind != "value_error":
+                msg = "must be a number, not NaN"  # pydantic's "must be less than 1" would mislead
+            elif kind == "string_pattern_mismatch" and loc and loc[-1] == "name":
+                msg = ("must not be empty" if value == "" else "is not a valid name") + \
+                    ": a name starts with a letter or _ and has only letters, digits, _ and -"
+            else:
+                msg = _plain_message(err["msg"].removeprefix("Value error, "))
+            if sub:  # show the argument that is wrong, not the whole field
+                value = _at(data, loc)
+            found = _describe(value) if "input" in err else None
             problems.append(source.problem(path, msg, found=found))
     return problems
+
+
+def _at(data: Any, loc: tuple) -> Any:
+    for part in loc:
+        data = data[part]
+    return data
 
 
 def _plain_message(msg: str) -> str:
@@ -267,10 +307,29 @@ def parse_model(data: Any, source: SourceMap, base_dir: Path, *, allow_code: boo
     raw_layers = top.get("layers") if isinstance(top.get("layers"), list) else []
     layers = [parse_layer(raw, ("layers", i), source, problems, allow_code=allow_code)
               for i, raw in enumerate(raw_layers)]
+    nans = _nan_paths(data)
+    if nans:  # NaN is never a setting: one clear message each, instead of whatever a bound check made of it
+        shown = {format_path(p) for p in nans}
+        problems = [p for p in problems if p.path not in shown] + [
+            source.problem(p, "NaN is not a valid value", found="nan", hint="write a number") for p in nans]
     if problems:
         problems.sort(key=lambda p: (p.line is None, p.line or 0, p.column or 0))
         raise ConfigError(problems=problems)
     return ModelSpec(config=config, layers=layers, source=source, base_dir=base_dir, raw=data)
+
+
+def _nan_paths(data: Any) -> list[tuple]:
+    """Config paths of every float NaN in ``data`` (iteratively: no recursion limit to hit)."""
+    out, stack = [], [((), data)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, float) and math.isnan(value):
+            out.append(path)
+        elif isinstance(value, dict):
+            stack.extend((path + (k,), v) for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend((path + (i,), v) for i, v in enumerate(value))
+    return sorted(out, key=str)
 
 
 def load_config(path: str | Path | dict, overrides: list[str] | None = None, *,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import yaml
 
 from ..errors import ConfigError, Problem
-from .source import SourceMap
+from .source import MAX_DEPTH, SourceMap
 
 
 def _parse_key(key: str) -> list:
@@ -13,19 +13,21 @@ def _parse_key(key: str) -> list:
     for piece in key.replace("]", "").replace("[", ".").split("."):
         if piece == "":
             raise ValueError("empty path element")
+        if len(parts) >= MAX_DEPTH:
+            raise ValueError(f"the key has more than {MAX_DEPTH} parts")
         parts.append(int(piece) if piece.lstrip("-").isdigit() else piece)
     return parts
 
 
 def _parse_value(text: str):
     """A value as the YAML loader reads it (so 1e-3 is a float here too)."""
-    from .source import _Loader
+    from .source import parse_yaml_value
 
-    loader = _Loader(text)
-    try:
-        return loader.get_single_data()
-    finally:
-        loader.dispose()
+    return parse_yaml_value(text, "<command line>")
+
+
+def _short(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 # Keras 1 spellings outside the layers: training.nb_epoch, an optimizer's lr, a callback's epsilon
@@ -87,8 +89,12 @@ def apply_overrides(data, overrides: list[str], source: SourceMap):
         try:
             parts = _parse_key(key.strip())
             value = _parse_value(text) if text.strip() else ""
+        except ConfigError as exc:
+            problems.extend(Problem(message=f"override '{_short(item)}': {p.message}", file="<command line>",
+                                    found=p.found, expected=p.expected, hint=p.hint) for p in exc.problems)
+            continue
         except (ValueError, yaml.YAMLError) as exc:
-            problems.append(Problem(message=f"override '{item}': {exc}", file="<command line>"))
+            problems.append(Problem(message=f"override '{_short(item)}': {exc}", file="<command line>"))
             continue
         cur = data
         ok = True

@@ -5,6 +5,7 @@ Pure tables and pydantic models, so `validate` can check them without the engine
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
@@ -179,6 +180,106 @@ CallbackConfig = Annotated[Union[tuple(CALLBACK_MODELS.values())], Field(discrim
 CALLBACK_ARG_RENAMES = {"epsilon": "min_delta"}
 
 
+class SettingError(ValueError):
+    """A ValueError that knows which argument below the pydantic field is wrong (``path``, e.g.
+    ("learning_rate", "decay_steps")), so the error points at that line, not at the whole field."""
+
+    def __init__(self, message: str, path: tuple = ()):
+        super().__init__(message)
+        self.path = tuple(path)
+
+
+def _under(path: tuple, fn, *args):
+    """``fn(*args)``, with ``path`` put in front of the location of any error it raises."""
+    try:
+        return fn(*args)
+    except SettingError as exc:
+        raise SettingError(str(exc), (*path, *exc.path)) from None
+    except ValueError as exc:
+        raise SettingError(str(exc), path) from None
+
+
+# ---------------------------------------------------------------------- typed arguments
+# A rule checks one argument's value and raises SettingError(path=(argument,)) if the engine could not use it:
+# the checks `validate` makes so that a config it accepts also trains.
+
+def _number(lo=None, hi=None, *, lo_open=False, hi_open=False, integer=False, allow_inf=False, null=False):
+    parts = []
+    if lo is not None:
+        parts.append(f"{'>' if lo_open else '>='} {lo}")
+    if hi is not None:
+        parts.append(f"{'<' if hi_open else '<='} {hi}")
+    what = ("an integer" if integer else "a number") + (" " + " and ".join(parts) if parts else "") + (
+        " or null" if null else "")
+
+    def check(key: str, v):
+        if v is None and null:
+            return
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or (integer and isinstance(v, float)
+                                                                       and not v.is_integer()):
+            raise SettingError(f"{key} must be {what}, not {v!r}", (key,))
+        if math.isnan(v) or (math.isinf(v) and not allow_inf):
+            raise SettingError(f"{key} must be {what} (finite), not {v!r}", (key,))
+        if lo is not None and (v < lo or (lo_open and v == lo)) or hi is not None and (v > hi or (hi_open
+                                                                                                  and v == hi)):
+            raise SettingError(f"{key} must be {what}, not {v!r}", (key,))
+    return check
+
+
+def _boolean(key: str, v):
+    if not isinstance(v, bool):
+        raise SettingError(f"{key} must be true or false, not {v!r}", (key,))
+
+
+_POSITIVE = _number(0, lo_open=True)
+_CLIP = _number(0, lo_open=True, allow_inf=True, null=True)
+_FRACTION = _number(0, 1, hi_open=True)  # betas and rho: 1 would divide by zero in the bias correction
+OPTIMIZER_RULES = {
+    "momentum": _number(0, 1), "nesterov": _boolean, "centered": _boolean, "amsgrad": _boolean,
+    "rho": _FRACTION, "beta_1": _FRACTION, "beta_2": _FRACTION, "epsilon": _number(0),
+    "initial_accumulator_value": _number(0), "clipnorm": _CLIP, "clipvalue": _CLIP, "global_clipnorm": _CLIP,
+    "decay": _number(0), "weight_decay": _number(0, null=True), "schedule_decay": _number(0),
+}
+SCHEDULE_RULES = {
+    "initial_learning_rate": _POSITIVE, "decay_steps": _POSITIVE, "staircase": _boolean, "cycle": _boolean,
+    "end_learning_rate": _number(0), "power": _number(0), "alpha": _number(0, 1),
+    "warmup_target": _number(0, lo_open=True, null=True), "warmup_steps": _number(0),
+}
+LOSS_RULES = {"from_logits": _boolean, "label_smoothing": _number(0, 1), "delta": _POSITIVE,
+              "axis": _number(integer=True)}
+METRIC_RULES = {"k": _number(1, integer=True), "threshold": _number(0, 1),
+                "num_thresholds": _number(2, 100_000, integer=True)}
+
+
+def _check_rules(args: dict, rules: dict, keys: dict | None = None) -> None:
+    """Apply ``rules`` to ``args``; ``keys`` maps a canonical argument name to the one the user wrote."""
+    for k, v in args.items():
+        rule = rules.get(k)
+        if rule is not None:
+            _under((), rule, (keys or {}).get(k, k), v)
+
+
+def check_schedule(name: str, args: dict) -> None:
+    _check_rules(args, SCHEDULE_RULES)
+    if name == "exponential_decay" or name == "inverse_time_decay":
+        _number(0, lo_open=True)("decay_rate", args.get("decay_rate"))
+    if name == "piecewise_constant":
+        boundaries, values = args.get("boundaries"), args.get("values")
+        if not isinstance(boundaries, list):
+            raise SettingError(f"boundaries must be a list of step numbers, not {boundaries!r}", ("boundaries",))
+        if not isinstance(values, list) or not values:
+            raise SettingError(f"values must be a non-empty list of learning rates, not {values!r}", ("values",))
+        for i, b in enumerate(boundaries):
+            _under(("boundaries",), _number(0), i, b)
+        for i, v in enumerate(values):
+            _under(("values",), _POSITIVE, i, v)
+        if len(values) != len(boundaries) + 1:
+            raise SettingError(f"piecewise_constant needs one more value than boundaries; got {len(boundaries)} "
+                               f"boundaries and {len(values)} values", ("values",))
+        if any(b >= c for b, c in zip(boundaries, boundaries[1:])):
+            raise SettingError(f"boundaries must increase, got {boundaries}", ("boundaries",))
+
+
 def canonical_name(value: str, table, aliases: dict, kind: str) -> str:
     key = str(value).lower()
     key = aliases.get(key, key)
@@ -202,8 +303,11 @@ def normalize_loss(value: Any) -> dict:
         return {"type": canonical_name(value, LOSSES, LOSS_ALIASES, "loss")}
     if isinstance(value, dict) and "type" in value:
         args = dict(value)
-        name = canonical_name(args.pop("type"), LOSSES, LOSS_ALIASES, "loss")
+        if not isinstance(args["type"], str):
+            raise SettingError(f"a loss type is a name like 'mse', not {args['type']!r}", ("type",))
+        name = _under(("type",), canonical_name, args.pop("type"), LOSSES, LOSS_ALIASES, "loss")
         _check_args("loss", name, args, LOSSES[name])
+        _check_rules(args, LOSS_RULES)
         return {"type": name, **args}
     raise ValueError(f"a loss is a name like 'mse' or {{type: ..., from_logits: true}}, not {value!r}")
 
@@ -214,29 +318,37 @@ def normalize_optimizer(value: Any) -> dict:
     if not isinstance(value, dict) or "type" not in value:
         raise ValueError(f"an optimizer is a name like 'adam' or {{type: adam, learning_rate: 0.01}}, not {value!r}")
     args = dict(value)
-    name = canonical_name(args.pop("type"), OPTIMIZERS, {}, "optimizer")
+    if not isinstance(args["type"], str):
+        raise SettingError(f"an optimizer type is a name like 'adam', not {args['type']!r}", ("type",))
+    name = _under(("type",), canonical_name, args.pop("type"), OPTIMIZERS, {}, "optimizer")
+    keys = {}  # canonical argument -> the name the user wrote (to point at it)
     for old, new in OPTIMIZER_ARG_RENAMES.items():
         if old in args:
+            if new in args:
+                raise SettingError(f"'{old}' and '{new}' mean the same argument; give only one", (old,))
             args[new] = args.pop(old)
+            keys[new] = old
     allowed = {**_COMMON_OPT, **OPTIMIZERS[name]}
     if name == "nadam":
         allowed["schedule_decay"] = 0.004
     _check_args("optimizer", name, args, allowed)
+    _check_rules(args, OPTIMIZER_RULES, keys)
     lr = args.get("learning_rate")
+    lr_key = keys.get("learning_rate", "learning_rate")
     if isinstance(lr, dict):
         sched = dict(lr)
-        sname = canonical_name(sched.pop("type", ""), SCHEDULES, {}, "learning-rate schedule")
-        _check_args("learning-rate schedule", sname, sched, SCHEDULES[sname])
+        if not isinstance(sched.get("type", ""), str):
+            raise SettingError(f"a schedule type is a name like 'exponential_decay', not {sched['type']!r}",
+                               (lr_key, "type"))
+        sname = _under((lr_key,), canonical_name, sched.pop("type", ""), SCHEDULES, {}, "learning-rate schedule")
+        _under((lr_key,), _check_args, "learning-rate schedule", sname, sched, SCHEDULES[sname])
         missing = [k for k, d in SCHEDULES[sname].items() if d is None and k != "warmup_target" and k not in sched]
         if missing:
-            raise ValueError(f"learning-rate schedule {sname!r} needs {', '.join(missing)}")
+            raise SettingError(f"learning-rate schedule {sname!r} needs {', '.join(missing)}", (lr_key,))
+        _under((lr_key,), check_schedule, sname, sched)
         args["learning_rate"] = {"type": sname, **sched}
-    elif lr is not None and (not isinstance(lr, (int, float)) or isinstance(lr, bool) or lr <= 0):
-        raise ValueError(f"learning_rate must be a number > 0 or a schedule, not {lr!r}")
-    for k, v in args.items():
-        if k in ("clipnorm", "clipvalue", "global_clipnorm") and v is not None and (
-                not isinstance(v, (int, float)) or v <= 0):
-            raise ValueError(f"{k} must be a number > 0, not {v!r}")
+    elif lr is not None:
+        _number(0, lo_open=True)(lr_key, lr)
     return {"type": name, **args}
 
 
@@ -245,10 +357,13 @@ def normalize_metric(value: Any) -> str | dict:
         return canonical_name(value, METRICS, METRIC_ALIASES, "metric")
     if isinstance(value, dict) and "type" in value:
         args = dict(value)
-        name = canonical_name(args.pop("type"), METRICS, METRIC_ALIASES, "metric")
+        if not isinstance(args["type"], str):
+            raise SettingError(f"a metric type is a name like 'accuracy', not {args['type']!r}", ("type",))
+        name = _under(("type",), canonical_name, args.pop("type"), METRICS, METRIC_ALIASES, "metric")
         allowed = {"k": 5} if "top_k" in name else {"threshold": 0.5} if name in (
             "binary_accuracy", "precision", "recall", "f1_score") else {"num_thresholds": 200} if name == "auc" else {}
         _check_args("metric", name, args, allowed)
+        _check_rules(args, METRIC_RULES)
         return {"type": name, **args}
     raise ValueError(f"a metric is a name like 'accuracy', not {value!r}")
 
@@ -322,9 +437,9 @@ class TrainingConfig(_Strict):
     @classmethod
     def _loss(cls, v):
         if isinstance(v, list):
-            return [normalize_loss(x) for x in v]
+            return [_under((i,), normalize_loss, x) for i, x in enumerate(v)]
         if isinstance(v, dict) and "type" not in v:
-            return {str(k): normalize_loss(x) for k, x in v.items()}
+            return {str(k): _under((k,), normalize_loss, x) for k, x in v.items()}
         return normalize_loss(v)
 
     @field_validator("optimizer", mode="before")
@@ -340,15 +455,23 @@ class TrainingConfig(_Strict):
         if isinstance(v, (str, dict)) and not (isinstance(v, dict) and "type" not in v):
             v = [v]
         if isinstance(v, dict):
-            return {str(k): [normalize_metric(m) for m in (x if isinstance(x, list) else [x])] for k, x in v.items()}
+            return {str(k): [_under((k, i) if isinstance(x, list) else (k,), normalize_metric, m)
+                             for i, m in enumerate(x if isinstance(x, list) else [x])] for k, x in v.items()}
         if not isinstance(v, list):
             raise ValueError(f"metrics is a list of names, not {v!r}")
-        return [normalize_metric(m) for m in v]
+        return [_under((i,), normalize_metric, m) for i, m in enumerate(v)]
 
     @field_validator("callbacks", mode="before")
     @classmethod
     def _callbacks(cls, v):
-        return [normalize_callback(c) for c in (v or [])]
+        if v is None:
+            return []
+        if isinstance(v, (str, dict)):  # one callback written without the list around it
+            v = [v]
+        if not isinstance(v, (list, tuple)):
+            raise ValueError(f"callbacks is a list such as [EarlyStopping, {{type: CSVLogger, filename: log.csv}}], "
+                             f"not {v!r}")
+        return [normalize_callback(c) for c in v]
 
     @field_validator("class_weight", mode="before")
     @classmethod

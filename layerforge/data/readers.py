@@ -172,6 +172,17 @@ def _cast(arr, dtype: np.dtype):
 # ---------------------------------------------------------------------------------------------- labels
 
 
+def _label_too_large(values: np.ndarray, loc: Located, per_sample: int, P: Problems) -> bool:
+    """Whole-number labels beyond what an int64 holds exactly (2**53 as a float) are reported by cell."""
+    big = np.flatnonzero(np.abs(values) > 2**53)
+    if not len(big):
+        return False
+    desc, line = loc.at(int(big[0]) // per_sample)
+    P.add(f"{desc}: {_py(values[big[0]])!r} is too large for a class label", line=line,
+          hint="class labels are small whole numbers or text; for numeric targets use a regression loss")
+    return True
+
+
 def _encode_labels(raw: np.ndarray, out: OutputInfo, enc: dict | None, loc: Located, P: Problems):
     """Class labels -> (int64 class ids of raw's shape, encoder dict). Problems go to ``P``."""
     flat = raw.reshape(-1)
@@ -190,6 +201,8 @@ def _encode_labels(raw: np.ndarray, out: OutputInfo, enc: dict | None, loc: Loca
                     desc, line = loc.at(i // per_sample)
                     P.add(f"{desc}: {_py(values[i])!r} is not a class label (the training labels were whole numbers)",
                           line=line)
+                    return None, enc
+                if _label_too_large(values, loc, per_sample, P):
                     return None, enc
             values = values.astype(np.int64)
             keys = [int(c) for c in classes]
@@ -214,6 +227,8 @@ def _encode_labels(raw: np.ndarray, out: OutputInfo, enc: dict | None, loc: Loca
                           f"({len(bad)} value{'s' if len(bad) > 1 else ''} affected)", line=line,
                           hint=f"output {out.name!r} is a classifier (its loss takes class labels); for numeric "
                                "targets use a regression loss such as mean_squared_error")
+                    return None, None
+                if _label_too_large(values, loc, per_sample, P):
                     return None, None
             values = values.astype(np.int64)
             uniq = np.unique(values)
@@ -387,11 +402,22 @@ def _csv_target(table: Table, cols: list[int], out: OutputInfo, enc: dict | None
     return _csv_regression(table, cols, out, P), None
 
 
+def _float32_cells(table: Table, j: int, values: np.ndarray, P: Problems) -> None:
+    """Report the first cell of column ``j`` too large for float32 (it would become infinite)."""
+    big = np.flatnonzero(np.isfinite(values) & (np.abs(values) > np.finfo(np.float32).max))
+    if len(big):
+        i = int(big[0])
+        ln = int(table.lines[i])
+        P.add(f"row {ln}, {table.column_label(j)}: {_py(table.cells[i, j])!r} is too large for float32", line=ln,
+              hint="rescale the column")
+
+
 def _csv_regression(table: Table, cols: list[int], out: OutputInfo, P: Problems):
     n = table.n_rows
     y = np.empty((n, len(cols)), dtype=np.float64)
     for k, j in enumerate(cols):
         y[:, k] = _parse_numeric(table, j, P, "target")
+        _float32_cells(table, j, y[:, k], P)
     shape = tuple(out.shape)
     size = _size(shape)
     names = ", ".join(table.column_label(j) for j in cols)
@@ -500,7 +526,8 @@ def _from_csv(table: Table, source, inputs: list[InputInfo], outputs: list[Outpu
                      + (" and the sample weights" if sw_col is not None else ""),
                      hint="the model needs input columns besides the target")
     if want is not None and len(feat) != want:
-        names = ", ".join(table.column_names()[j] for j in feat)
+        all_names = table.column_names()  # once: it is a list over every column
+        names = short_list([all_names[j] for j in feat], 20)
         tgt = ""
         if require_target and by_default:
             tgt = f" (the target defaults to the last column, {table.column_label(ncols - 1)})"
@@ -545,6 +572,7 @@ def _from_csv(table: Table, source, inputs: list[InputInfo], outputs: list[Outpu
                 ln = int(table.lines[i])
                 P.add(f"row {ln}, {table.column_label(sw_col)}: sample weight {_py(table.cells[i, sw_col])!r} is "
                       "negative", line=ln, hint="sample weights must be >= 0")
+            _float32_cells(table, sw_col, sw, P)
             sw = sw.astype(np.float32)
     P.raise_if_any()
     if dtype.kind == "f" and np.isinf(x.astype(dtype)).any():
@@ -810,6 +838,21 @@ def _from_npz(table: Table, source, inputs, outputs, require_target, encoders, P
 # ---------------------------------------------------------------------------------------------- entry
 
 
+def _quiet_numpy(fn):
+    """Run a reader with numpy's floating-point warnings off: values that overflow or are invalid are checked
+    and reported by cell (row and column) instead of as a RuntimeWarning printed to the user."""
+    import functools
+    import warnings
+
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return fn(*args, **kwargs)
+    return run
+
+
+@_quiet_numpy
 def load_source(source, base_dir: Path | str, *, inputs: list, outputs: list, require_target: bool = True,
                 encoders: dict | None = None, feature_names: list[str] | None = None,
                 where: str = "", preprocessing: dict | None = None, holdout_fraction: float = 0.0) -> Dataset:

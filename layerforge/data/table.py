@@ -42,7 +42,7 @@ def display_path(path: Path) -> str:
     path = Path(path)
     try:
         return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except (ValueError, OSError):
+    except (ValueError, OSError, RuntimeError):  # RuntimeError: a symlink loop
         return str(path)
 
 
@@ -111,6 +111,27 @@ def short_list(values, limit: int = 8) -> str:
 # ---------------------------------------------------------------------------------------------- files
 
 
+def _refuse_special(path: Path, config_path: str) -> None:
+    """A symlink loop, a device (/dev/zero), a FIFO or a socket is not a data file: reading one would hang or
+    never end."""
+    import errno
+    import stat
+
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise DataError(problems=[Problem(
+                message=f"{display_path(path)} is a symbolic link loop (the link points, through others, back to "
+                        "itself)", path=config_path, hint="point the link at a real file")]) from None
+        return  # missing: reported by the caller with a "did you mean"
+    if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+        kind = "a FIFO (named pipe)" if stat.S_ISFIFO(st.st_mode) else "a device" if (
+            stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)) else "a socket or other special file"
+        raise DataError(problems=[Problem(message=f"{display_path(path)} is {kind}, not a data file",
+                                          path=config_path, hint="save the data to a regular file")])
+
+
 def resolve_path(path_str: str, base_dir: Path, *, where: str = "", key: str = "path") -> Path:
     """The file a data source names; relative paths start from the config file's folder."""
     base_dir = Path(base_dir)
@@ -118,6 +139,7 @@ def resolve_path(path_str: str, base_dir: Path, *, where: str = "", key: str = "
     if not path.is_absolute():
         path = base_dir / path
     config_path = f"{where}.{key}" if where else key
+    _refuse_special(path, config_path)
     if path.is_dir():
         raise DataError(problems=[Problem(
             message=f"{display_path(path)} is a folder, not a data file", path=config_path,
@@ -260,18 +282,68 @@ class Table:
             self.arrays.close()
 
 
+def _npy_header(fh):
+    """(shape, dtype) from the header of an .npy stream positioned at its start, read without allocating the
+    array; ValueError says what is wrong. The header is parsed by numpy's own literal reader (no eval)."""
+    from numpy.lib import format as npformat
+
+    if fh.read(6) != _NPY_MAGIC:
+        raise ValueError("it is not a NumPy array (no .npy header)")
+    fh.seek(0)
+    try:
+        version = npformat.read_magic(fh)
+        if version == (1, 0):
+            shape, _fortran, dtype = npformat.read_array_header_1_0(fh)
+        elif version == (2, 0):
+            shape, _fortran, dtype = npformat.read_array_header_2_0(fh)
+        else:
+            shape, _fortran, dtype = npformat._read_array_header(fh, version)
+    except Exception as e:  # numpy's header parser fails in many ways (tokenize errors too) on damaged bytes
+        raise ValueError(f"its .npy header is damaged ({type(e).__name__}: {e})") from None
+    if not isinstance(shape, tuple) or any(not isinstance(d, int) or d < 0 for d in shape):
+        raise ValueError(f"its .npy header has an invalid shape {shape!r}")
+    return shape, dtype
+
+
+def _check_npy_size(shape, dtype, data_bytes: int, what: str) -> None:
+    """The header's shape must fit the bytes that follow it (a 2 KB file cannot hold (10**10, 8) floats)."""
+    if dtype.hasobject:
+        return  # refused later, with the pickle message
+    need = dtype.itemsize
+    for d in shape:
+        need *= d
+    if need > data_bytes:
+        raise ValueError(f"{what} header says shape {tuple(shape)} of {dtype.name} ({need:,} bytes), but only "
+                         f"{max(data_bytes, 0):,} bytes of data follow: the file is truncated or damaged")
+
+
+def _too_big_for_memory(nbytes: int) -> str | None:
+    from ..memory_budget import free_memory, human_bytes
+
+    free = free_memory()
+    if free is not None and nbytes > free:
+        return f"it needs {human_bytes(nbytes)} in memory and this machine has {human_bytes(free)} free"
+    return None
+
+
 class _LazyNpz:
     """Mapping over the arrays of an .npz file; each array is read on first access, pickle refused."""
 
     def __init__(self, path: Path, problems: Problems):
         self.path = path
         self.problems = problems
+        self._fh = None
         try:
-            self._npz = np.load(path, allow_pickle=False)
-        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+            self._fh = open(path, "rb")  # ours to close, also when numpy gives up on it
+            self._npz = np.load(self._fh, allow_pickle=False)
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile, NotImplementedError) as e:  # NotImplementedError:
+            # zipfile's word for a zip version or compression method it cannot read
+            if self._fh is not None:
+                self._fh.close()
             raise problems.fail(f"{display_path(path)} is not a readable .npz file: {e}",
                                 hint="write it with np.savez('file.npz', x=features, y=targets)") from None
         if not isinstance(self._npz, np.lib.npyio.NpzFile):
+            self._fh.close()
             raise problems.fail(f"{display_path(path)} holds a single array (.npy), not an .npz archive",
                                 hint="set `format: npy` (targets then come from `target_path:`)")
         self._cache: dict[str, np.ndarray] = {}
@@ -288,10 +360,29 @@ class _LazyNpz:
     def values(self):
         return [self[k] for k in self.keys()]
 
+    def _check_member(self, name: str) -> None:
+        """Refuse a member that is not an array, or whose header promises more than it holds, before reading it."""
+        member = name if name in self._npz.zip.namelist() else name + ".npy"
+        info = self._npz.zip.getinfo(member)
+        with self._npz.zip.open(member) as fh:
+            shape, dtype = _npy_header(fh)
+            header_bytes = fh.tell()
+        _check_npy_size(shape, dtype, info.file_size - header_bytes, f"array {name!r}:")
+        why = _too_big_for_memory(info.file_size)
+        if why:
+            raise ValueError(f"array {name!r} is too large to load: {why}")
+
     def __getitem__(self, name: str) -> np.ndarray:
         if name not in self._cache:
             try:
-                self._cache[name] = self._npz[name]
+                self._check_member(name)
+                value = self._npz[name]
+                if not isinstance(value, np.ndarray):
+                    raise ValueError("it is not a NumPy array")
+                self._cache[name] = value
+            except (zipfile.BadZipFile, EOFError, OSError, KeyError, zipfile.LargeZipFile, NotImplementedError) as e:
+                raise self.problems.fail(f"cannot read array {name!r} from {display_path(self.path)}: the archive "
+                                         f"is damaged ({e})", hint="write the file again with np.savez") from None
             except ValueError as e:
                 if "pickle" in str(e):
                     raise self.problems.fail(
@@ -303,6 +394,7 @@ class _LazyNpz:
 
     def close(self) -> None:
         self._npz.close()
+        self._fh.close()
 
 
 def load_npy(path: Path, mmap: bool | None, problems: Problems) -> np.ndarray:
@@ -324,7 +416,17 @@ def load_npy(path: Path, mmap: bool | None, problems: Problems) -> np.ndarray:
         raise problems.fail(f"{display_path(path)} is not a NumPy .npy file (it starts with {magic!r})", file=path,
                             hint="name it .csv or set `format: csv`" if looks_text else
                             "write it with np.save('file.npy', array)")
-    use_mmap = bool(mmap) if mmap is not None else size > MMAP_THRESHOLD
+    try:
+        with open(path, "rb") as fh:
+            shape, dtype = _npy_header(fh)
+            _check_npy_size(shape, dtype, size - fh.tell(), "the")
+    except ValueError as e:
+        raise problems.fail(f"{display_path(path)} is not a valid .npy file: {e}", file=path,
+                            hint="write it again with np.save('file.npy', array)") from None
+    except OSError as e:
+        raise problems.fail(f"cannot read {display_path(path)}: {e.strerror or e}", file=path) from None
+    # a file larger than the free memory is memory-mapped rather than read whole
+    use_mmap = bool(mmap) if mmap is not None else (size > MMAP_THRESHOLD or _too_big_for_memory(size) is not None)
     try:
         arr = np.load(path, mmap_mode="r" if use_mmap else None, allow_pickle=False)
     except ValueError as e:
@@ -341,11 +443,33 @@ def load_npy(path: Path, mmap: bool | None, problems: Problems) -> np.ndarray:
     return arr
 
 
+TEXT_MEMORY_FACTOR = 10  # parsed CSV cells take about this many times the text's size in memory
+
+
 def _read_bytes(path: Path, problems: Problems) -> bytes:
+    """The file's bytes (gunzipped), refusing text that would not fit in memory once parsed: a gzip bomb stops
+    at that limit instead of filling the memory."""
+    from ..memory_budget import free_memory, human_bytes
+
+    free = free_memory()
+    limit = free // TEXT_MEMORY_FACTOR if free is not None else None
+
+    def too_big(n: int):
+        return problems.fail(f"{display_path(path)} holds over {human_bytes(n)} of text; parsed, that needs about "
+                             f"{TEXT_MEMORY_FACTOR}x as much memory and this machine has {human_bytes(free)} free",
+                             hint="convert the data to .npy (files over 100 MB are memory-mapped)")
     try:
         if path.name.lower().endswith(".gz"):
             with gzip.open(path, "rb") as fh:
-                return fh.read()
+                if limit is None:
+                    return fh.read()
+                raw = fh.read(limit + 1)
+                if len(raw) > limit:
+                    raise too_big(limit)
+                return raw
+        size = path.stat().st_size
+        if limit is not None and size > limit:
+            raise too_big(size)
         return path.read_bytes()
     except (gzip.BadGzipFile, EOFError, zipfile.BadZipFile) as e:
         raise problems.fail(f"{display_path(path)} is not a valid gzip file: {e}") from None

@@ -29,6 +29,9 @@ class Tape:
 
 class CompiledModel:
     def __init__(self, graph: Graph, *, seed: int | None = None, dtype=np.float32):
+        from ..memory_budget import check_memory
+
+        check_memory(graph, itemsize=np.dtype(dtype).itemsize)  # refuse a model too big before allocating it
         self.graph = graph
         self.dtype = np.dtype(dtype)
         self.nodes: list[Node] = graph.nodes

@@ -263,7 +263,10 @@ class Optimizer:
     def learning_rate(self) -> float:
         """The base rate at the current iteration (the schedule's value when one is active)."""
         if self._schedule is not None:
-            return float(self._schedule(self.iterations))
+            try:
+                return float(self._schedule(self.iterations))
+            except OverflowError:  # e.g. decay_rate 1e300 ** (step / decay_steps): the rate is unbounded
+                return math.inf  # the step then makes the loss non-finite: a failed run (exit 1), not a crash
         return self._lr
 
     @learning_rate.setter

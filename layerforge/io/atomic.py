@@ -47,18 +47,81 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+MARKER = ".layerforge-partial"  # inside a temporary run folder while it is written: "<host> <pid>"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # exists, owned by someone else
+    return True
+
+
+def _dead_owner(folder: Path) -> bool:
+    """Whether ``folder`` is a temporary run folder whose writer, on this host, no longer runs."""
+    import socket
+
+    try:
+        host, pid = (folder / MARKER).read_text().split()
+        return host == socket.gethostname() and not _alive(int(pid))
+    except (OSError, ValueError):
+        return False
+
+
+def clean_stale(parent: str | Path) -> list[Path]:
+    """Remove what saves killed midway (SIGKILL, power loss) left in ``parent``: temporary run folders
+    (``.<run>.<pid>-*.tmp`` with the marker) of processes that are gone, and the previous copy a finished
+    swap did not get to delete (``.<run>.old-<pid>``, only when ``<run>`` itself is in place; otherwise the copy
+    is put back). Returns the folders removed. Never touches anything without these exact names."""
+    import re
+
+    parent = Path(parent)
+    removed = []
+    try:
+        entries = list(os.scandir(parent))
+    except OSError:
+        return removed
+    for entry in entries:
+        name = entry.name
+        if not name.startswith(".") or not entry.is_dir(follow_symlinks=False):
+            continue
+        path = Path(entry.path)
+        if name.endswith(".tmp") and _dead_owner(path):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+            continue
+        m = re.fullmatch(r"\.(.+)\.old-(\d+)", name)
+        if m and not _alive(int(m.group(2))):
+            final = parent / m.group(1)
+            if final.exists():
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path)
+            else:
+                os.replace(path, final)
+    return removed
+
+
 @contextmanager
 def atomic_directory(final: str | Path):
     """Yield a temporary sibling folder; on success it replaces ``final`` in one rename.
 
     If ``final`` exists it is moved aside first and removed only after the new one is in
-    place, so an interrupted save leaves the previous directory loadable."""
+    place, so an interrupted save leaves the previous directory loadable. Leftovers of saves whose
+    process was killed are cleaned from the parent first (``clean_stale``)."""
+    import socket
+
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    clean_stale(final.parent)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.{os.getpid()}-", suffix=".tmp", dir=final.parent))
     os.chmod(tmp, _default_mode(True))
+    (tmp / MARKER).write_text(f"{socket.gethostname()} {os.getpid()}\n")
     try:
         yield tmp
+        (tmp / MARKER).unlink()
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

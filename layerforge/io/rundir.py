@@ -40,14 +40,21 @@ def _save_tensors(path: Path, tensors: dict[str, np.ndarray], metadata: dict[str
 
 
 def _load_tensors(path: Path) -> dict[str, np.ndarray]:
+    import stat
+
     from safetensors.numpy import load_file
 
     try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise _damaged(path, f"cannot read it: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(mode):
+        raise _damaged(path, "it is a directory, not a tensor file" if stat.S_ISDIR(mode) else
+                       "it is not a regular file")
+    try:
         return load_file(str(path))
-    except Exception as exc:  # a truncated or foreign file
-        raise CheckpointError(problems=[Problem(message=f"cannot read {path.name}: {exc}", file=str(path),
-                                                hint="the run directory is damaged; train again or use a "
-                                                     "checkpoint")]) from None
+    except Exception as exc:  # a truncated or foreign file: safetensors checks its header against the file
+        raise _damaged(path, f"cannot read it: {exc}") from None
 
 
 def history_csv(history: list[dict]) -> str:
@@ -148,10 +155,198 @@ def _recover(path: Path) -> None:
         shutil.move(str(olds[-1]), str(path))
 
 
+def _damaged(file: Path, message: str, *, line: int | None = None, column: int | None = None,
+             hint: str | None = None) -> CheckpointError:
+    return CheckpointError(problems=[Problem(
+        message=f"damaged run directory: {file.name}: {message}", file=str(file), line=line, column=column,
+        hint=hint or "train again, or restore the run directory from a backup")])
+
+
+def _line_of(text: str, key: str) -> int | None:
+    """The line of the first ``"key":`` in a JSON text (to point at the bad entry)."""
+    at = text.find(f'"{key}"')
+    return text.count("\n", 0, at) + 1 if at >= 0 else None
+
+
+MAX_RUN_FILE_BYTES = 256 * 1024 * 1024  # config/state/schema/history texts; weights are separate
+
+
+def _read_json(file: Path, *, required: bool, default):
+    """(value, text) of a JSON file of the run; a damaged one names the file, line and column."""
+    from ..config.source import read_text_file
+
+    if not file.exists() and not file.is_symlink():
+        if required:
+            raise _damaged(file, "the file is missing")
+        return default, ""
+    try:
+        text = read_text_file(file, what="run file", limit=MAX_RUN_FILE_BYTES, error=CheckpointError)
+    except CheckpointError as exc:
+        p = exc.problems[0]
+        raise _damaged(file, p.message, line=p.line, column=p.column) from None
+    try:
+        return json.loads(text), text
+    except json.JSONDecodeError as exc:
+        raise _damaged(file, f"not valid JSON: {exc.msg}", line=exc.lineno, column=exc.colno) from None
+    except RecursionError:
+        raise _damaged(file, "not valid JSON: nested too deeply") from None
+
+
+def _read_config(file: Path) -> dict:
+    from ..config.source import MAX_CONFIG_BYTES, parse_yaml_text, read_text_file
+    from ..errors import ConfigError
+
+    if not file.exists() and not file.is_symlink():
+        raise _damaged(file, "the file is missing")
+    try:
+        text = read_text_file(file, what="run file", limit=MAX_CONFIG_BYTES, error=CheckpointError)
+        if not text.strip():
+            raise _damaged(file, "the file is empty", hint="copy the config you trained with to this file")
+        data, smap = parse_yaml_text(text, str(file))
+    except (CheckpointError, ConfigError) as exc:
+        if exc.problems and exc.problems[0].message.startswith("damaged run directory"):
+            raise
+        p = exc.problems[0] if exc.problems else Problem(message=str(exc))
+        raise _damaged(file, p.message, line=p.line, column=p.column) from None
+    if not isinstance(data, dict):
+        found = "null" if data is None else "a list" if isinstance(data, list) else "a single value"
+        raise _damaged(file, f"it holds {found}, not the model's config (a mapping with `layers:`)", line=1,
+                       column=1, hint="copy the config you trained with to this file")
+    return data
+
+
+def _int_at_least(value, lo: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= lo
+
+
+def _rng_problem(value) -> str | None:
+    """Why ``value`` is not a numpy bit-generator state, or None (tried on a throwaway generator)."""
+    if not isinstance(value, dict):
+        return f"it is {type(value).__name__}, not a generator state"
+    try:
+        np.random.default_rng(0).bit_generator.state = value
+    except (ValueError, TypeError, KeyError, OverflowError, AttributeError) as exc:
+        return str(exc) or type(exc).__name__
+    return None
+
+
+def _check_state(file: Path, state, text: str) -> dict:
+    if not isinstance(state, dict):
+        raise _damaged(file, f"it holds {json.dumps(state)[:40]}, not a mapping of training state", line=1,
+                       column=1)
+    seed = state.get("seed")
+    if seed is not None and not _int_at_least(seed, 0):
+        raise _damaged(file, f"seed must be a non-negative integer, not {seed!r}", line=_line_of(text, "seed"))
+    epoch = state.get("epoch")
+    if epoch is not None:
+        if not _int_at_least(epoch, 0):
+            raise _damaged(file, f"epoch must be a non-negative integer, not {epoch!r}", line=_line_of(text, "epoch"))
+        why = _rng_problem(state.get("rng"))
+        if why:
+            raise _damaged(file, f"rng is not a random-generator state ({why})", line=_line_of(text, "rng"))
+    layer_rngs = state.get("layer_rngs")
+    if layer_rngs is not None:
+        if not isinstance(layer_rngs, dict):
+            raise _damaged(file, "layer_rngs must be a mapping", line=_line_of(text, "layer_rngs"))
+        for name, value in layer_rngs.items():
+            why = _rng_problem(value)
+            if why:
+                raise _damaged(file, f"layer_rngs.{name} is not a random-generator state ({why})",
+                               line=_line_of(text, name))
+    history = state.get("history")
+    if history is not None and not (isinstance(history, list) and all(isinstance(r, dict) for r in history)):
+        raise _damaged(file, "history must be a list of per-epoch mappings", line=_line_of(text, "history"))
+    opt = state.get("optimizer")
+    if opt is not None:
+        if not isinstance(opt, dict):
+            raise _damaged(file, "optimizer must be a mapping of the optimizer's scalars",
+                           line=_line_of(text, "optimizer"))
+        for key, value in opt.items():
+            if isinstance(value, dict) and set(value) == {"dtype", "value"}:
+                ok = value["dtype"] in _SCALAR_DTYPES and isinstance(value["value"], (int, float)) and not (
+                    isinstance(value["value"], bool))
+            else:
+                ok = value is None or isinstance(value, (int, float, str, list))
+            if not ok:
+                raise _damaged(file, f"optimizer.{key} is not a saved scalar: {json.dumps(value)[:60]}",
+                               line=_line_of(text, key))
+    return state
+
+
+_SCALAR_DTYPES = {"float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32",
+                  "uint64", "bool"}
+
+
+def _check_schema(file: Path, schema, text: str) -> dict:
+    if not isinstance(schema, dict):
+        raise _damaged(file, f"it holds {json.dumps(schema)[:40]}, not a mapping of inputs, outputs and "
+                             "label mappings", line=1, column=1)
+    for key in ("inputs", "outputs"):
+        value = schema.get(key)
+        if value is not None and not (isinstance(value, list) and all(isinstance(v, dict) for v in value)):
+            raise _damaged(file, f"{key} must be a list of mappings", line=_line_of(text, key))
+    names = schema.get("feature_names")
+    if names is not None and not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+        raise _damaged(file, "feature_names must be a list of column names or null",
+                       line=_line_of(text, "feature_names"))
+    encoders = schema.get("encoders")
+    if encoders is not None:
+        if not isinstance(encoders, dict):
+            raise _damaged(file, "encoders must be a mapping output -> label mapping", line=_line_of(text, "encoders"))
+        for name, enc in encoders.items():
+            classes = enc.get("classes") if isinstance(enc, dict) else None
+            if not isinstance(classes, list) or not all(
+                    isinstance(c, (str, int, float)) and not isinstance(c, bool) for c in classes):
+                raise _damaged(file, f"encoders.{name} must hold `classes:`, a list of labels",
+                               line=_line_of(text, name))
+            if enc.get("kind", "string") not in ("string", "int"):
+                raise _damaged(file, f"encoders.{name}.kind must be 'string' or 'int'", line=_line_of(text, name))
+    return schema
+
+
+_OPTIMIZER_SCALARS = ("iterations", "learning_rate", "schedule_active", "u_product")
+
+
+def _check_optimizer(file: Path, state: dict, weights: dict) -> dict:
+    """The optimizer state has its scalars and only per-weight slots (``name/index``), all numeric, each the size
+    of one of the saved weights (slot i belongs to the i-th trainable weight)."""
+    import re
+
+    sizes = {int(np.asarray(w).size) for w in weights.values()}
+
+    for key in ("iterations", "learning_rate"):
+        if key not in state:
+            raise _damaged(file, f"the optimizer state has no {key!r} entry")
+    for key, value in state.items():
+        if key not in _OPTIMIZER_SCALARS and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*/[0-9]+", key):
+            raise _damaged(file, f"unexpected optimizer state entry {key[:60]!r}")
+        arr = np.asarray(value)
+        if arr.dtype.kind not in "fiub":
+            raise _damaged(file, f"optimizer state entry {key[:60]!r} is not numeric")
+        if key in _OPTIMIZER_SCALARS and arr.size != 1:
+            raise _damaged(file, f"optimizer state entry {key!r} should be one number, it has {arr.size}")
+        if key not in _OPTIMIZER_SCALARS and (int(key.rpartition("/")[2]) >= len(weights) or arr.size not in sizes):
+            raise _damaged(file, f"optimizer state entry {key[:60]!r} ({arr.size} values) belongs to no saved weight")
+    iterations = float(np.asarray(state["iterations"]).reshape(-1)[0])
+    if not (np.isfinite(iterations) and iterations >= 0 and iterations == int(iterations)):
+        raise _damaged(file, f"the optimizer's iteration count is {iterations}")
+    return state
+
+
 def read_run(path: str | Path) -> dict:
-    """Everything in a run directory, validated; CheckpointError when it is missing or damaged."""
+    """Everything in a run directory, validated; CheckpointError when it is missing or damaged (naming the file,
+    and the line where the file is text)."""
+    import errno
+    import os
+
     path = Path(path)
-    _recover(path)
+    try:
+        _recover(path)
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise CheckpointError(problems=[Problem(message="symbolic link loop", file=str(path),
+                                                    hint="point the link at the run directory")]) from None
     if not path.exists():
         raise CheckpointError(problems=[Problem(message="run directory not found", file=str(path),
                                                 hint="pass the folder `layerforge train` wrote (runs/<name>-<time>)")])
@@ -162,18 +357,18 @@ def read_run(path: str | Path) -> dict:
     if missing:
         raise CheckpointError(problems=[Problem(message=f"not a complete run directory: {', '.join(missing)} "
                                                         "missing", file=str(path))])
-    try:
-        config = yaml.safe_load((path / "config.yaml").read_text())
-        schema = json.loads((path / "schema.json").read_text())
-        state = json.loads((path / "state.json").read_text()) if (path / "state.json").exists() else {}
-        history = json.loads((path / "history.json").read_text()) if (path / "history.json").exists() else []
-    except (OSError, ValueError, yaml.YAMLError) as exc:
-        raise CheckpointError(problems=[Problem(message=f"damaged run directory: {exc}", file=str(path))]) from None
+    config = _read_config(path / "config.yaml")
+    schema = _check_schema(path / "schema.json", *_read_json(path / "schema.json", required=True, default={}))
+    state = _check_state(path / "state.json", *_read_json(path / "state.json", required=False, default={}))
+    history, _ = _read_json(path / "history.json", required=False, default=[])
+    if not isinstance(history, list):
+        raise _damaged(path / "history.json", "it must hold a list of per-epoch mappings", line=1, column=1)
     weights = _load_tensors(path / "weights.safetensors")
     optimizer = None
     if (path / "optimizer.safetensors").exists():
         arrays = {k: v for k, v in _load_tensors(path / "optimizer.safetensors").items() if k != "_empty"}
-        optimizer = join_optimizer_state(arrays, state.get("optimizer", {}))
+        optimizer = _check_optimizer(path / "optimizer.safetensors",
+                                     join_optimizer_state(arrays, state.get("optimizer", {})), weights)
     callback_arrays = _load_tensors(path / CALLBACK_ARRAYS) if (path / CALLBACK_ARRAYS).exists() else {}
     return {"path": path, "config": config, "schema": schema, "state": state, "history": history,
             "weights": weights, "optimizer": optimizer, "callback_arrays": callback_arrays}

@@ -32,10 +32,14 @@ def render() -> str:
 
 
 def main() -> None:
-    from ..io.atomic import atomic_write_text
+    import os
+    import tempfile
 
     path = Path(__file__).with_name("_index.py")
-    atomic_write_text(path, render())
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="._index.", suffix=".tmp")  # written whole, then renamed
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(render())
+    os.replace(tmp, path)
     print(f"wrote {path}")
 
 

@@ -79,6 +79,20 @@ class LayerConfig(BaseModel):
     def _one_input_as_list(cls, v):
         return [v] if isinstance(v, str) else v
 
+    @field_validator("seed", mode="before", check_fields=False)  # the stochastic layers' own seed
+    @classmethod
+    def _seed(cls, v):
+        from .fields import seed_value
+
+        return seed_value(v)
+
+    @field_validator("input_shape", "batch_input_shape", mode="before")
+    @classmethod
+    def _strict_dims(cls, v):
+        from .fields import strict_dims
+
+        return strict_dims(v)
+
     @classmethod
     def upgrade(cls, data: dict[str, Any]) -> dict[str, Any]:
         """Structural Keras 1 conversions beyond plain renames (e.g. nb_row + nb_col -> kernel_size)."""

@@ -8,6 +8,7 @@ activations to a name, initializers/constraints to ``{"type": name, ...args}``
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any
 
 from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
@@ -75,6 +76,47 @@ def _canonical(name: str, table: dict, aliases: dict, kind: str) -> str:
     return key
 
 
+def _finite(v) -> str | None:
+    return None if math.isfinite(v) else "must be a finite number"
+
+
+def _at_least_zero(v) -> str | None:
+    return None if math.isfinite(v) and v >= 0 else "must be a finite number >= 0"
+
+
+def _positive(v) -> str | None:
+    return None if math.isfinite(v) and v > 0 else "must be a finite number > 0"
+
+
+def _fraction(v) -> str | None:
+    return None if 0 <= v <= 1 else "must be a number from 0 to 1"
+
+
+def _seed(v) -> str | None:
+    return None if v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 0) else \
+        "must be a non-negative integer or null"
+
+
+def _axis(v) -> str | None:
+    ok = all(isinstance(a, int) and not isinstance(a, bool) for a in (v if isinstance(v, list) else [v]))
+    return None if ok and (not isinstance(v, list) or v) else "must be an integer or a list of integers"
+
+
+def _one_of(*names):
+    return lambda v: None if v in names else "must be one of " + ", ".join(names)
+
+
+# argument -> check (None when the engine can use the value): what `validate` verifies so that training does not
+# fail when the weights are initialised or constrained
+_ARG_RULES = {
+    "mean": _finite, "stddev": _at_least_zero, "minval": _finite, "maxval": _finite, "value": _finite,
+    "gain": _finite, "scale": _positive, "seed": _seed,
+    "mode": _one_of("fan_in", "fan_out", "fan_avg"),
+    "distribution": _one_of("truncated_normal", "untruncated_normal", "normal", "uniform"),
+    "max_value": _at_least_zero, "min_value": _at_least_zero, "rate": _fraction, "axis": _axis,
+}
+
+
 def _with_args(value: Any, table: dict, aliases: dict, kind: str, arg_renames: dict | None = None):
     if isinstance(value, str):
         return _canonical(value, table, aliases, kind)
@@ -97,8 +139,16 @@ def _with_args(value: Any, table: dict, aliases: dict, kind: str, arg_renames: d
                              + (f" (it takes: {', '.join(table[canon])})" if table[canon] else " (it takes none)"))
         for k, v in args.items():
             default = table[canon][k]
-            if isinstance(default, float) and not isinstance(v, (int, float)):
+            if isinstance(default, float) and (not isinstance(v, (int, float)) or isinstance(v, bool)):
                 raise ValueError(f"{kind} {canon!r}: {k} must be a number, not {v!r}")
+            why = _ARG_RULES[k](v) if k in _ARG_RULES else None
+            if why:
+                raise ValueError(f"{kind} {canon!r}: {k} {why}, not {v!r}")
+        lo, hi = ("minval", "maxval") if "minval" in table[canon] else ("min_value", "max_value")
+        if lo in table[canon] and hi in table[canon]:
+            low, high = args.get(lo, table[canon][lo]), args.get(hi, table[canon][hi])
+            if low > high:
+                raise ValueError(f"{kind} {canon!r}: {lo} ({low}) must not exceed {hi} ({high})")
         return {"type": canon, **args} if args else canon
     raise ValueError(f"a {kind} is a name or a mapping with `type:`, not {value!r}")
 
@@ -220,6 +270,22 @@ def _data_format(value: Any) -> str:
 
 DataFormat = Annotated[str, BeforeValidator(_data_format),
                        WithJsonSchema({"enum": ["channels_last", "channels_first"]})]
+
+
+def seed_value(value: Any):
+    """A seed is a non-negative integer (numpy's generators refuse the rest) or null."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+        raise ValueError(f"a seed is a non-negative integer or null, not {value!r}")
+    return value
+
+
+def strict_dims(value: Any):
+    """A shape list as written: integers or null only (pydantic would read true as 1 and "4" as 4)."""
+    if isinstance(value, list):
+        for d in value:
+            if isinstance(d, (bool, str)) or (isinstance(d, float) and not d.is_integer()):
+                raise ValueError(f"every dimension is a positive integer or null, not {d!r}")
+    return value
 
 
 Shape = tuple  # a shape without the batch axis: ints, or None for a variable length
