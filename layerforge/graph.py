@@ -369,6 +369,8 @@ def build_graph(spec: ModelSpec) -> Graph:
         for k, s in enumerate(outs):
             shapes[(name, k)] = tuple(s)
         for weight in specs:  # a constraint's axis must exist on the weight it constrains
+            if not weight.constraint:  # no constraint, no axis (a 0-d weight such as Attention's scale is fine)
+                continue
             axis = weight.constraint.get("axis", 0) if isinstance(weight.constraint, dict) else 0
             nd = len(weight.shape)
             bad = [a for a in (axis if isinstance(axis, list) else [axis]) if not -nd <= a < nd]
