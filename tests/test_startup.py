@@ -40,9 +40,11 @@ def test_cache_folder_left_alone_when_chosen_or_writable(monkeypatch, tmp_path, 
 
 def test_threading_layer_defaults_to_workqueue_unless_chosen(monkeypatch, keep_numba_config):
     monkeypatch.delenv("NUMBA_THREADING_LAYER", raising=False)
-    assert K.configure_threading_layer() == "workqueue" and os.environ["NUMBA_THREADING_LAYER"] == "workqueue"
+    from layerforge.engine import startup
+
+    assert startup.configure_threading_layer() == "workqueue" and os.environ["NUMBA_THREADING_LAYER"] == "workqueue"
     monkeypatch.setenv("NUMBA_THREADING_LAYER", "omp")
-    assert K.configure_threading_layer() is None and os.environ["NUMBA_THREADING_LAYER"] == "omp"
+    assert startup.configure_threading_layer() is None and os.environ["NUMBA_THREADING_LAYER"] == "omp"
 
 
 def test_set_threads_sets_blas_and_numba_together(monkeypatch):
@@ -79,6 +81,16 @@ def _child(code: str, **env_changes) -> str:
 
 _STATE = ("import os; from layerforge.engine import memory\n"
           "print(os.environ.get('OPENBLAS_THREAD_TIMEOUT'), os.environ.get('NUMBA_THREADING_LAYER'), memory._done)")
+
+
+def test_validate_through_the_command_line_loads_no_kernel_module(tmp_path):
+    # the CLI takes the start-up steps, yet `validate` stays off Numba and every layerforge.kernels module
+    config = tmp_path / "m.yaml"
+    config.write_text("input_shape: [3]\nlayers:\n  - {type: Dense, units: 2, activation: tanh}\n")
+    code = (f"import sys\nfrom layerforge.cli import main\nsys.argv = ['layerforge', 'validate', {str(config)!r}]\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "print('numba' in sys.modules, any(m.startswith('layerforge.kernels') for m in sys.modules))")
+    assert _child(code).splitlines()[-1] == "False False"
 
 
 def test_importing_the_engine_and_building_a_compiled_model_change_no_process_setting():

@@ -11,8 +11,9 @@ result; each only changes speed, and each leaves alone what the user set in the 
     cycles makes them sleep at once; the MLP, which runs GEMM after GEMM, measured no slower. OpenBLAS reads the
     variable when it loads, so this step only takes effect before numpy is imported.
 ``numba_threading_layer``
-    ``NUMBA_THREADING_LAYER=workqueue`` (see ``layerforge.kernels.configure_threading_layer``): OpenMP's workers
-    keep spinning after a parallel loop and take the cores the next GEMM needs.
+    ``NUMBA_THREADING_LAYER=workqueue`` (the measurements are in ``layerforge/kernels/__init__.py``): OpenMP's
+    workers keep spinning after a parallel loop and take the cores the next GEMM needs. Taken without importing
+    ``layerforge.kernels``, so `validate` and `summary` stay off the kernel modules.
 ``keep_freed_memory``
     glibc's malloc keeps freed blocks for reuse (``engine/memory.py``): per-batch buffers are then not faulted in
     afresh every batch.
@@ -27,6 +28,7 @@ and the layers take none of them: importing them changes nothing in the process.
 from __future__ import annotations
 
 import os
+import sys
 
 STEPS = ("openblas_timeout", "numba_threading_layer", "keep_freed_memory")
 OPT_OUT_VARIABLE = "LAYERFORGE_NO_STARTUP"
@@ -57,6 +59,17 @@ def tune_openblas() -> str | None:
     return "4"
 
 
+def configure_threading_layer() -> str | None:
+    """Default the Numba threading layer to workqueue; returns the layer set (None: the user chose one)."""
+    if os.environ.get("NUMBA_THREADING_LAYER"):
+        return None
+    os.environ["NUMBA_THREADING_LAYER"] = "workqueue"
+    numba = sys.modules.get("numba")
+    if numba is not None:  # read at the first parallel launch; no effect once the threads run
+        numba.config.THREADING_LAYER = "workqueue"
+    return "workqueue"
+
+
 def start() -> dict:
     """Take every wanted step not taken yet (once per process); returns what each step did so far."""
     if opted_out():
@@ -67,8 +80,6 @@ def start() -> dict:
         if step == "openblas_timeout":
             _taken[step] = tune_openblas()
         elif step == "numba_threading_layer":
-            from ..kernels import configure_threading_layer
-
             _taken[step] = configure_threading_layer()
         else:
             from .memory import keep_freed_memory

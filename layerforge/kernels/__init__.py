@@ -55,15 +55,4 @@ def configure_cache() -> str | None:
     return str(folder)
 
 
-def configure_threading_layer() -> str | None:
-    """Default the Numba threading layer to workqueue (see the module docstring); returns the layer set."""
-    if os.environ.get("NUMBA_THREADING_LAYER"):
-        return None
-    os.environ["NUMBA_THREADING_LAYER"] = "workqueue"
-    numba = sys.modules.get("numba")
-    if numba is not None:  # read at the first parallel launch; no effect once the threads run
-        numba.config.THREADING_LAYER = "workqueue"
-    return "workqueue"
-
-
 configure_cache()  # a fallback for read-only installs, needed before any kernel compiles (not a tuning)
