@@ -153,8 +153,8 @@ class Model:
         if not isinstance(source, DataSource):
             try:
                 resolved = Path(source).resolve()
-            except (RuntimeError, OSError) as exc:  # a symbolic link loop (Python < 3.13 raises RuntimeError)
-                raise DataError(problems=[Problem(message=f"cannot follow the path: {exc}", file=str(source),
+            except (RuntimeError, OSError):  # a symbolic link loop (Python < 3.13 raises RuntimeError)
+                raise DataError(problems=[Problem(message="the path is a symbolic link loop", file=str(source),
                                                   hint="point the link at a real file")]) from None
             source = DataSource(path=str(resolved), **self._training_source_options(Path(source)))
         return load_source(source, self.spec.base_dir, inputs=self._input_infos(), outputs=self._output_infos(),
