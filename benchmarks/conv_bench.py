@@ -191,7 +191,7 @@ def worker(side: str, cases: list[str], threads: int, rounds: int, steps: int) -
 
     if side == "layerforge":
         import layerforge.kernels  # noqa: F401 - the package's Numba defaults (threading layer, cache) first
-        from layerforge.engine.threads import set_threads
+        from layerforge.kernels.threads import set_threads
 
         set_threads(threads)
         fns = layerforge_fns(cases, np)

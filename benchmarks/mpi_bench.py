@@ -37,7 +37,7 @@ def worker(model: str, batches: int, epochs: int, threads: int) -> None:
     from mpi4py import MPI
 
     from layerforge.distributed.mpi import ranks_on_this_host
-    from layerforge.engine.threads import cpu_count, set_threads
+    from layerforge.kernels.threads import cpu_count, set_threads
 
     comm = MPI.COMM_WORLD
     threads = threads or max(1, cpu_count() // ranks_on_this_host(comm))

@@ -5,7 +5,7 @@ the same model exported to ONNX (``layerforge.interop.onnx_export``) and run in 
                                     [--json FILE|-]
 
 Each framework runs in its own worker process with the same threads (layerforge:
-``layerforge.engine.threads.set_threads``, BLAS and Numba; onnxruntime: ``intra_op_num_threads`` = N,
+``layerforge.kernels.threads.set_threads``, BLAS and Numba; onnxruntime: ``intra_op_num_threads`` = N,
 ``inter_op_num_threads`` = 1, sequential execution). The parent alternates the workers repeat by repeat (ABBA) so
 a change of load on a shared machine hits both. A pass runs every batch of the synthetic data (run.py's
 arrays, the config's batch size) through the model: layerforge ``Model.predict(x, batch_size)``, onnxruntime one
@@ -37,7 +37,7 @@ PASSES = 3  # timed passes per worker process (their median is that round's figu
 
 
 def worker(framework: str, name: str, threads: int, batches: int, repeats: int) -> dict:
-    from layerforge.engine.threads import set_threads
+    from layerforge.kernels.threads import set_threads
 
     set_threads(threads)
     import numpy as np

@@ -190,8 +190,8 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     threads = args.threads or THREADS
-    from layerforge.engine.threads import set_threads
     from layerforge.kernels import recurrent as K
+    from layerforge.kernels.threads import set_threads
 
     set_threads(threads)
     have_torch = False

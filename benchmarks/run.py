@@ -9,7 +9,7 @@ PyTorch is installed, re-stated in PyTorch with the same layers, initial-weight-
 batch size and synthetic data (the same arrays, drawn by ``layerforge.bench``).
 
 Every framework runs in its own worker process (so their thread pools never compete and each one's memory is
-its own), with the same thread count: ``layerforge.engine.threads.set_threads`` (Numba + BLAS) and
+its own), with the same thread count: ``layerforge.kernels.threads.set_threads`` (Numba + BLAS) and
 ``torch.set_num_threads``. The parent alternates the workers phase by phase and repeat by repeat (ABBA order)
 so a change of load on a shared machine hits both. A phase is one epoch over ``batches`` batches:
 
@@ -121,7 +121,7 @@ def _data(config: Path, batches: int):
 
 class LayerforgeWorker:
     def __init__(self, config: Path, threads: int, batches: int):
-        from layerforge.engine.threads import set_threads
+        from layerforge.kernels.threads import set_threads
 
         set_threads(threads)
         import numpy as np
@@ -504,7 +504,7 @@ def main(argv=None) -> int:
     ap.add_argument("--no-torch", action="store_true", help="layerforge only")
     ap.add_argument("--worker", nargs=2, metavar=("FRAMEWORK", "MODEL"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    from layerforge.engine.threads import cpu_count
+    from layerforge.kernels.threads import cpu_count
 
     threads = args.threads or cpu_count()
     if args.worker:

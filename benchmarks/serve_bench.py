@@ -3,6 +3,7 @@
     python benchmarks/serve_bench.py                         # iris and digits_cnn, 1 and 50 clients
     python benchmarks/serve_bench.py --models iris --clients 1,8,50 --requests 4000 --json out.json
     python benchmarks/serve_bench.py --run-dir runs/ --max-wait-ms 2 --workers 2
+    python benchmarks/serve_bench.py --against-onnx --rounds 3     # and the ONNX baseline, alternating
 
 For each model the script trains the shipped config (a few epochs: speed does not depend on accuracy) unless a
 run directory already exists under --run-dir, starts `layerforge serve` on a free 127.0.0.1 port, and drives it
@@ -11,6 +12,10 @@ raw sockets so the client costs the shared cores as little as possible). It repo
 p50/p99 latency per request, next to the batched in-process figure (`Model.predict` over the same rows in batches
 of --max-batch), the ceiling the micro-batcher approaches. Every response is checked to be a 200 with one
 prediction per row sent.
+With --against-onnx the same model is also exported (`layerforge export RUN --format onnx`) and served by
+benchmarks/onnx_server.py (onnxruntime in a minimal Starlette loop, no batching), and the same load is run
+against both servers, alternating which goes first from round to round (--rounds), after checking that both
+answer the same rows with the same labels.
 All traffic is to 127.0.0.1.
 """
 
@@ -83,12 +88,26 @@ def batched_predict_rate(run: Path, rows: np.ndarray, batch: int) -> float:
     return best
 
 
+def export_onnx(run: Path) -> Path:
+    path = run.with_suffix(".onnx")
+    if not path.exists():
+        subprocess.run([sys.executable, "-m", "layerforge", "export", str(run), "--format", "onnx", "-o", str(path)],
+                       check=True, stdout=subprocess.DEVNULL)
+    return path
+
+
 class Server:
-    def __init__(self, run: Path, args: list[str]):
+    """`layerforge serve RUN` (kind "layerforge") or benchmarks/onnx_server.py on RUN's .onnx (kind "onnxruntime")."""
+
+    def __init__(self, run: Path, args: list[str], kind: str = "layerforge"):
         self.port = _free_port()
         self.log = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen([sys.executable, "-m", "layerforge", "serve", str(run), "--host", "127.0.0.1",
-                                      "--port", str(self.port), *args], stdout=self.log, stderr=subprocess.STDOUT)
+        if kind == "layerforge":
+            cmd = [sys.executable, "-m", "layerforge", "serve", str(run)]
+        else:
+            cmd = [sys.executable, str(ROOT / "benchmarks/onnx_server.py"), str(export_onnx(run))]
+        self.proc = subprocess.Popen([*cmd, "--host", "127.0.0.1", "--port", str(self.port), *args],
+                                     stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -103,6 +122,17 @@ class Server:
                 pass
             time.sleep(0.2)
         raise SystemExit("the server did not start")
+
+    def answer(self, rows: list) -> bytes:
+        """The response body to one request of ``rows`` (to check that two servers agree)."""
+        body = json.dumps(rows).encode()
+        with socket.create_connection(("127.0.0.1", self.port), timeout=30) as s:
+            s.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+        return data.split(b"\r\n\r\n", 1)[1]
 
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
@@ -165,32 +195,49 @@ def main(argv=None) -> None:
     ap.add_argument("--max-wait-ms", type=float, default=5.0)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--run-dir", type=Path, default=None, help="where to keep the trained runs (default: temp)")
+    ap.add_argument("--against-onnx", action="store_true",
+                    help="also serve the model exported to ONNX with benchmarks/onnx_server.py, same load")
+    ap.add_argument("--rounds", type=int, default=1, help="measure everything this many times (alternating servers)")
+    ap.add_argument("--onnx-threads", type=int, default=None, help="onnxruntime intra-op threads (default: all)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
     run_dir = args.run_dir or Path(tempfile.mkdtemp(prefix="layerforge-serve-bench-"))
     results = []
     print(f"{os.cpu_count()} cores; server: --max-batch {args.max_batch} --max-wait-ms {args.max_wait_ms} "
           f"--workers {args.workers}; client and server share the machine")
-    print("| model | clients | rows/request | requests/s | rows/s | p50 ms | p99 ms | errors "
-          "| batched predict rows/s |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| round | model | server | clients | rows/request | requests/s | rows/s | p50 ms | p99 ms | errors "
+          "| batched predict rows/s | load average |")
+    print("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    kinds = ["layerforge", "onnxruntime"] if args.against_onnx else ["layerforge"]
+    server_args = {"layerforge": ["--max-batch", str(args.max_batch), "--max-wait-ms", str(args.max_wait_ms),
+                                  "--workers", str(args.workers)],
+                   "onnxruntime": ["--threads", str(args.onnx_threads)] if args.onnx_threads else []}
     for name in args.models.split(","):
         run = prepare_run(name, run_dir)
         rows = sample_rows(name, args.requests)
-        ceiling = batched_predict_rate(run, sample_rows(name, 4096), args.max_batch)
-        server = Server(run, ["--max-batch", str(args.max_batch), "--max-wait-ms", str(args.max_wait_ms),
-                              "--workers", str(args.workers)])
-        try:
-            for per_request in (int(v) for v in args.rows.split(",")):
-                for clients in (int(c) for c in args.clients.split(",")):
-                    r = drive(server.port, rows, args.requests, clients, per_request)
-                    r.update(model=name, batched_predict_rows_per_s=round(ceiling, 1), max_batch=args.max_batch,
-                             max_wait_ms=args.max_wait_ms, workers=args.workers, load_average=os.getloadavg()[0])
-                    results.append(r)
-                    print(f"| {name} | {clients} | {per_request} | {r['requests_per_s']:,.0f} | {r['rows_per_s']:,.0f} "
-                          f"| {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['errors']} | {ceiling:,.0f} |", flush=True)
-        finally:
-            server.stop()
+        answers = {}
+        for round_ in range(1, args.rounds + 1):
+            ceiling = batched_predict_rate(run, sample_rows(name, 4096), args.max_batch)
+            for kind in kinds if round_ % 2 else kinds[::-1]:  # ABBA: a change of load hits both servers
+                server = Server(run, server_args[kind], kind)
+                try:
+                    answers[kind] = server.answer(rows[:64].tolist())
+                    for per_request in (int(v) for v in args.rows.split(",")):
+                        for clients in (int(c) for c in args.clients.split(",")):
+                            r = drive(server.port, rows, args.requests, clients, per_request)
+                            r.update(round=round_, model=name, server=kind, load_average=os.getloadavg()[0],
+                                     batched_predict_rows_per_s=round(ceiling, 1), max_batch=args.max_batch,
+                                     max_wait_ms=args.max_wait_ms, workers=args.workers)
+                            results.append(r)
+                            print(f"| {round_} | {name} | {kind} | {clients} | {per_request} "
+                                  f"| {r['requests_per_s']:,.0f} | {r['rows_per_s']:,.0f} | {r['p50_ms']:.2f} "
+                                  f"| {r['p99_ms']:.2f} | {r['errors']} | {ceiling:,.0f} "
+                                  f"| {r['load_average']:.1f} |", flush=True)
+                finally:
+                    server.stop()
+            if len(set(answers.values())) > 1:
+                raise SystemExit(f"{name}: the servers disagree on the first 64 rows:\n"
+                                 + "\n".join(f"{k}: {v[:300]!r}" for k, v in answers.items()))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
 

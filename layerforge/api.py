@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import errno
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,7 +66,10 @@ class Model:
     """A model built from a config: train, predict, evaluate, save."""
 
     def __init__(self, spec: ModelSpec, graph: Graph | None = None, *, seed: int | None = None):
+        from .engine import startup
         from .engine.model import CompiledModel
+
+        startup.start()  # the engine's process settings (engine/startup.py; LAYERFORGE_NO_STARTUP=1 opts out)
 
         self.spec = spec
         self.graph = graph or build_graph(spec)
@@ -81,13 +83,18 @@ class Model:
         self.config_file: str | None = None
         self.history = None  # the History of the latest fit, as Keras' model.history
         self.preprocessing: dict | None = None  # fitted text vocabulary / scaling (data/preprocess.py)
-        self._trainer = None
+        self._trainer = None  # built by the first fit (or a resumed run): the optimizer and the fit loop
+        self._heads = None  # losses and metrics for evaluate when there is no Trainer
+        self._saved_training = None  # (state, callback arrays, optimizer state) of a loaded run, for its Trainer
+        self._saved_from = None  # that run's directory (named by a damaged-state error)
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_yaml(cls, source: str | Path | dict, overrides: list[str] | None = None, *, seed: int | None = None):
-        """Build from a YAML file (or the same structure as a dict), with optional KEY=VALUE overrides."""
-        model = cls(load_config(source, overrides), seed=seed)
+    def from_yaml(cls, source: str | Path | dict, overrides: list[str] | None = None, *, seed: int | None = None,
+                  allow_code: bool = False):
+        """Build from a YAML file (or the same structure as a dict), with optional KEY=VALUE overrides.
+        ``allow_code=True`` lets Lambda `function:` layers run the Python code they name (trusted configs only)."""
+        model = cls(load_config(source, overrides, allow_code=allow_code), seed=seed)
         model.overrides = list(overrides or [])
         if not isinstance(source, dict):
             model.config_file = str(source)
@@ -100,6 +107,8 @@ class Model:
 
             self._trainer = Trainer(self.compiled, self.spec.config.training, seed=self.seed)
             self._trainer.save_checkpoint = lambda path: self.save(path, overwrite=True)  # ModelCheckpoint
+            if self._saved_training is not None:
+                self._load_saved_training()
         return self._trainer
 
     @property
@@ -108,7 +117,7 @@ class Model:
 
     @property
     def output_names(self) -> list[str]:
-        from .engine.training import output_keys
+        from .engine.inference import output_keys
 
         return output_keys(self.graph)
 
@@ -131,9 +140,9 @@ class Model:
         return infos
 
     def _loss_per_output(self):
-        from .engine.training import _per_output
+        from .engine.inference import per_output
 
-        return _per_output(self.spec.config.training.loss, self.output_names, "loss")
+        return per_output(self.spec.config.training.loss, self.output_names, "loss")
 
     def load_data(self, source, *, require_target: bool = True, encoders: dict | None = None, where: str = "",
                   holdout_fraction: float = 0.0):
@@ -144,10 +153,8 @@ class Model:
         if not isinstance(source, DataSource):
             try:
                 resolved = Path(source).resolve()
-            except (RuntimeError, OSError) as exc:  # a symbolic link loop (Python < 3.13 raises RuntimeError)
-                loop = isinstance(exc, RuntimeError) or getattr(exc, "errno", None) == errno.ELOOP
-                why = "a symbolic link loop (a link points, through others, back to itself)" if loop else str(exc)
-                raise DataError(problems=[Problem(message=f"cannot follow the path: {why}", file=str(source),
+            except (RuntimeError, OSError):  # a symbolic link loop (Python < 3.13 raises RuntimeError)
+                raise DataError(problems=[Problem(message="the path is a symbolic link loop", file=str(source),
                                                   hint="point the link at a real file")]) from None
             source = DataSource(path=str(resolved), **self._training_source_options(Path(source)))
         return load_source(source, self.spec.base_dir, inputs=self._input_infos(), outputs=self._output_infos(),
@@ -424,8 +431,28 @@ class Model:
             train = self.spec.config.data.train if self.spec.config.data else None
             x = load_image_files(x, train, self._input_infos()[0])
         xs = self.load_data(x, require_target=False).xs if isinstance(x, (str, Path)) else self._as_inputs(x)
-        outs = self.trainer.predict(xs, batch_size)
+        outs = self.predict_arrays(xs, batch_size)
         return outs[0] if len(outs) == 1 else outs
+
+    def predict_arrays(self, xs: list[np.ndarray], batch_size: int = 256) -> list[np.ndarray]:
+        """Outputs (a list, one array per output) for inputs already in the model's layout (one array per input):
+        inference alone, with no optimizer, loss or metric built."""
+        from .engine.inference import predict
+
+        return predict(self.compiled, xs, batch_size)
+
+    def evaluate_data(self, data, batch_size: int = 256) -> dict:
+        """Loss and metrics on loaded data (``load_data``'s result or ArrayData): the training heads when the
+        model has a Trainer, else heads built for evaluation alone (losses and metrics, no optimizer)."""
+        from .engine.inference import evaluate, make_heads
+
+        if self._trainer is not None:
+            heads = self._trainer.heads
+        else:
+            if self._heads is None:
+                self._heads = make_heads(self.graph, self.spec.config.training)
+            heads = self._heads
+        return evaluate(self.compiled, heads, data, batch_size)
 
     def evaluate(self, x=None, y=None, *, data=None, batch_size: int = 256, sample_weight=None) -> dict:
         """Loss and metrics on labelled data (arrays, or a data file)."""
@@ -442,7 +469,7 @@ class Model:
             if ds.ys is None:
                 raise DataError("evaluate needs targets in the data")
         ds.sample_weight = self._class_weights(ds) if ds.sample_weight is not None else ds.sample_weight
-        return self.trainer.evaluate(ds, batch_size)
+        return self.evaluate_data(ds, batch_size)
 
     # ------------------------------------------------------------------ weights
     def get_weights(self) -> dict[str, list[np.ndarray]]:
@@ -450,18 +477,12 @@ class Model:
         return self.compiled.get_weights()
 
     def set_weights(self, weights: dict[str, list[np.ndarray]]) -> None:
-        for name, arrays in weights.items():
-            if name not in self.compiled.specs:
-                raise ConfigError(f"the model has no layer named '{name}' (layers: {', '.join(self.compiled.specs)})")
-            specs = self.compiled.specs[name]
-            if len(arrays) != len(specs):
-                raise ConfigError(f"layer '{name}' has {len(specs)} weights "
-                                  f"({', '.join(s.name for s in specs)}), got {len(arrays)}")
-            for spec, arr in zip(specs, arrays):
-                arr = _numeric(arr, f"weight {name}/{spec.name}")
-                if tuple(arr.shape) != tuple(spec.shape):
-                    raise ConfigError(f"weight {name}/{spec.name} has shape {tuple(spec.shape)}, got {arr.shape}")
-                self.compiled.set_weight(name, spec, arr)
+        """Replace layers' weights by layer name (lists as ``get_weights`` gives them)."""
+        specs = self.compiled.specs
+        fits = {name for name, arrays in weights.items() if name in specs and len(arrays) == len(specs[name])}
+        self.compiled.set_weights({name: [_numeric(arr, f"weight {name}/{spec.name}")
+                                          for spec, arr in zip(specs[name], arrays)] if name in fits else arrays
+                                   for name, arrays in weights.items()})
 
     def summary(self, batch_size: int | None = None, *, print_: bool = True) -> dict:
         from .summary import render_summary, summary_data
@@ -513,7 +534,7 @@ class Model:
         if path.is_file():
             raise CheckpointError(problems=[Problem(message="is a file, not a run directory", file=str(path),
                                                     hint="save somewhere else")])
-        trainer = self._trainer
+        trainer = self.trainer if self._saved_training is not None else self._trainer  # a loaded run keeps its state
         weights = {f"{name}/{spec.name}": arr for name, spec, arr in self.compiled.weight_items()}
         state = {"seed": self.seed, "overrides": list(self.overrides)}
         if self.config_file is not None:
@@ -555,15 +576,25 @@ class Model:
         self.overrides = list(state.get("overrides") or [])
         self.config_file = state.get("config_file")
         if with_optimizer and state.get("epoch") is not None:
-            trainer = self.trainer
-            trainer.load_state(state, run.get("callback_arrays"))
-            if run.get("optimizer") is not None:
-                try:
-                    trainer.optimizer.load_state_dict(run["optimizer"])
-                except (ValueError, KeyError, TypeError) as exc:  # state that read_run's checks let through
-                    raise CheckpointError(problems=[Problem(
-                        message=f"damaged run directory: optimizer.safetensors: {exc}", file=str(run["path"]),
-                        hint="resume from an earlier checkpoint, or train again")]) from None
+            # applied when the Trainer is built (fit, --resume, save): predict and evaluate build none
+            self._saved_training = (state, run.get("callback_arrays"), run.get("optimizer"))
+            self._saved_from = run["path"]
+            if self._trainer is not None:
+                self._load_saved_training()
+
+    def _load_saved_training(self) -> None:
+        from .errors import CheckpointError
+
+        state, callback_arrays, optimizer_state = self._saved_training
+        self._saved_training = None
+        self._trainer.load_state(state, callback_arrays)
+        if optimizer_state is not None:
+            try:
+                self._trainer.optimizer.load_state_dict(optimizer_state)
+            except (ValueError, KeyError, TypeError) as exc:  # state that read_run's checks let through
+                raise CheckpointError(problems=[Problem(
+                    message=f"damaged run directory: optimizer.safetensors: {exc}", file=str(self._saved_from),
+                    hint="resume from an earlier checkpoint, or train again")]) from None
 
 
 def _count(value, name: str, minimum: int) -> int:
@@ -605,15 +636,15 @@ def export(model: Model, path: str | Path, fmt: str, *, opset: int | None = None
     return path
 
 
-def load(path: str | Path) -> Model:
-    """Load a run directory written by `layerforge train` or ``Model.save``."""
+def load(path: str | Path, *, allow_code: bool = False) -> Model:
+    """Load a run directory written by `layerforge train` or ``Model.save`` (``allow_code``: as in from_yaml)."""
     from .io.rundir import read_run
 
     run = read_run(path)
     try:
-        spec = load_config(run["config"])
+        spec = load_config(run["config"], allow_code=allow_code)
     except ConfigError:
-        load_config(Path(path) / "config.yaml")  # the same problems, located at their lines in the file
+        load_config(Path(path) / "config.yaml", allow_code=allow_code)  # the same problems, located in the file
         raise
     spec.base_dir = Path(path).resolve().parent
     seed = (run.get("state") or {}).get("seed")

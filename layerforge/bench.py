@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .layers.base import show_shapes
+
 VARIABLE_LENGTH = 32  # size used for a `None` (variable) axis of an input
 
 
@@ -51,10 +53,10 @@ def synthetic_inputs(graph, n: int, rng: np.random.Generator) -> list[np.ndarray
 
 def synthetic_targets(graph, n: int, rng: np.random.Generator) -> list[np.ndarray]:
     """One target array per output, as its loss wants them (class ids, one-hot rows, 0/1 or real values)."""
-    from .engine.training import _per_output, output_keys
+    from .engine.inference import output_keys, per_output
 
     ys = []
-    losses = _per_output(graph.spec.config.training.loss, output_keys(graph), "loss")
+    losses = per_output(graph.spec.config.training.loss, output_keys(graph), "loss")
     for ref, loss in zip(graph.outputs, losses, strict=True):
         kind = loss["type"] if isinstance(loss, dict) else str(loss)
         shape = tuple(VARIABLE_LENGTH if d is None else d for d in graph.shape_of(ref))
@@ -123,9 +125,9 @@ def _total_ms(values: list[float], steps: int) -> float:
 # --------------------------------------------------------------------------- the run
 
 def run_bench(config: Path | str | dict, overrides: list[str] | None = None, *, batch_size: int | None = None,
-              steps: int = 20, threads: int | None = None, seed: int = 0) -> dict:
+              steps: int = 20, threads: int | None = None, seed: int = 0, allow_code: bool = False) -> dict:
     """Time the model of ``config``; returns the figures `layerforge bench --json` prints."""
-    from .engine.threads import blas_info, current_threads, set_threads
+    from .kernels.threads import blas_info, current_threads, set_threads
 
     if threads is not None:
         set_threads(threads)
@@ -134,7 +136,7 @@ def run_bench(config: Path | str | dict, overrides: list[str] | None = None, *, 
     from .graph import build_graph
 
     steps = max(1, int(steps))
-    spec = load_config(config, overrides or [])
+    spec = load_config(config, overrides or [], allow_code=allow_code)
     graph = build_graph(spec)
     fixed = graph.batch_size
     batch = fixed or batch_size or spec.config.training.batch_size
@@ -228,14 +230,6 @@ def run_bench(config: Path | str | dict, overrides: list[str] | None = None, *, 
 
 # --------------------------------------------------------------------------- rendering
 
-def _shape(s) -> str:
-    from .layers.base import show_shape
-
-    if s and isinstance(s[0], list):
-        return ", ".join(show_shape(tuple(x)) for x in s)
-    return show_shape(tuple(s))
-
-
 def render_bench(data: dict, console) -> None:
     from rich.table import Table
 
@@ -248,7 +242,7 @@ def render_bench(data: dict, console) -> None:
         table.add_column(col, justify=just)
     for row in data["layers"]:
         share = 100.0 * (row["forward_ms"] + row["backward_ms"]) / step
-        table.add_row(row["name"], row["type"], _shape(row["output_shape"]), f"{row['forward_ms']:.3f}",
+        table.add_row(row["name"], row["type"], show_shapes(row["output_shape"]), f"{row['forward_ms']:.3f}",
                       f"{row['backward_ms']:.3f}", f"{share:.1f}", f"{row['inference_ms']:.3f}")
     for label, key in (("loss", "loss_ms"), ("optimizer", "optimizer_ms"), ("engine, other", "other_ms")):
         table.add_row(f"[dim]{label}[/]", "", "", f"{data[key]:.3f}", "", f"{100.0 * data[key] / step:.1f}", "")

@@ -22,7 +22,7 @@ def catalogue() -> list[dict]:
             "type": name,
             "aliases": list(cls.aliases),
             "family": cls.family,
-            "trainable": cls.is_trainable(),
+            "trainable": True,  # every layer has a backward pass (kept for scripts reading the JSON)
             "description": _first_sentence(cls.__doc__ or ""),
         })
     order = {f: i for i, f in enumerate(FAMILY_ORDER)}
@@ -109,7 +109,7 @@ def layer_info(type_name: str) -> dict:
         "preset": preset,
         "aliases": list(cls.aliases),
         "family": cls.family,
-        "trainable": cls.is_trainable(),
+        "trainable": True,  # every layer has a backward pass (kept for scripts reading the JSON)
         "documented_keras1": [n for n in [canonical, *cls.aliases] if n in ALL_DOCUMENTED],
         "description": " ".join((cls.__doc__ or "").split()),
         "parameters": params,
@@ -123,7 +123,6 @@ def render_catalogue(rows: list[dict], console) -> None:
     table = Table(box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False)
     table.add_column("Type", no_wrap=True)
     table.add_column("Also accepted as", overflow="fold", max_width=34)
-    table.add_column("Trains", justify="center", no_wrap=True)
     wide = console.width >= 110  # below that the descriptions would wrap into towers
     if wide:
         table.add_column("What it does", overflow="fold", ratio=1)
@@ -131,11 +130,10 @@ def render_catalogue(rows: list[dict], console) -> None:
     for r in rows:
         if r["family"] != last:
             if last is not None:
-                table.add_row(*[""] * (4 if wide else 3))
-            table.add_row(f"[bold magenta]{r['family'].replace('_', ' ')}[/]", *[""] * (3 if wide else 2))
+                table.add_row(*[""] * (3 if wide else 2))
+            table.add_row(f"[bold magenta]{r['family'].replace('_', ' ')}[/]", *[""] * (2 if wide else 1))
             last = r["family"]
-        row = [f"  [bold]{r['type']}[/]", ", ".join(r["aliases"]),
-               "[green]yes[/]" if r["trainable"] else "[yellow]not yet[/]"]
+        row = [f"  [bold]{r['type']}[/]", ", ".join(r["aliases"])]
         table.add_row(*row, r["description"]) if wide else table.add_row(*row)
     console.print(table)
     console.print(f"{len(rows)} layer types. Details: [bold]layerforge layers TYPE[/]; training callbacks: "

@@ -1067,14 +1067,5 @@ def evaluate_scalar(text: str, variables: dict) -> float:
     return float(y)
 
 
-def allow_code(flag: bool) -> None:
-    """Allow (or forbid) Lambda layers with `function:` to import and run Python code (CLI `--allow-code`).
-
-    The switch itself lives in :mod:`layerforge.layers.lambda_layer` (``ALLOW_CODE``)."""
-    from .layers import lambda_layer
-
-    lambda_layer.allow_code(flag)
-
-
 __all__ = ["Expression", "ExpressionError", "FUNCTIONS", "CONSTANTS", "compile_expression", "evaluate_scalar",
-           "check_scalar_expression", "check_constant_names", "allow_code"]
+           "check_scalar_expression", "check_constant_names"]

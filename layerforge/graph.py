@@ -7,12 +7,12 @@ whose inputs failed is skipped rather than reported again.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 from .config.model import ModelSpec
 from .errors import ConfigError, Problem, did_you_mean
 from .layers import Layer, ParamSpec, make_layer
+from .layers.base import snake_case
 
 # Weights above this many elements in one array are refused before anything is allocated.
 MAX_WEIGHT_ELEMENTS = 2**32
@@ -37,11 +37,6 @@ def shape_problem(shape, what: str) -> str | None:
         return (f"{what} {tuple(shape)} has {total:,} values per sample, more than the {MAX_SAMPLE_ELEMENTS:,} "
                 "layerforge allows")
     return None
-
-
-def snake_case(name: str) -> str:
-    s = re.sub(r"(?<=[a-z])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name)
-    return s.lower()
 
 
 @dataclass

@@ -29,13 +29,13 @@ class BuiltLayer:
 
 
 def build_layer(config: dict, input_shape, *, dtype=np.float64, seed: int = 0, batch_size: int | None = None,
-                name: str = "layer") -> BuiltLayer:
-    """Validate ``config``, instantiate the layer and initialise its weights."""
-    from .engine.initializers import initialize
+                name: str = "layer", allow_code: bool = False) -> BuiltLayer:
+    """Validate ``config``, instantiate the layer and initialise its weights (``allow_code``: as load_config)."""
+    from .layers.initializers import initialize
 
     load_all()
     problems: list = []
-    cfg = parse_layer(dict(config), (), SourceMap(file="<test>"), problems)
+    cfg = parse_layer(dict(config), (), SourceMap(file="<test>"), problems, allow_code=allow_code)
     if problems:
         raise ConfigError(problems=problems)
     layer = make_layer(cfg, name)
@@ -135,7 +135,7 @@ def check_layer_gradients(built: BuiltLayer, x, *, mask=None, training: bool = T
             num = (plus - minus) / (2 * eps)
             err = abs(num - an[i])
             worst = max(worst, err / max(abs(num), abs(an[i]), 1e-3))
-            if err > atol + rtol * max(abs(num), abs(an[i])) and err > 1e-5 * max(1.0, abs(num)):
+            if err > atol + rtol * max(abs(num), abs(an[i]), 1.0):  # relative, and absolute below 1
                 raise AssertionError(f"{layer.type} gradient mismatch for {label} at flat index {i}: "
                                      f"analytic {an[i]:.8g}, numeric {num:.8g}")
         report[label] = worst
@@ -197,7 +197,7 @@ def check_model_gradients(config: dict, xs: list, ys: list, *, seed: int = 0, ep
             num = (plus - minus) / (2 * eps)
             err = abs(num - an[i])
             worst = max(worst, err / max(abs(num), abs(an[i]), 1e-3))
-            if err > 1e-7 + rtol * max(abs(num), abs(an[i])) and err > 1e-5 * max(1.0, abs(num)):
+            if err > 1e-7 + rtol * max(abs(num), abs(an[i]), 1.0):  # relative, and absolute below 1
                 raise AssertionError(f"model gradient mismatch for {node_name}/{param}[{i}]: "
                                      f"analytic {an[i]:.8g}, numeric {num:.8g}")
         report[f"{node_name}/{param}"] = worst

@@ -74,7 +74,7 @@ def example_model(example, seed: int = 0):
 
 
 def predict_all(model, xs) -> list:
-    outs = model.trainer.predict(xs, 256)
+    outs = model.predict_arrays(xs, 256)
     return [np.asarray(o, dtype=np.float32) for o in outs]
 
 

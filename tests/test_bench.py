@@ -67,7 +67,13 @@ def test_bench_json_has_every_field(tiny):
     assert [row["name"] for row in data["layers"]] == ["hidden", "drop", "out"]
     for row in data["layers"]:
         assert LAYER_KEYS <= row.keys()
-        assert row["forward_ms"] >= 0 and row["backward_ms"] >= 0 and row["inference_ms"] >= 0
+        assert row["forward_ms"] > 0 and row["backward_ms"] > 0 and row["inference_ms"] > 0  # every layer timed
+    # the per-layer, loss and optimizer times are parts of the training steps (the median of two steps is their
+    # mean), and "other" is the rest
+    parts = sum(row["forward_ms"] + row["backward_ms"] for row in data["layers"]) + data["loss_ms"] \
+        + data["optimizer_ms"]
+    assert parts <= data["train_step_ms"] + 1e-3
+    assert data["other_ms"] == pytest.approx(data["train_step_ms"] - parts, abs=2e-3)
     assert data["layers"][0]["output_shape"] == [5]  # without the batch axis
     assert data["train_samples_per_s"] > 0 and data["inference_samples_per_s"] > 0
     assert data["first_train_batch_s"] > 0 and np.isfinite(data["final_loss"])

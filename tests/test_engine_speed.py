@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from layerforge.engine.activations import activate, activate_backward
+from layerforge.activations import activate, activate_backward
 from layerforge.engine.optimizers import make_optimizer, packed_buffer
 from layerforge.testing import build_layer
 

@@ -107,7 +107,8 @@ def test_text_labels_are_encoded_as_the_cli_does():
     h = model.fit(x, names, epochs=3)
     assert len(h.epoch) == 3
     assert model.encoders["dense_1"]["classes"] == ["cat", "dog", "eel"]
-    assert model.evaluate(x, names)["accuracy"] >= 0.0
+    scores = model.evaluate(x, names)  # three seeded epochs: 0.6 accuracy (a third by chance), loss 0.89 (log 3 = 1.10)
+    assert scores["accuracy"] >= 0.5 and scores["loss"] < 0.95
     with pytest.raises(DataError, match="'fox'"):
         model.fit(x[:2], np.array(["cat", "fox"]), epochs=1)
 

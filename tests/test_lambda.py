@@ -11,7 +11,6 @@ from layerforge.config.model import load_config, parse_layer
 from layerforge.config.source import SourceMap
 from layerforge.errors import ConfigError, ShapeError
 from layerforge.graph import build_graph
-from layerforge.layers import lambda_layer
 from layerforge.testing import build_layer, check_layer_gradients
 
 
@@ -228,7 +227,6 @@ def user_module(tmp_path, monkeypatch):
     (tmp_path / "lf_lambda_user_fns.py").write_text(USER_MODULE)
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delitem(sys.modules, "lf_lambda_user_fns", raising=False)
-    monkeypatch.setattr(lambda_layer, "ALLOW_CODE", False)
     return "lf_lambda_user_fns"
 
 
@@ -247,11 +245,24 @@ def test_function_is_refused_without_allow_code(user_module):
     assert p.path == "layers[1]" and "--allow-code" in p.message
 
 
+def test_allow_code_belongs_to_the_config_it_was_loaded_with(user_module):
+    # a parameter of loading, not a process-wide switch: one config allowed leaves every other refused
+    cfg = {"type": "Lambda", "function": f"{user_module}:double"}
+    config = {"input_shape": [3], "layers": [cfg]}
+    assert build_graph(load_config(config, allow_code=True)).output_shapes == [(3,)]
+    with pytest.raises(ConfigError):
+        build_graph(load_config(config))
+    stack = {"input_shape": [3], "layers": [{"type": "Sequential", "layers": [{"type": "Dense", "units": 2}]}]}
+    assert load_config(stack, allow_code=True).layers[0].layers[0].code_allowed  # nested layers carry it too
+    assert not load_config(stack).layers[0].layers[0].code_allowed
+    with pytest.raises(ConfigError):
+        build_layer(cfg, (3,))
+
+
 def test_function_runs_with_allow_code(user_module):
-    lambda_layer.allow_code(True)
     cfg = {"type": "Lambda", "function": f"{user_module}:double", "gradient": f"{user_module}:double_grad",
            "arguments": {"scale": 3.0}}
-    built = build_layer(cfg, (3,))
+    built = build_layer(cfg, (3,), allow_code=True)
     assert built.output_shape == (3,)  # inferred by calling the function on zeros
     x = np.random.default_rng(0).standard_normal((2, 3))
     y, _ = built.layer.forward({}, x)
@@ -262,12 +273,8 @@ def test_function_runs_with_allow_code(user_module):
 
 
 def test_function_with_several_inputs_gets_a_list(user_module):
-    from layerforge import expressions
-
-    expressions.allow_code(True)  # the same switch
-    assert lambda_layer.ALLOW_CODE is True
     cfg = {"type": "Lambda", "function": f"{user_module}:pair", "gradient": f"{user_module}:pair_grad"}
-    built = build_layer(cfg, [(2,), (2,)])
+    built = build_layer(cfg, [(2,), (2,)], allow_code=True)
     assert built.output_shape == (2,)
     rng = np.random.default_rng(1)
     xs = [rng.standard_normal((3, 2)), rng.standard_normal((3, 2))]
@@ -275,20 +282,17 @@ def test_function_with_several_inputs_gets_a_list(user_module):
 
 
 def test_function_output_shape_inference_keeps_variable_dims(user_module):
-    lambda_layer.allow_code(True)
-    built = build_layer({"type": "Lambda", "function": f"{user_module}:repeat_time"}, (None, 3))
+    built = build_layer({"type": "Lambda", "function": f"{user_module}:repeat_time"}, (None, 3), allow_code=True)
     assert built.output_shape == (None, 3)
-    built = build_layer({"type": "Lambda", "function": f"{user_module}:repeat_time"}, (4, 3))
+    built = build_layer({"type": "Lambda", "function": f"{user_module}:repeat_time"}, (4, 3), allow_code=True)
     assert built.output_shape == (8, 3)
     built = build_layer({"type": "Lambda", "function": f"{user_module}:repeat_time", "output_shape": [8, 3]},
-                        (4, 3))
+                        (4, 3), allow_code=True)
     assert built.output_shape == (8, 3)
 
 
 def test_function_without_gradient_predicts_but_cannot_train(user_module):
-    lambda_layer.allow_code(True)
-    built = build_layer({"type": "Lambda", "function": f"{user_module}:double"}, (3,))
-    assert type(built.layer).is_trainable()
+    built = build_layer({"type": "Lambda", "function": f"{user_module}:double"}, (3,), allow_code=True)
     x = np.ones((2, 3))
     y, cache = built.layer.forward({}, x)
     np.testing.assert_array_equal(y, 2.0)
@@ -305,9 +309,8 @@ def test_function_without_gradient_predicts_but_cannot_train(user_module):
     ("{mod}:broken", "RuntimeError: boom"),
 ])
 def test_function_errors(user_module, ref, fragment):
-    lambda_layer.allow_code(True)
     with pytest.raises(ConfigError) as info:
-        build_layer({"type": "Lambda", "function": ref.format(mod=user_module)}, (3,))
+        build_layer({"type": "Lambda", "function": ref.format(mod=user_module)}, (3,), allow_code=True)
     assert fragment in info.value.problems[0].message
 
 

@@ -24,12 +24,17 @@ def test_every_documented_layer_is_a_type():
 
 
 def test_type_index_matches_the_registry():
-    """layers/_index.py (used to import only the families a config needs) names every type and alias."""
+    """layers/_index.py (used to import only the families a config needs) is generated from the registry."""
+    from pathlib import Path
+
+    from layerforge.layers import _make_index
     from layerforge.layers._index import TYPE_MODULES
 
     registered = {name: cls.__module__.rsplit(".", 1)[1] for cls in REGISTRY.values()
                   for name in (cls.type, *cls.aliases)}
     assert TYPE_MODULES == registered
+    committed = (Path(_make_index.__file__).with_name("_index.py")).read_text()
+    assert committed == _make_index.render(), "run `python -m layerforge.layers._make_index`"
 
 
 def test_every_layer_has_two_examples():
@@ -68,9 +73,6 @@ def test_config_round_trip(type_name, index, example):
 
 @pytest.mark.parametrize("type_name,index,example", CASES, ids=IDS)
 def test_forward_shape_matches_declared(type_name, index, example):
-    cls = REGISTRY[type_name]
-    if not cls.is_trainable():
-        pytest.skip("no forward/backward yet")
     rng = np.random.default_rng(0)
     for batch in ([example.batch_size] if example.batch_size else [1, 3]):
         built = build_layer(example.config, example.input_shape, batch_size=example.batch_size, dtype=np.float32)
@@ -90,9 +92,6 @@ def test_forward_shape_matches_declared(type_name, index, example):
 
 @pytest.mark.parametrize("type_name,index,example", CASES, ids=IDS)
 def test_gradients(type_name, index, example):
-    cls = REGISTRY[type_name]
-    if not cls.is_trainable():
-        pytest.skip("no forward/backward yet")
     if not example.gradcheck:
         pytest.skip("example opts out of the gradient check: " + example.note)
     rng = np.random.default_rng(42 + index)
@@ -101,3 +100,53 @@ def test_gradients(type_name, index, example):
     x = random_input(example.input_shape, batch, rng, int_input=example.int_input)
     mask = random_mask(example.input_shape, batch, rng) if example.mask else None
     check_layer_gradients(built, x, mask=mask, training=example.training, rtol=example.tolerance)
+
+
+@pytest.mark.parametrize("type_name,index,example", CASES, ids=IDS)
+def test_forward_modifies_neither_input_nor_params(type_name, index, example):
+    # the layer contract (Layer.forward): the engine hands the same arrays to the next layer and to backward
+    rng = np.random.default_rng(7 + index)
+    batch = example.batch_size or 2
+    built = build_layer(example.config, example.input_shape, batch_size=example.batch_size, seed=index)
+    for training in (True, False):
+        x = random_input(example.input_shape, batch, rng, int_input=example.int_input)
+        mask = random_mask(example.input_shape, batch, rng) if example.mask else None
+        x_before = [a.copy() for a in (x if isinstance(x, list) else [x])]
+        params_before = {k: v.copy() for k, v in built.params.items()}
+        built.layer.forward(built.params, x, training=training, rng=np.random.default_rng(0), mask=mask)
+        for a, b in zip(x if isinstance(x, list) else [x], x_before, strict=True):
+            np.testing.assert_array_equal(a, b, err_msg=f"{type_name} forward(training={training}) changed x")
+        for k, v in params_before.items():
+            np.testing.assert_array_equal(built.params[k], v,
+                                          err_msg=f"{type_name} forward(training={training}) changed {k}")
+
+
+def test_gradient_check_rtol_is_not_floored():
+    # an analytic gradient 3e-6 off (relative) passes a loose check and fails rtol=1e-6: no fixed floor (it was
+    # 1e-5) hides errors below it
+    built = build_layer({"type": "Dense", "units": 3}, (4,))
+    x = np.random.default_rng(0).standard_normal((2, 4))
+    backward = built.layer.backward
+
+    def off(params, dy, cache):
+        dx, grads = backward(params, dy, cache)
+        return dx, {k: g * (1 + 3e-6) for k, g in grads.items()}
+
+    built.layer.backward = off
+    check_layer_gradients(built, x, rtol=1e-4, check_inputs=False)
+    with pytest.raises(AssertionError, match="gradient mismatch"):
+        check_layer_gradients(built, x, rtol=1e-6, check_inputs=False)
+
+
+def test_a_scalar_weight_keeps_its_shape_through_set_weights_save_and_load(tmp_path):
+    # np.ascontiguousarray turns a 0-d array into shape (1,): Attention's `scale` (shape ()) once came back (1,)
+    import layerforge
+
+    config = {"inputs": [{"name": "q", "shape": [4, 3]}, {"name": "v", "shape": [4, 3]}],
+              "layers": [{"type": "Attention", "use_scale": True, "inputs": ["q", "v"]}]}
+    model = layerforge.Model.from_yaml(config, seed=0)
+    assert model.get_weights()["attention"][0].shape == ()
+    model.set_weights({"attention": [np.float32(0.5)]})
+    model.save(tmp_path / "run")
+    again = layerforge.load(tmp_path / "run")
+    assert again.get_weights()["attention"][0].shape == () and float(again.get_weights()["attention"][0]) == 0.5

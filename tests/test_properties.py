@@ -357,8 +357,9 @@ def trainable_configs(draw):
             "training": training, "data": {"train": {"path": str(IRIS_CSV), "target": "species"}}}
 
 
-# ... and a val_* monitor with no validation data in the config: `train --validation-data` can still give it
 DATA_DEPENDENT = ("needs about", "which the data does not have", "training and", "samples of",
+                  # a callback watching val_*: whether there is validation data is known once train has its
+                  # arguments (--validation-data), not from the config alone
                   "val_* values need validation data")
 
 

@@ -5,9 +5,9 @@ import copy
 import numpy as np
 import pytest
 
+from layerforge.activations import activate
 from layerforge.config.model import parse_layer
 from layerforge.config.source import SourceMap
-from layerforge.engine.activations import activate
 from layerforge.errors import ConfigError, DataError, ShapeError
 from layerforge.testing import build_layer, check_layer_gradients
 

@@ -85,15 +85,15 @@ def test_pieces_are_bounded_and_errors_keep_their_line(iris_run, tmp_path, monke
 
 def test_streaming_keeps_memory_bounded(iris_run, tmp_path, monkeypatch):
     import layerforge
-    from layerforge.engine.runner import decode_outputs
-    from layerforge.engine.streaming import stream_predict, wants_streaming
+    from layerforge.cli.commands import decode_outputs
+    from layerforge.cli.streaming import stream_predict, wants_streaming
 
     big_iris(tmp_path / "big.csv", 200)  # 30,000 rows, about 0.9 MB of CSV
     size = (tmp_path / "big.csv").stat().st_size
     monkeypatch.setenv("LAYERFORGE_DATA_BUDGET", str(size // 10))
     model = layerforge.load(iris_run)
     assert wants_streaming(model, tmp_path / "big.csv", tmp_path / "p.csv")
-    model.trainer.predict([np.zeros((2, 4), np.float32)], 2)  # warm up (compiled kernels, buffers)
+    model.predict_arrays([np.zeros((2, 4), np.float32)], 2)  # warm up (compiled kernels, buffers)
     tracemalloc.start()
     rows = stream_predict(model, tmp_path / "big.csv", tmp_path / "p.csv", probabilities=False, batch_size=256,
                           decode=decode_outputs)

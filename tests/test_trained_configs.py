@@ -57,4 +57,4 @@ def test_bn_prelu_predict_is_deterministic_and_survives_save_load(tmp_path):
 
 def test_conv_autoencoder_learns(tmp_path):
     _, history = train(tmp_path, "conv_autoencoder", "training.epochs=4")
-    assert history[-1]["loss"] < history[0]["loss"]
+    assert history[-1]["loss"] < 0.5 * history[0]["loss"]  # seeded: 0.111 -> 0.033 in four epochs

@@ -269,7 +269,8 @@ def test_keeps_no_temp_dirs_and_copies_nothing_extra(tmp_path):
 def test_predict_runs_batches_in_parallel_with_the_serial_results():
     import numba
 
-    from layerforge.engine.threads import current_threads
+    from layerforge.engine import inference
+    from layerforge.kernels.threads import current_threads
 
     # BatchNormalization and gelu run Numba parallel kernels: two batch threads must take turns launching them
     config = {"name": "par", "input_shape": [2048],
@@ -282,11 +283,11 @@ def test_predict_runs_batches_in_parallel_with_the_serial_results():
     before = current_threads()
     numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
     try:
-        trainer = model.trainer
-        assert trainer._batches_in_parallel()
+        assert inference.batches_in_parallel(model.compiled)
         parallel = model.predict(x, batch_size=20)  # 51 batches, the last one short
-        trainer._batches_in_parallel = lambda: False
-        serial = model.predict(x, batch_size=20)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(inference, "batches_in_parallel", lambda compiled: False)
+            serial = model.predict(x, batch_size=20)
     finally:
         numba.set_num_threads(before)
     np.testing.assert_array_equal(parallel, serial)
@@ -295,4 +296,4 @@ def test_predict_runs_batches_in_parallel_with_the_serial_results():
         {"type": "Conv2D", "filters": 2, "kernel_size": 3}, {"type": "Flatten"}, {"type": "Dense", "units": 2}]})
     lam = layerforge.Model.from_yaml({"name": "l", "input_shape": [4], "layers": [
         {"type": "Lambda", "expression": "x * 2"}, {"type": "Dense", "units": 2}]})
-    assert not conv.trainer._batches_in_parallel() and not lam.trainer._batches_in_parallel()
+    assert not inference.batches_in_parallel(conv.compiled) and not inference.batches_in_parallel(lam.compiled)

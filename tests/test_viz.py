@@ -309,12 +309,12 @@ def test_summary_graph_does_not_import_numba(tmp_path):
 def test_train_prints_a_sparkline_on_a_terminal(tmp_path):
     from rich.console import Console
 
-    from layerforge.cli import _show_training_result
-    from layerforge.engine.runner import train_command
+    from layerforge.cli.app import _show_training_result
+    from layerforge.cli.commands import train_command
 
     def train(console, **kw):  # the command body and what the CLI prints after it
         _show_training_result(train_command(ROOT / "configs" / "iris.yaml", resume=None, data=None,
-                                            validation_data=None, quiet=False, allow_code=False, threads=None,
+                                            validation_data=None, quiet=False, allow_code=False,
                                             console=console, **kw), console)
 
     buf = io.StringIO()

@@ -203,8 +203,9 @@ def _clean_loc(data: Any, loc: tuple, *, missing: bool) -> tuple:
 
 # ---------------------------------------------------------------------- layers
 
-def parse_layer(raw: Any, path: tuple, source: SourceMap, problems: list[Problem]):
-    """Validate one layer mapping into its typed Config; append problems instead of raising."""
+def parse_layer(raw: Any, path: tuple, source: SourceMap, problems: list[Problem], *, allow_code: bool = False):
+    """Validate one layer mapping into its typed Config; append problems instead of raising. ``allow_code``: a
+    Lambda `function:` in it (or in a layer it wraps) may run Python code."""
     from ..layers import REGISTRY, TYPE_NAMES, ensure_type, known_type_names
     from ..layers.base import KERAS1_RENAMES
 
@@ -264,12 +265,13 @@ def parse_layer(raw: Any, path: tuple, source: SourceMap, problems: list[Problem
     # nested wrapper layer: validated with its own Config, errors located inside it
     for key in ("layer", "backward_layer"):  # wrapped layers, validated with their own Config
         if key in fields and isinstance(data.get(key), dict):
-            nested = parse_layer(data[key], path + (key,), source, problems)
+            nested = parse_layer(data[key], path + (key,), source, problems, allow_code=allow_code)
             if nested is None:
                 return None
             data[key] = nested
     if "layers" in fields and isinstance(data.get("layers"), list):  # a Sequential's stack
-        stack = [parse_layer(item, path + ("layers", i), source, problems) for i, item in enumerate(data["layers"])]
+        stack = [parse_layer(item, path + ("layers", i), source, problems, allow_code=allow_code)
+                 for i, item in enumerate(data["layers"])]
         if any(item is None for item in stack):
             return None
         data["layers"] = stack
@@ -279,15 +281,18 @@ def parse_layer(raw: Any, path: tuple, source: SourceMap, problems: list[Problem
         problems.append(source.problem(path, str(exc)))
         return None
     try:
-        return config_cls.model_validate(data)
+        parsed = config_cls.model_validate(data)
     except ValidationError as exc:
         known = fields | set(renames)
         problems.extend(validation_problems(exc, path, source, data, known_fields=known, renamed=renamed))
         return None
+    parsed._code_allowed = allow_code
+    return parsed
 
 
-def parse_model(data: Any, source: SourceMap, base_dir: Path) -> ModelSpec:
-    """Validate a whole config (already loaded from YAML); raise one ConfigError listing every problem."""
+def parse_model(data: Any, source: SourceMap, base_dir: Path, *, allow_code: bool = False) -> ModelSpec:
+    """Validate a whole config (already loaded from YAML); raise one ConfigError listing every problem.
+    ``allow_code``: Lambda layers with `function:` may import and run the Python code they name."""
     if not isinstance(data, dict):
         raise ConfigError(problems=[source.problem(
             (), "the top level of a config must be a mapping", found=type(data).__name__,
@@ -300,7 +305,8 @@ def parse_model(data: Any, source: SourceMap, base_dir: Path) -> ModelSpec:
         problems.extend(validation_problems(exc, (), source, top, known_fields=set(ModelConfig.model_fields)))
         config = None
     raw_layers = top.get("layers") if isinstance(top.get("layers"), list) else []
-    layers = [parse_layer(raw, ("layers", i), source, problems) for i, raw in enumerate(raw_layers)]
+    layers = [parse_layer(raw, ("layers", i), source, problems, allow_code=allow_code)
+              for i, raw in enumerate(raw_layers)]
     nans = _nan_paths(data)
     if nans:  # NaN is never a setting: one clear message each, instead of whatever a bound check made of it
         shown = {format_path(p) for p in nans}
@@ -326,8 +332,10 @@ def _nan_paths(data: Any) -> list[tuple]:
     return sorted(out, key=str)
 
 
-def load_config(path: str | Path | dict, overrides: list[str] | None = None) -> ModelSpec:
-    """Read, override and validate a config file (or an in-memory dict)."""
+def load_config(path: str | Path | dict, overrides: list[str] | None = None, *,
+                allow_code: bool = False) -> ModelSpec:
+    """Read, override and validate a config file (or an in-memory dict). ``allow_code=True`` (the CLI's
+    --allow-code) lets Lambda layers with `function:` import and run Python code; only for configs you trust."""
     from .overrides import apply_overrides
     from .source import load_yaml
 
@@ -340,7 +348,21 @@ def load_config(path: str | Path | dict, overrides: list[str] | None = None) -> 
         base_dir = Path(path).resolve().parent
     if overrides:
         data = apply_overrides(data, overrides, source)
-    return parse_model(data, source, base_dir)
+    return parse_model(data, source, base_dir, allow_code=allow_code)
 
+
+def _parse_nested_layer(mapping: dict):
+    problems: list[Problem] = []
+    parsed = parse_layer(mapping, (), SourceMap(), problems)
+    return parsed, [p.message + (f" ({p.hint})" if p.hint else "") for p in problems]
+
+
+def _install_nested_layer_parser() -> None:
+    from ..layers.base import install_nested_layer_parser
+
+    install_nested_layer_parser(_parse_nested_layer)
+
+
+_install_nested_layer_parser()  # layers parse a nested mapping with this (layers.base.parse_nested_layer)
 
 __all__ = ["ModelConfig", "ModelSpec", "InputSpec", "load_config", "parse_model", "parse_layer", "format_path"]

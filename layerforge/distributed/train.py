@@ -36,18 +36,17 @@ def distributed_train_command(config: Path, *, overrides, output, resume, data, 
     comm = world()
     rank, size = comm.Get_rank(), comm.Get_size()
     if threads is None:  # the ranks on one machine share its cores: no oversubscription
-        from ..engine.threads import cpu_count, set_threads
+        from ..kernels.threads import cpu_count, set_threads
 
         set_threads(max(1, cpu_count() // ranks_on_this_host(comm)))
     from ..api import Model
+    from ..cli import commands as runner
     from ..config import load_config
-    from ..engine import runner
     from ..graph import build_graph
 
-    runner._allow_code(allow_code)
     failure, spec, graph, run = None, None, None, None
     try:
-        spec = load_config(config, overrides)
+        spec = load_config(config, overrides, allow_code=allow_code)
         graph = build_graph(spec)
         if rank == 0 and resume is not None:
             from ..io.rundir import read_run

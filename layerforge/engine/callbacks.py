@@ -187,7 +187,7 @@ class EarlyStopping(_Monitor):
                       f"improve for {self.wait} epoch{'s' if self.wait != 1 else ''})")
         if self.restore_best_weights and self.best_weights is not None:
             self.say(f"Restoring model weights from the end of the best epoch: {self.best_epoch + 1}.")
-            self.trainer.set_weights(self.best_weights)
+            self.trainer.model.set_weights(self.best_weights)
             self.note(f"EarlyStopping: restored the weights of epoch {self.best_epoch + 1} "
                       f"({self.monitor} {self.best:.4g})")
 

@@ -24,7 +24,7 @@ import math
 
 import numpy as np
 
-from .activations import sigmoid, softplus
+from ..activations import sigmoid, softplus
 
 EPSILON = 1e-7  # keras.backend.epsilon()
 _LOG2 = math.log(2.0)

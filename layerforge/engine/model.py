@@ -11,10 +11,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import ConfigError
 from ..graph import Graph, Node
 from ..layers.base import ParamSpec
-from .initializers import initialize
-from .memory import keep_freed_memory
+from ..layers.initializers import initialize
 
 
 @dataclass
@@ -32,7 +32,6 @@ class CompiledModel:
         from ..memory_budget import check_memory
 
         check_memory(graph, itemsize=np.dtype(dtype).itemsize)  # refuse a model too big before allocating it
-        keep_freed_memory()  # per-batch buffers are then reused, not faulted in afresh (engine/memory.py)
         self.graph = graph
         self.dtype = np.dtype(dtype)
         self.nodes: list[Node] = graph.nodes
@@ -108,8 +107,24 @@ class CompiledModel:
             out.setdefault(name, []).append(arr.copy())
         return out
 
+    def set_weights(self, weights: dict[str, list[np.ndarray]]) -> None:
+        """Set layers' weights by layer name, each a list in the order and layout ``get_weights`` gives; the one
+        place weights are replaced (the Python API, EarlyStopping's restore_best_weights)."""
+        for name, arrays in weights.items():
+            if name not in self.specs:
+                raise ConfigError(f"the model has no layer named '{name}' (layers: {', '.join(self.specs)})")
+            specs = self.specs[name]
+            if len(arrays) != len(specs):
+                raise ConfigError(f"layer '{name}' has {len(specs)} weights "
+                                  f"({', '.join(s.name for s in specs)}), got {len(arrays)}")
+            for spec, arr in zip(specs, arrays):
+                if tuple(np.shape(arr)) != tuple(spec.shape):
+                    raise ConfigError(f"weight {name}/{spec.name} has shape {tuple(spec.shape)}, got "
+                                      f"{np.shape(arr)}")
+                self.set_weight(name, spec, arr)
+
     def set_weight(self, node_name: str, spec: ParamSpec, value: np.ndarray) -> None:
-        value = np.require(value, self.dtype, "C")  # keeps a scalar weight's shape () (ascontiguousarray: (1,))
+        value = np.ascontiguousarray(value, dtype=self.dtype).reshape(np.shape(value))  # a 0-d weight stays 0-d
         if value.shape != tuple(spec.shape):
             raise ValueError(f"weight {node_name}/{spec.name} has shape {tuple(spec.shape)}, got {value.shape}")
         if spec.trainable:

@@ -9,101 +9,23 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ..config.training import TrainingConfig
 from ..errors import ConfigError, DataError, Problem
+from .inference import Head, RunningMean, batch_loss, evaluate, make_heads, metric_logs, metric_weight
 from .model import CompiledModel
-from .threads import current_threads
-
-
-@dataclass
-class Head:
-    """One model output with its loss, loss weight and metrics."""
-
-    key: str
-    ref: tuple
-    shape: tuple
-    loss_spec: dict
-    loss: object
-    weight: float = 1.0
-    metrics: list = field(default_factory=list)
-
-
-def _per_output(value, keys: list[str], what: str, default=None):
-    """A single value for all outputs, a list in output order, or a mapping by output name."""
-    if isinstance(value, dict) and "type" not in value:
-        unknown = [k for k in value if k not in keys]
-        if unknown:
-            raise ConfigError(problems=[Problem(message=f"training.{what} names output '{unknown[0]}', which the "
-                                                        f"model does not have", path=f"training.{what}",
-                                                expected=", ".join(keys))])
-        return [value.get(k, default) for k in keys]
-    if isinstance(value, list) and what != "metrics":
-        if len(value) != len(keys):
-            raise ConfigError(problems=[Problem(message=f"training.{what} has {len(value)} entries but the model has "
-                                                        f"{len(keys)} outputs", path=f"training.{what}",
-                                                expected=", ".join(keys))])
-        return list(value)
-    return [value] * len(keys)
-
-
-class _Mean:
-    """Running mean of per-batch values weighted by batch size (the per-output losses)."""
-
-    def __init__(self, name: str):
-        self.name = name
-        self.reset()
-
-    def reset(self):
-        self.total, self.count = 0.0, 0
-
-    def add(self, value: float, n: int):
-        self.total += value * n
-        self.count += n
-
-    def result(self) -> float:
-        return self.total / max(self.count, 1)
-
-
-def output_keys(graph) -> list[str]:
-    return [name if k == 0 else f"{name}_{k}" for name, k in graph.outputs]
-
-
-# Layer families whose inference pass keeps nothing on the layer object and gets its parallelism from BLAS alone
-# (Dense and the like). For models made of them only (Lambda excluded: it may run user code), predict runs whole
-# batches on separate threads with one BLAS thread each: small GEMMs spread over cores poorly (measured on 2
-# cores: the MLP benchmark's 784x256 product ran 1.3x faster on two BLAS threads than on one), two batches on two
-# cores much better, and each batch's result is the one a single thread computes. Convolution and recurrent
-# layers split every batch over the threads themselves. Numba's parallel kernels (BatchNormalization, gelu) take
-# the lock of kernels.blocks.one_launch_at_a_time, as Numba's workqueue layer must not be entered by two threads.
-_BATCH_PARALLEL_FAMILIES = frozenset({"core", "merge", "advanced_activations", "normalization", "noise", "embedding"})
 
 
 class Trainer:
     def __init__(self, model: CompiledModel, cfg: TrainingConfig, *, seed: int | None = None):
-        from .losses import make_loss
-        from .metrics import make_metric
         from .optimizers import make_optimizer
 
         self.model = model
         self.cfg = cfg
-        graph = model.graph
-        keys = output_keys(graph)
-        losses = _per_output(cfg.loss, keys, "loss")
-        weights = _per_output(cfg.loss_weights, keys, "loss_weights", 1.0) if cfg.loss_weights is not None \
-            else [1.0] * len(keys)
-        metric_lists = _per_output(cfg.metrics, keys, "metrics", [])
-        self.heads: list[Head] = []
-        for key, ref, loss_spec, w, mets in zip(keys, graph.outputs, losses, weights, metric_lists):
-            shape = graph.shape_of(ref)
-            head = Head(key=key, ref=ref, shape=shape, loss_spec=loss_spec, loss=make_loss(loss_spec),
-                        weight=float(1.0 if w is None else w))
-            head.metrics = [make_metric(m, loss_spec=loss_spec, output_shape=shape) for m in (mets or [])]
-            self.heads.append(head)
+        self.heads: list[Head] = make_heads(model.graph, cfg)
         self.optimizer = make_optimizer(cfg.optimizer)
         self.rng = np.random.default_rng(seed)
         self.pairs = model.trainable_pairs()
@@ -125,37 +47,9 @@ class Trainer:
         # ``parallel.reduce_logs(logs, seen)`` makes the epoch's logs the same on every process.
         self.parallel = None
 
-    # ------------------------------------------------------------------ weights
-    def set_weights(self, weights: dict[str, list[np.ndarray]]) -> None:
-        for name, arrays in weights.items():
-            for spec, arr in zip(self.model.specs[name], arrays):
-                self.model.set_weight(name, spec, arr)
-
     # ------------------------------------------------------------------ one batch
     def _loss(self, outs, out_masks, ys, sw, *, want_grads: bool):
-        total = 0.0
-        per_head = []
-        douts = []
-        for head, y_pred, mask, y_true in zip(self.heads, outs, out_masks, ys):
-            shape = head.loss.values_shape(y_pred)
-            w = np.ones(shape, dtype=y_pred.dtype)
-            if sw is not None:
-                w *= sw.reshape((-1,) + (1,) * (len(shape) - 1)).astype(y_pred.dtype, copy=False)
-            if mask is not None and mask.shape == shape:
-                w *= mask
-                denom = max(float(mask.sum()), 1.0)
-            else:
-                denom = float(w.size)
-            w /= denom
-            if want_grads:  # value and gradient in one pass
-                values, dout = head.loss.value_and_grad(y_true, y_pred, w * head.weight)
-                douts.append(dout)
-            else:
-                values = head.loss.forward(y_true, y_pred)
-            value = float((values * w).sum())
-            per_head.append(value)
-            total += head.weight * value
-        return total, per_head, douts
+        return batch_loss(self.heads, outs, out_masks, ys, sw, want_grads=want_grads)
 
     def train_batch(self, xs, ys, sw) -> tuple[float, list]:
         model = self.model
@@ -175,7 +69,7 @@ class Trainer:
         model.apply_constraints()
         for head, y_pred, mask, y_true in zip(self.heads, outs, masks, ys):
             for m in head.metrics:
-                m.update(y_true, y_pred, self._metric_weight(sw, mask, y_pred))
+                m.update(y_true, y_pred, metric_weight(sw, mask, y_pred))
         return loss, per_head
 
     def _reduce_gradients(self, grads: list, batch: int) -> tuple[list, bool]:
@@ -196,15 +90,6 @@ class Trainer:
                     view[...] = g
         finite = self.parallel.reduce_gradients(buffer, batch)
         return views, finite
-
-    @staticmethod
-    def _metric_weight(sw, mask, y_pred):
-        if mask is None or mask.shape != y_pred.shape[:-1]:
-            return sw
-        w = mask.astype(y_pred.dtype)
-        if sw is not None:
-            w = w * sw.reshape((-1,) + (1,) * (w.ndim - 1))
-        return w
 
     # ------------------------------------------------------------------ loops
     def _batches(self, n: int, batch_size: int, order: np.ndarray):
@@ -249,7 +134,7 @@ class Trainer:
             cb.on_train_begin()
         if callback_state is not None:  # --resume: the callbacks continue where the saved run left them
             self._load_callback_state(*callback_state)
-        head_loss = [_Mean(f"{h.key}_loss") for h in self.heads]
+        head_loss = [RunningMean(f"{h.key}_loss") for h in self.heads]
         for epoch in range(initial_epoch, epochs):
             self.current_epoch = epoch
             for cb in callbacks:
@@ -275,7 +160,7 @@ class Trainer:
                 seen += len(idx)
                 for hl, v in zip(head_loss, per_head):
                     hl.add(v, len(idx))
-                logs = {"loss": running / seen, **self._metric_logs()}
+                logs = {"loss": running / seen, **metric_logs(self.heads)}
                 if progress:
                     progress.update(step + 1, logs)
                 for cb in callbacks:
@@ -285,7 +170,7 @@ class Trainer:
             logs = {"loss": running / max(seen, 1)}
             if len(self.heads) > 1:
                 logs.update({hl.name: hl.result() for hl in head_loss})
-            logs.update(self._metric_logs())
+            logs.update(metric_logs(self.heads))
             if val is not None and val.n:
                 logs.update({f"val_{k}": v for k, v in self.evaluate(val, batch_size).items()})
             if self.parallel is not None:
@@ -364,7 +249,7 @@ class Trainer:
         if weights_only:
             from safetensors.numpy import save
 
-            tensors = {f"{name}/{spec.name}": np.require(arr, requirements="C") for name, spec, arr in
+            tensors = {f"{name}/{spec.name}": np.ascontiguousarray(arr).reshape(np.shape(arr)) for name, spec, arr in
                        self.model.weight_items()}
             atomic_write_bytes(path, save(tensors, metadata={"format": "layerforge", "epoch": str(self.epoch)}))
         elif self.save_checkpoint is None:
@@ -390,83 +275,9 @@ class Trainer:
             prefix = f"{i}/"
             cb.load_state(saved["state"], {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)})
 
-    def _metric_logs(self) -> dict:
-        out = {}
-        single = len(self.heads) == 1
-        for h in self.heads:
-            for m in h.metrics:
-                out[m.name if single else f"{h.key}_{m.name}"] = float(m.result())
-        return out
-
-    def predict(self, xs: list[np.ndarray], batch_size: int = 256) -> list[np.ndarray]:
-        n = len(xs[0])
-        fixed = self.model.graph.batch_size
-        step = fixed or batch_size
-        starts = list(range(0, n, step))
-        self.model.reset_states()
-
-        def run(start: int) -> list[np.ndarray]:
-            part = [x[start:start + step] for x in xs]
-            real = len(part[0])
-            if fixed and real < fixed:  # pad the last batch of a fixed-batch model
-                part = [np.concatenate([p, np.zeros((fixed - real,) + p.shape[1:], p.dtype)]) for p in part]
-            outs, _, _ = self.model.forward(part, training=False, keep=False)
-            return [o[:real] for o in outs]
-
-        threads = min(current_threads(), len(starts))
-        if threads > 1 and self._batches_in_parallel():
-            from ..kernels.blocks import run_blocks
-
-            per_batch: list = [None] * len(starts)
-
-            def work(k: int) -> None:  # thread k runs batches k, k + threads, ...
-                for i in range(k, len(starts), threads):
-                    per_batch[i] = run(starts[i])
-
-            run_blocks(work, threads)  # BLAS held to one thread meanwhile
-        else:
-            per_batch = [run(start) for start in starts]
-        if not per_batch:
-            return [np.zeros((0,)) for _ in self.heads]
-        return [np.concatenate([outs[h] for outs in per_batch]) for h in range(len(self.heads))]
-
-    def _batches_in_parallel(self) -> bool:
-        """Whether predict runs whole batches on separate threads (see _BATCH_PARALLEL_FAMILIES); never when the BLAS
-        libraries cannot be held to one thread (no threadpoolctl): the batches' GEMMs would oversubscribe the cores."""
-        from ..kernels.blocks import blas_controllers
-
-        return bool(blas_controllers()) and all(
-            node.layer.family in _BATCH_PARALLEL_FAMILIES and node.layer.type != "Lambda" for node in self.model.nodes)
-
     def evaluate(self, data, batch_size: int = 256) -> dict:
-        for m in [m for h in self.heads for m in h.metrics]:
-            m.reset()
-        total, seen = 0.0, 0
-        head_loss = [_Mean(f"{h.key}_loss") for h in self.heads]
-        n = data.n
-        fixed = self.model.graph.batch_size
-        step = fixed or batch_size
-        self.model.reset_states()
-        regularization = self.model.regularization_loss()  # the weights do not change while evaluating
-        for start in range(0, n - (n % step if fixed else 0), step):
-            xs = [x[start:start + step] for x in data.xs]
-            ys = [y[start:start + step] for y in data.ys]
-            sw = data.sample_weight[start:start + step] if data.sample_weight is not None else None
-            outs, masks, _ = self.model.forward(xs, training=False, keep=False)
-            loss, per_head, _ = self._loss(outs, masks, ys, sw, want_grads=False)
-            loss += regularization
-            total += loss * len(xs[0])
-            seen += len(xs[0])
-            for hl, v in zip(head_loss, per_head):
-                hl.add(v, len(xs[0]))
-            for head, y_pred, mask, y_true in zip(self.heads, outs, masks, ys):
-                for m in head.metrics:
-                    m.update(y_true, y_pred, self._metric_weight(sw, mask, y_pred))
-        out = {"loss": total / max(seen, 1)}
-        if len(self.heads) > 1:
-            out.update({hl.name: hl.result() for hl in head_loss})
-        out.update(self._metric_logs())
-        return out
+        """Loss and metrics on ``data`` with the training heads (the validation pass of every epoch)."""
+        return evaluate(self.model, self.heads, data, batch_size)
 
     # ------------------------------------------------------------------ resume
     def state(self) -> dict:

@@ -881,7 +881,7 @@ def export_onnx(model, path=None, *, opset: int = DEFAULT_OPSET, batch_size: int
             values[(node.name, k)] = y
             masks[(node.name, k)] = m
     outputs = []
-    from ..engine.training import output_keys
+    from ..engine.inference import output_keys
 
     for key, ref in zip(output_keys(graph), graph.outputs):
         src = values[ref]

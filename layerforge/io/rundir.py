@@ -35,7 +35,8 @@ RUN_FILES = {*REQUIRED, "optimizer.safetensors", "state.json", "history.json", "
 def _save_tensors(path: Path, tensors: dict[str, np.ndarray], metadata: dict[str, str] | None = None) -> None:
     from safetensors.numpy import save_file
 
-    save_file({k: np.require(v, requirements="C") for k, v in tensors.items()}, str(path), metadata=metadata)
+    save_file({k: np.ascontiguousarray(v).reshape(np.shape(v)) for k, v in tensors.items()}, str(path),
+              metadata=metadata)  # reshape: ascontiguousarray makes a 0-d weight (1,)
 
 
 def _load_tensors(path: Path) -> dict[str, np.ndarray]:

@@ -7,8 +7,9 @@ folder cannot be written (a read-only or system-wide install) and the user has n
 ``NUMBA_CACHE_DIR``, the cache goes to ``$XDG_CACHE_HOME/layerforge/numba`` (default
 ``~/.cache/layerforge/numba``). This runs before any kernel module imports Numba.
 
-Threading layer: unless ``NUMBA_THREADING_LAYER`` is set, the Numba parallel kernels use Numba's own
-``workqueue`` layer rather than OpenMP. The engine alternates Numba parallel loops with multi-threaded BLAS
+Threading layer: unless ``NUMBA_THREADING_LAYER`` is set, the engine's start-up (``engine/startup.py``, taken by
+the CLI and the first ``layerforge.Model``, not by importing this package) makes the Numba parallel kernels use
+Numba's own ``workqueue`` layer rather than OpenMP. The engine alternates Numba parallel loops with multi-threaded BLAS
 calls; OpenMP worker threads keep spinning after a parallel loop and take the cores the next GEMM's BLAS
 threads need (measured on 2 cores: a GEMM right after a parallel loop was 5-30x slower with OpenMP, no slower
 with workqueue; the mnist_cnn training step was faster with workqueue in every paired run). The workqueue layer
@@ -54,16 +55,4 @@ def configure_cache() -> str | None:
     return str(folder)
 
 
-def configure_threading_layer() -> str | None:
-    """Default the Numba threading layer to workqueue (see the module docstring); returns the layer set."""
-    if os.environ.get("NUMBA_THREADING_LAYER"):
-        return None
-    os.environ["NUMBA_THREADING_LAYER"] = "workqueue"
-    numba = sys.modules.get("numba")
-    if numba is not None:  # read at the first parallel launch; no effect once the threads run
-        numba.config.THREADING_LAYER = "workqueue"
-    return "workqueue"
-
-
-configure_cache()
-configure_threading_layer()
+configure_cache()  # a fallback for read-only installs, needed before any kernel compiles (not a tuning)

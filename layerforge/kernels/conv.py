@@ -482,7 +482,9 @@ def _col2im_chunks(dz2d, w2d, geo, groups, dx5, s0, s1, pool):
 # ============================================================================ bias + activation
 
 def _fused(activation: str) -> bool:
-    return activation in ("relu", "linear")
+    from ..activations import CONV_FUSED
+
+    return activation in CONV_FUSED
 
 
 def _bias_act_block(z2d, bias, activation):
@@ -494,7 +496,7 @@ def _bias_act_block(z2d, bias, activation):
 
 def _finish_activation(z2d, bias, activation):
     """(y2d, z2d kept for backward or None) once the pre-activation is complete (unfused activations)."""
-    from ..engine.activations import NEEDS_ONLY_OUTPUT, activate
+    from ..activations import NEEDS_ONLY_OUTPUT, activate
 
     if _fused(activation):
         return z2d, None
@@ -521,7 +523,7 @@ def activation_backward(dy2d, y2d, z2d, activation: str, use_bias: bool, batch: 
     if activation == "linear":
         dz = dy2d
     else:
-        from ..engine.activations import activate_backward
+        from ..activations import activate_backward
 
         dz = np.ascontiguousarray(activate_backward(activation, z2d, y2d, dy2d))
     return dz, (dz.sum(axis=0) if use_bias else None)
@@ -622,7 +624,7 @@ def direct_conv_backward(x5, dy2d, y2d, z2d, w2d, geo, activation: str, need_dx:
     relu = activation == "relu"
     g_all = dy2d
     if not _fused(activation):
-        from ..engine.activations import activate_backward
+        from ..activations import activate_backward
 
         g_all = np.ascontiguousarray(activate_backward(activation, z2d, y2d, dy2d))
     dx5 = np.empty(x5.shape, dtype=dy2d.dtype) if need_dx else None

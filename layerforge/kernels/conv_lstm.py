@@ -16,9 +16,13 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from ..activations import RECURRENT_CODES
 from .conv import col2im, im2col
 
-ACTIVATION_CODES = {"linear": 0, "tanh": 1, "sigmoid": 2, "hard_sigmoid": 3, "hard_sigmoid_keras1": 4, "relu": 5}
+# the activations these kernels implement, with the registry's recurrent codes (layerforge/activations.py); _act
+# and _dact below branch on those numbers
+ACTIVATION_CODES = {name: RECURRENT_CODES[name]
+                    for name in ("linear", "tanh", "sigmoid", "hard_sigmoid", "hard_sigmoid_keras1", "relu")}
 
 
 @njit(inline="always")

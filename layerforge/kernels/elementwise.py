@@ -5,6 +5,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from ..activations import DENSE_FUSED, DENSE_LINEAR, DENSE_RELU, DENSE_SIGMOID, DENSE_SOFTMAX, DENSE_TANH
 from .blocks import one_launch_at_a_time
 
 
@@ -45,10 +46,11 @@ def gelu_grad(x: np.ndarray) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- Dense epilogues
-# Activation codes of the fused Dense epilogue (bias add + activation in one pass over the GEMM output).
-# Only activations whose derivative needs nothing but the output are fused, so the layer keeps one array.
-LINEAR, RELU, TANH, SIGMOID, SOFTMAX = 0, 1, 2, 3, 4
-FUSED = {"linear": LINEAR, "relu": RELU, "tanh": TANH, "sigmoid": SIGMOID, "softmax": SOFTMAX}
+# Activation codes of the fused Dense epilogue (bias add + activation in one pass over the GEMM output), from the
+# activation registry (layerforge/activations.py: dense_code). Only activations whose derivative needs nothing but the
+# output are fused, so the layer keeps one array.
+LINEAR, RELU, TANH, SIGMOID, SOFTMAX = DENSE_LINEAR, DENSE_RELU, DENSE_TANH, DENSE_SIGMOID, DENSE_SOFTMAX
+FUSED = DENSE_FUSED  # activation name -> code
 
 # error_model="numpy": no ZeroDivisionError branch, so LLVM vectorises the loops. `one` is 1 in the array's
 # dtype (passed from Python) so float32 arithmetic stays float32, as numpy computes it.

@@ -34,7 +34,7 @@ constant arguments (each distinct constant is compiled as its own specialisation
 Masks (Keras 3): at a masked step the states are carried unchanged and the output repeats the
 previous output (zeros before the first valid step, or always zeros with ``zero_masked``).
 
-Activations are passed as integer codes (see ``ACTIVATION_CODES`` in layers/recurrent.py); their
+Activations are passed as integer codes (``recurrent_code`` in the registry, layerforge/activations.py); their
 derivatives are taken from the activation's output. ``fast`` (float32 only) swaps tanh/sigmoid
 for a rational approximation accurate to a few float32 ulps that LLVM vectorises.
 """
@@ -47,14 +47,18 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from ..activations import LEAKY_SLOPE, RECURRENT_CODES, SELU_ALPHA, SELU_SCALE
 from .blocks import blas_controllers, run_blocks  # noqa: F401 - layers/recurrent.py calls them as K.*
 
+# activation codes and constants from the activation registry (layerforge/activations.py: recurrent_code)
 LINEAR, TANH, SIGMOID, HARD_SIGMOID, HARD_SIGMOID_K1, RELU, RELU6, ELU, SELU, SOFTPLUS, SOFTSIGN, \
-    EXPONENTIAL, LEAKY_RELU = range(13)
+    EXPONENTIAL, LEAKY_RELU = (RECURRENT_CODES[n] for n in (
+        "linear", "tanh", "sigmoid", "hard_sigmoid", "hard_sigmoid_keras1", "relu", "relu6", "elu", "selu",
+        "softplus", "softsign", "exponential", "leaky_relu"))
 
-_SELU_ALPHA = 1.6732632423543772
-_SELU_SCALE = 1.0507009873554805
-_LEAKY = 0.2
+_SELU_ALPHA = SELU_ALPHA
+_SELU_SCALE = SELU_SCALE
+_LEAKY = LEAKY_SLOPE
 
 
 _F = np.float32
@@ -75,13 +79,12 @@ _OPTS = {"cache": True, "nogil": True, "error_model": "numpy", "fastmath": {"con
 GEMM_FORTRAN, GEMM_CBLAS64, GEMM_CBLAS32 = 0, 1, 2
 _gemm_cache: dict = {}
 _gemm_arch: dict = {}  # address -> OpenBLAS kernel architecture (lower case) as threadpoolctl reports it
-USE_NUMPY_BLAS = True  # False: always scipy's Fortran ?gemm (the library Numba's np.dot uses)
 
 
 def gemm_for(dtype) -> tuple[int, int]:
     """(address, kind) of the ?gemm for float32/float64 arrays that the kernels call (found once per dtype)."""
     dtype = np.dtype(dtype)
-    key = (dtype.char, USE_NUMPY_BLAS)
+    key = dtype.char
     found = _gemm_cache.get(key)
     if found is None:
         found = _find_gemm(dtype)
@@ -90,7 +93,7 @@ def gemm_for(dtype) -> tuple[int, int]:
 
 
 def _find_gemm(dtype) -> tuple[int, int]:
-    found = gemm_candidates(dtype) if USE_NUMPY_BLAS else []
+    found = gemm_candidates(dtype)
     if len(found) > 1:
         return max(found[1:], key=lambda c: c[2])[:2]
     return found[0][:2] if found else gemm_candidates(dtype)[0][:2]

@@ -15,10 +15,11 @@ than one returns a list of shapes/arrays.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 from ..errors import Problem, ShapeError
 
@@ -55,6 +56,13 @@ class LayerConfig(BaseModel):
         None, description="Keras-style input shape without the batch axis (first layer only)")
     batch_input_shape: list[int | None] | None = Field(
         None, description="input shape with a fixed batch size first (first layer only; needed by stateful RNNs)")
+    # Whether the config was loaded with allow_code (load_config(..., allow_code=True), the CLI's --allow-code):
+    # only then may a Lambda `function:` import and run Python code. Not a YAML field: a config cannot allow itself.
+    _code_allowed: bool = PrivateAttr(default=False)
+
+    @property
+    def code_allowed(self) -> bool:
+        return self._code_allowed
 
     # Keras 1 names this layer accepts besides the global table (old -> new).
     keras1_renames: ClassVar[dict[str, str]] = {}
@@ -184,11 +192,6 @@ class Layer:
             found=shown, hint=hint)])
 
     # ------------------------------------------------------------------ maths
-    @classmethod
-    def is_trainable(cls) -> bool:
-        """True once the layer has a backward pass."""
-        return cls.backward is not Layer.backward
-
     def build(self, input_shape) -> None:
         """Called once with the input shape(s) before the first forward."""
         self.input_shape = input_shape
@@ -198,11 +201,11 @@ class Layer:
 
     def forward(self, params: dict, x, *, training: bool = False, rng=None, mask=None):
         """Return ``(y, cache)``. Must not modify ``params`` or ``x``."""
-        raise NotImplementedError(f"{self.type} has no forward pass yet")
+        raise NotImplementedError(f"{type(self).__name__} must define forward")
 
     def backward(self, params: dict, dy, cache):
         """Return ``(dx, grads)`` where ``grads`` has one array per trainable param."""
-        raise NotImplementedError(f"{self.type} has no backward pass yet")
+        raise NotImplementedError(f"{type(self).__name__} must define backward")
 
     def compute_mask(self, x, mask):
         """The mask the output carries (Keras 3 rules): passed through or dropped."""
@@ -214,11 +217,47 @@ class Layer:
         return getattr(self.config, "activity_regularizer", None)
 
 
+# How a nested layer given as a plain mapping (TimeDistributed's `layer:`, Sequential's `layers:`, built as a Config
+# directly rather than through the config parser) becomes a LayerConfig: with the config floor's parse_layer, which
+# layerforge.config.model installs here when it loads, so this floor never imports the one above it.
+_nested_layer_parser: list = []
+
+
+def install_nested_layer_parser(parse) -> None:
+    """``parse(mapping) -> (LayerConfig | None, [problem messages])``; set once by layerforge.config.model."""
+    _nested_layer_parser[:] = [parse]
+
+
+def parse_nested_layer(mapping: dict, what: str):
+    """A nested layer mapping as its LayerConfig, or ValueError naming what is wrong with it."""
+    if not _nested_layer_parser:
+        raise ValueError(f"`{what}:` is a layer mapping; parse it through layerforge.config (load_config)")
+    parsed, messages = _nested_layer_parser[0](mapping)
+    if messages:
+        raise ValueError(f"{what}: " + "; ".join(messages))
+    return parsed
+
+
 def show_shape(shape) -> str:
     """A per-sample shape (or a list of them) shown with its batch axis, as Keras prints it: (None, 28, 28, 1)."""
     if isinstance(shape, list):
         return "[" + ", ".join(show_shape(s) for s in shape) + "]"
     return "(None, " + ", ".join("None" if d is None else str(d) for d in shape) + ")" if shape else "(None,)"
+
+
+def show_shapes(shape) -> str:
+    """One shape as show_shape prints it, or several (a list of shapes, as a multi-output layer has) joined by
+    commas without brackets: the form of tables and pictures (summary uses show_shape's brackets)."""
+    if isinstance(shape, (list, tuple)) and shape and isinstance(shape[0], (list, tuple)):
+        return ", ".join(show_shape(tuple(s)) for s in shape)
+    return show_shape(tuple(shape))
+
+
+def snake_case(name: str) -> str:
+    """A layer type as a default layer name, as Keras names them: Conv2D -> conv2d, GlobalMaxPooling1D ->
+    global_max_pooling1d."""
+    s = re.sub(r"(?<=[a-z])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name)
+    return s.lower()
 
 
 def elements(shape) -> int:

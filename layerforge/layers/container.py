@@ -54,8 +54,8 @@ class Sequential(Layer):
 
     def __init__(self, config, name=None):
         super().__init__(config, name)
-        from ..graph import snake_case
         from . import make_layer
+        from .base import snake_case
 
         self.inner: list[Layer] = []
         used: dict[str, int] = {}

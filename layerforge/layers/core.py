@@ -7,6 +7,7 @@ import math
 
 from pydantic import Field, field_validator
 
+from ..activations import DENSE_FUSED
 from ._numpy import np
 from .base import Example, Layer, LayerConfig, ParamSpec, elements, register
 from .fields import ActivationName, DataFormat, InitializerSpec
@@ -65,7 +66,7 @@ class Dense(Layer):
     # the engine) and writes the weight gradients into the engine's buffers when it provides them
     # (``grad_out``: a dict of preallocated arrays, set by the engine around the call).
     def forward(self, params, x, *, training=False, rng=None, mask=None):
-        from ..engine.activations import activate
+        from ..activations import activate
 
         c = self.config
         kernel = params["kernel"]
@@ -86,7 +87,7 @@ class Dense(Layer):
         return y, (x, z, y)
 
     def backward(self, params, dy, cache):
-        from ..engine.activations import activate_backward
+        from ..activations import activate_backward
 
         c = self.config
         x, z, y = cache
@@ -123,7 +124,7 @@ class Dense(Layer):
         return dx, grads
 
 
-_FUSED_ACTIVATIONS = frozenset({"relu", "tanh", "sigmoid", "softmax", "linear"})
+_FUSED_ACTIVATIONS = frozenset(DENSE_FUSED)  # the registry's activations with a fused Dense epilogue
 
 
 def _buffer(buf, shape, dtype):
@@ -168,13 +169,13 @@ class Activation(Layer):
         return 0 if self.config.activation == "linear" else elements(input_shape)
 
     def forward(self, params, x, *, training=False, rng=None, mask=None):
-        from ..engine.activations import activate
+        from ..activations import activate
 
         y = activate(self.config.activation, x)
         return y, (x, y)
 
     def backward(self, params, dy, cache):
-        from ..engine.activations import activate_backward
+        from ..activations import activate_backward
 
         x, y = cache
         return activate_backward(self.config.activation, x, y, dy), {}
@@ -598,7 +599,7 @@ class Highway(Layer):
         return 2 * input_shape[-1] ** 2
 
     def forward(self, params, x, *, training=False, rng=None, mask=None):
-        from ..engine.activations import activate
+        from ..activations import activate
 
         zt = x @ params["carry_kernel"]
         zh = x @ params["kernel"]
@@ -611,7 +612,7 @@ class Highway(Layer):
         return y, (x, t, zh, h)
 
     def backward(self, params, dy, cache):
-        from ..engine.activations import activate_backward
+        from ..activations import activate_backward
 
         x, t, zh, h = cache
         dzt = dy * (h - x) * t * (1 - t)

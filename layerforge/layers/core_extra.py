@@ -170,7 +170,7 @@ class TimeDistributedDense(Layer):
         return (input_shape[0] or 1) * input_shape[-1] * self.config.units
 
     def forward(self, params, x, *, training=False, rng=None, mask=None):
-        from ..engine.activations import activate
+        from ..activations import activate
 
         c = self.config
         z = x.reshape(-1, x.shape[-1]) @ params["W"]
@@ -181,7 +181,7 @@ class TimeDistributedDense(Layer):
         return y, (x, z, y)
 
     def backward(self, params, dy, cache):
-        from ..engine.activations import activate_backward
+        from ..activations import activate_backward
 
         x, z, y = cache
         c = self.config

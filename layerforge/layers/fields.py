@@ -13,16 +13,15 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
 
+from ..activations import ACTIVATIONS as _REGISTERED_ACTIVATIONS
+from ..activations import ALIASES as _ACTIVATION_ALIASES
 from ..errors import did_you_mean
 
 # --------------------------------------------------------------------------- activations
 
-ACTIVATIONS = {
-    "linear", "relu", "relu6", "elu", "selu", "gelu", "sigmoid", "hard_sigmoid", "hard_sigmoid_keras1",
-    "tanh", "softmax", "log_softmax", "softplus", "softsign", "swish", "silu", "exponential", "leaky_relu",
-    "mish", "hard_silu",
-}
-ACTIVATION_ALIASES = {"none": "linear", "identity": "linear", "hard_swish": "hard_silu"}
+# the names `activation:` accepts, from the activation registry (layerforge/activations.py; no numpy is loaded)
+ACTIVATIONS = set(_REGISTERED_ACTIVATIONS)
+ACTIVATION_ALIASES = dict(_ACTIVATION_ALIASES)
 
 
 def _activation(value: Any) -> str:

@@ -3,8 +3,8 @@
 ``expression: "x * 2 + tanh(x)"`` is parsed when the config is validated
 (:mod:`layerforge.expressions`); errors name the column inside the expression.
 ``function: "package.module:callable"`` imports and runs user code, which only
-happens after :func:`allow_code` (the CLI's ``--allow-code``); otherwise building
-the graph refuses the config.
+happens when the config was loaded with ``allow_code=True`` (``load_config``, the
+CLI's ``--allow-code``); otherwise building the graph refuses the config.
 
 Inputs: Lambda is a multi-input layer. The graph hands it a list of arrays (one
 per input, even when there is one); called directly with a single array/shape it
@@ -22,17 +22,8 @@ from pydantic import Field, field_validator, model_validator
 from ..errors import ConfigError, Problem, ShapeError
 from .base import Example, Layer, LayerConfig, register, show_shape
 
-# Python code from configs (`function:` / `gradient:`) runs only when this is True (CLI: --allow-code).
-ALLOW_CODE = False
-
 _REF_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$"
 _DUMMY_SIZES = (2, 3)  # sizes tried for variable (None) axes when a function's output shape is inferred
-
-
-def allow_code(flag: bool) -> None:
-    """Allow (True) or forbid (False, the default) running the Python code a config names."""
-    global ALLOW_CODE
-    ALLOW_CODE = bool(flag)
 
 
 def _default_name_index(name: str) -> int:
@@ -192,7 +183,7 @@ class Lambda(Layer):
         return Problem(message=message, hint=hint)
 
     def _check_code_allowed(self, error_cls=ShapeError) -> None:
-        if not ALLOW_CODE:
+        if not self.config.code_allowed:  # Python code from a config runs only when its loader allowed it
             raise error_cls(problems=[self._code_problem(
                 f"this config runs Python code (Lambda layer '{self.name}': function = '{self.config.function}'"
                 + (f", gradient = '{self.config.gradient}'" if self.config.gradient else "")

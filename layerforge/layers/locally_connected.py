@@ -110,7 +110,7 @@ class _LocallyConnected(Layer):
         return w.transpose(0, 1, 2, 4, 5, 3)
 
     def forward(self, params, x, *, training=False, rng=None, mask=None):
-        from ..engine.activations import activate
+        from ..activations import activate
 
         c = self.config
         batch = x.shape[0]
@@ -132,7 +132,7 @@ class _LocallyConnected(Layer):
         return y, (x.shape, cols, z, y)
 
     def backward(self, params, dy, cache):
-        from ..engine.activations import activate_backward
+        from ..activations import activate_backward
 
         c = self.config
         x_shape, cols, z, y = cache

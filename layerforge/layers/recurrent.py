@@ -14,15 +14,14 @@ from typing import Any, ClassVar
 
 from pydantic import Field, model_validator
 
+from ..activations import RECURRENT_CODES
 from ._numpy import np
 from .base import Example, Layer, LayerConfig, ParamSpec, register
 from .fields import ActivationName, ConstraintSpec, InitializerSpec, RegularizerSpec
 
-# activation name -> code understood by the kernels (derivatives are taken from the output)
-ACTIVATION_CODES = {
-    "linear": 0, "tanh": 1, "sigmoid": 2, "hard_sigmoid": 3, "hard_sigmoid_keras1": 4, "relu": 5, "relu6": 6,
-    "elu": 7, "selu": 8, "softplus": 9, "softsign": 10, "exponential": 11, "leaky_relu": 12,
-}
+# activation name -> code understood by the recurrent kernels (derivatives are taken from the output): the
+# registry's recurrent_code (layerforge/activations.py)
+ACTIVATION_CODES = RECURRENT_CODES
 _CONSUME_LESS = {"cpu": 0, "mem": 1, "gpu": 2}
 
 
@@ -46,7 +45,7 @@ class _InitWithForgetBias(dict):
         self.units = units
 
     def __call__(self, shape, rng, dtype="float32", fan=None):
-        from ..engine.initializers import initialize
+        from .initializers import initialize
 
         u = self.units
         out = np.concatenate([initialize(self.spec, (u,), rng, dtype), np.ones(u, dtype=dtype),
@@ -313,8 +312,8 @@ class _RNNBase(Layer):
 
     def _blocks(self, B: int, T: int, F: int) -> list[tuple[int, int]]:
         """Contiguous blocks of samples, one per thread when the batch is large enough to pay for it."""
-        from ..engine.threads import current_threads
         from ..kernels import recurrent as K
+        from ..kernels.threads import current_threads
 
         k, u = self.n_gates, self.config.units
         work = B * max(T, 1) * k * u * (F + u + 30)  # GEMM multiply-adds per pass, plus ~30 per gate value
@@ -840,5 +839,3 @@ class GRU(_RNNBase):
                 g["bias"][...] = db
         self._input_grad(run, dX2, weights["W"], b0, b1, dx)
 
-
-RNN_TYPES = ("SimpleRNN", "GRU", "LSTM")

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, WithJsonSchema, field_validator, model_validator
 
 from ._numpy import np
-from .base import Example, Layer, LayerConfig, register
+from .base import Example, Layer, LayerConfig, parse_nested_layer, register
 
 _LAYER_SCHEMA = {"type": "object", "description": "a layer mapping, e.g. {type: Dense, units: 8}",
                  "properties": {"type": {"type": "string"}}, "required": ["type"]}
@@ -22,15 +22,7 @@ def _check_layer_config(value: Any, what: str = "layer"):
     if isinstance(value, LayerConfig):
         return value
     if isinstance(value, dict):  # not parsed yet (a Config built directly rather than through parse_layer)
-        from ..config.model import parse_layer
-        from ..config.source import SourceMap
-
-        problems: list = []
-        parsed = parse_layer(value, (), SourceMap(), problems)
-        if problems:
-            raise ValueError(f"{what}: " + "; ".join(p.message + (f" ({p.hint})" if p.hint else "")
-                                                     for p in problems))
-        return parsed
+        return parse_nested_layer(value, what)
     raise ValueError(f"`{what}:` must be a layer mapping such as {{type: Dense, units: 8}}, not {value!r}")
 
 

@@ -4,7 +4,7 @@ One :class:`ServedModel` per process holds the loaded run; its forward passes go
 :class:`~layerforge.serve.batcher.MicroBatcher`. Bodies are read with a size cap while they stream in (a
 413 as soon as the cap is passed, without buffering the rest), decoded by :mod:`layerforge.serve.inputs`
 (the data readers' own checks) and answered with the labels `layerforge predict` prints
-(``engine.runner.decode_outputs``). Every refusal is a 4xx with a message; an unexpected failure is a 500
+(``cli.commands.decode_outputs``). Every refusal is a 4xx with a message; an unexpected failure is a 500
 with its error and the server goes on serving.
 """
 
@@ -56,12 +56,10 @@ class ServedModel:
     """A run directory loaded for serving: inputs, the batched forward pass and the CLI's label decoding."""
 
     def __init__(self, run: str | Path, *, allow_code: bool = False):
-        from .. import expressions
         from ..api import load
 
-        expressions.allow_code(allow_code)
         self.run = Path(run)
-        self.model = load(self.run)
+        self.model = load(self.run, allow_code=allow_code)
         graph = self.model.graph
         self.inputs = [InputInfo(i.name, tuple(i.shape), i.dtype) for i in graph.inputs]
         self.feature_names = self.model.feature_names
@@ -76,7 +74,7 @@ class ServedModel:
 
     def decode(self, outs: list[np.ndarray], probabilities: bool) -> tuple[list[str], list[np.ndarray]]:
         # the labels exactly as `layerforge predict` maps them; the writer's text columns become JSON values again
-        from ..engine.runner import decode_outputs, prediction_encoders, target_column_names
+        from ..cli.commands import decode_outputs, prediction_encoders, target_column_names
 
         names, columns = decode_outputs(self.model, outs, probabilities)
         encoders = prediction_encoders(self.model)
@@ -310,7 +308,7 @@ def app_from_environment():
     """The app of one `--workers` process: the settings come from the parent through the environment."""
     settings = ServeSettings(**json.loads(os.environ[SETTINGS_ENV]))
     if settings.threads:
-        from ..engine.threads import set_threads
+        from ..kernels.threads import set_threads
 
         set_threads(settings.threads)
     return create_app(settings)

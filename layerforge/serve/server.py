@@ -38,8 +38,8 @@ def serve(settings: ServeSettings) -> None:
     common = dict(host=settings.host, port=settings.port, access_log=settings.access_log, log_level="info",
                   timeout_graceful_shutdown=settings.shutdown_timeout, backlog=2048, server_header=False)
     if settings.workers > 1:
-        from ..engine.threads import cpu_count
         from ..io.rundir import read_run
+        from ..kernels.threads import cpu_count
 
         read_run(settings.run)  # a missing or damaged run is reported once, here, not by every worker
         if settings.threads is None:  # the cores shared out, so the workers' thread pools do not fight

@@ -30,13 +30,11 @@ def _new_sweep(config: Path, space_path: Path, *, overrides, trials, storage, pr
                output, study_name, seed, allow_code) -> tuple[SweepSpec, Path]:
     from ..config import load_config
     from ..engine.callbacks import monitor_direction
-    from ..expressions import allow_code as set_allow_code
     from .space import check_space, load_space
 
-    set_allow_code(allow_code)
-    model_spec = load_config(config, overrides)
+    model_spec = load_config(config, overrides, allow_code=allow_code)
     space = load_space(space_path)
-    check_space(space, config, overrides)
+    check_space(space, config, overrides, allow_code=allow_code)
     if metric is None:
         metric = "val_loss" if _has_validation(model_spec) else "loss"
     elif metric.startswith("val_") and not _has_validation(model_spec):
@@ -119,7 +117,7 @@ def _safe_url(url: str) -> str:
 
 def _run_trials(spec: SweepSpec, sweep_dir: Path, remaining: int, start: int, jobs: int, dask: str | None,
                 console) -> None:
-    from ..engine.threads import cpu_count
+    from ..kernels.threads import cpu_count
     from .execute import dask_client, run_dask, run_local
 
     cores = cpu_count()

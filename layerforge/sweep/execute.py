@@ -14,7 +14,7 @@ def _init_worker(threads: int) -> None:
     # is never interrupted half-way through an import and then handed the next trial
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # a fresh (spawned) interpreter: the thread counts are set before numpy's BLAS and Numba load
-    from ..engine.threads import set_threads
+    from ..kernels.threads import set_threads
 
     set_threads(threads)
 
@@ -82,7 +82,7 @@ def _takes_n_workers(client) -> bool:
 
 
 def _cores() -> int:
-    from ..engine.threads import cpu_count
+    from ..kernels.threads import cpu_count
 
     return cpu_count()
 

@@ -24,7 +24,7 @@ def run_trial(job: dict) -> dict:
     returns what the trials table shows."""
     threads = _threads_for_this_worker(job)
     if threads:
-        from ..engine.threads import set_threads
+        from ..kernels.threads import set_threads
 
         set_threads(threads)
     from ..errors import UserError
@@ -74,15 +74,12 @@ def _train(job, spec, trial, assignments, run_dir: Path, optuna, ordered_overrid
     from ..config import load_config
     from ..errors import ConfigError, Problem
 
-    if spec.allow_code:
-        from ..expressions import allow_code
-
-        allow_code(True)
     overrides = list(spec.overrides) + ordered_overrides(assignments)
     from ..graph import build_graph
     from .space import check_model_config
 
-    model_spec = load_config(spec.config, overrides)  # the sampled config is validated before it runs
+    # the sampled config is validated before it runs
+    model_spec = load_config(spec.config, overrides, allow_code=spec.allow_code)
     check_model_config(model_spec, build_graph)
     model = Model(model_spec)
     model.overrides, model.config_file = overrides, str(spec.config)

@@ -238,20 +238,20 @@ def _relocate(exc: ConfigError, space: Space, where: tuple, assignment: str) -> 
     return out
 
 
-def check_space(space: Space, config: Path, base_overrides: list[str]) -> None:
+def check_space(space: Space, config: Path, base_overrides: list[str], *, allow_code: bool = False) -> None:
     """Try each parameter's bounds and each choice on the config (one at a time, with the options that
     enable a conditional parameter applied); every failure is reported at its place in the space file."""
     from ..config import load_config
     from ..graph import build_graph
 
     problems: list[Problem] = []
-    load_config(config, base_overrides)  # the config itself must be valid first
+    load_config(config, base_overrides, allow_code=allow_code)  # the config itself must be valid first
     seen: set = set()
 
     def attempt(param: Param, assignments: list[tuple[str, object]], where: tuple) -> None:
         overrides = list(base_overrides) + ordered_overrides(assignments)
         try:
-            check_model_config(load_config(config, overrides), build_graph)
+            check_model_config(load_config(config, overrides, allow_code=allow_code), build_graph)
         except ConfigError as exc:
             fresh = [p for p in exc.problems if (param.where, p.message) not in seen]  # e.g. a bad path: once
             seen.update((param.where, p.message) for p in fresh)

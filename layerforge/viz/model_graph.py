@@ -15,15 +15,9 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from ..layers.base import show_shape
+from ..layers.base import show_shapes
 
 IMAGE_FORMATS = ("svg", "png", "pdf")
-
-
-def _shape_text(shape) -> str:
-    if isinstance(shape, list):
-        return ", ".join(show_shape(tuple(s)) for s in shape)
-    return show_shape(tuple(shape))
 
 
 def inner_layers(layer) -> list:
@@ -67,8 +61,8 @@ def _table(title: str, ins, outs, color: str = "#e8f0fe") -> str:
     e = html.escape
     rows = f'<TR><TD COLSPAN="2" BGCOLOR="{color}"><B>{e(title)}</B></TD></TR>'
     if ins is not None:
-        rows += f'<TR><TD ALIGN="LEFT">input:</TD><TD ALIGN="LEFT">{e(_shape_text(ins))}</TD></TR>'
-    rows += f'<TR><TD ALIGN="LEFT">output:</TD><TD ALIGN="LEFT">{e(_shape_text(outs))}</TD></TR>'
+        rows += f'<TR><TD ALIGN="LEFT">input:</TD><TD ALIGN="LEFT">{e(show_shapes(ins))}</TD></TR>'
+    rows += f'<TR><TD ALIGN="LEFT">output:</TD><TD ALIGN="LEFT">{e(show_shapes(outs))}</TD></TR>'
     return f'<<TABLE BORDER="0" CELLBORDER="1" CELLSPACING="0" CELLPADDING="4">{rows}</TABLE>>'
 
 
@@ -132,11 +126,11 @@ def graph_mermaid(graph) -> str:
     lines = ["flowchart TB"]
     for inp in graph.inputs:
         lines.append(f'  {_mm_id(inp.name)}["{_mm_text(inp.name)}: InputLayer<br/>output: '
-                     f'{_mm_text(_shape_text(inp.shape))}"]')
+                     f'{_mm_text(show_shapes(inp.shape))}"]')
     for node in graph.nodes:
         ins, outs = _node_shapes(graph, node)
         box = (f'{_mm_id(node.name)}["{_mm_text(node.name)}: {node.layer.type}<br/>input: '
-               f'{_mm_text(_shape_text(ins))}<br/>output: {_mm_text(_shape_text(outs))}"]')
+               f'{_mm_text(show_shapes(ins))}<br/>output: {_mm_text(show_shapes(outs))}"]')
         children = inner_layers(node.layer)
         if children:
             lines.append(f'  subgraph {_mm_id("sg_" + node.name)}["{node.layer.type} {_mm_text(node.name)}"]')
@@ -155,8 +149,8 @@ def _mm_children(lines, parent, children, depth):
     pad = "  " * depth
     for child, cin, cout in children:
         cid = f"{parent}/{child.name}"
-        shapes = "" if cout is None else (f"<br/>input: {_mm_text(_shape_text(cin))}<br/>output: "
-                                          f"{_mm_text(_shape_text(cout))}")
+        shapes = "" if cout is None else (f"<br/>input: {_mm_text(show_shapes(cin))}<br/>output: "
+                                          f"{_mm_text(show_shapes(cout))}")
         lines.append(f'{pad}{_mm_id(cid)}("{_mm_text(child.name)}: {child.type}{shapes}")')
         lines.append(f"{pad}{_mm_id(parent)} -.- {_mm_id(cid)}")
         grand = inner_layers(child)

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..layers.base import show_shapes
+
 # ---------------------------------------------------------------------------------------------- numbers
 
 
@@ -156,16 +158,8 @@ def _num(v) -> str:
     return f"{float(v):.4g}"
 
 
-def _shape(s) -> str:
-    from ..layers.base import show_shape
-
-    if s and isinstance(s[0], list):
-        return ", ".join(show_shape(tuple(x)) for x in s)
-    return show_shape(tuple(s))
-
-
 def _summary_html(data: dict) -> str:
-    rows = "".join(f"<tr><td>{_e(r['name'])} ({_e(r['type'])})</td><td>{_e(_shape(r['output_shape']))}</td>"
+    rows = "".join(f"<tr><td>{_e(r['name'])} ({_e(r['type'])})</td><td>{_e(show_shapes(r['output_shape']))}</td>"
                    f"<td class=n>{r['params']:,}</td><td>{_e(', '.join(r['connected_to']))}</td></tr>"
                    for r in data["layers"])
     return (f"<table id=summary><tr><th>Layer (type)</th><th>Output shape</th><th>Param #</th>"
@@ -279,14 +273,15 @@ def build_report(model, run_dir: Path, ds, results: dict, outs: list[np.ndarray]
     return "\n".join(parts)
 
 
-def write_report(run_dir: Path, *, data: Path | None, output: Path, batch_size: int = 256) -> Path:
+def write_report(run_dir: Path, *, data: Path | None, output: Path, batch_size: int = 256,
+                 allow_code: bool = False) -> Path:
     from ..api import load
     from ..errors import ConfigError, Problem
     from ..io.atomic import atomic_write_text
     from .curves import matplotlib_pyplot, read_history
 
     matplotlib_pyplot()  # a missing matplotlib is reported before the model is loaded
-    model = load(run_dir)
+    model = load(run_dir, allow_code=allow_code)
     source = data
     if source is None:
         d = model.spec.config.data
@@ -298,7 +293,7 @@ def write_report(run_dir: Path, *, data: Path | None, output: Path, batch_size: 
     if ds.ys is None:
         raise ConfigError(problems=[Problem(message="the report needs labelled data (targets)", file=str(run_dir))])
     results = model.evaluate(data=source, batch_size=batch_size)
-    outs = model.trainer.predict(ds.xs, batch_size)
+    outs = model.predict_arrays(ds.xs, batch_size)
     try:
         history = read_history(Path(run_dir))
     except Exception:  # a run without finished epochs still gets a report, without curves

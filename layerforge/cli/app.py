@@ -13,7 +13,7 @@ from typing import Optional
 
 import typer
 
-from . import __version__
+from .. import __version__
 
 app = typer.Typer(
     name="layerforge",
@@ -38,14 +38,14 @@ def _console(stderr: bool = False):
 
 def _run(fn):
     """Run a command body; user errors become a clear message and exit code 2, never a traceback."""
-    from .errors import RunFailed, UserError
+    from ..errors import RunFailed, UserError
 
     try:
         return fn()
     except UserError as exc:
         if _state["debug"]:
             raise
-        from .render import render_user_error
+        from ..render import render_user_error
 
         render_user_error(exc, _console(stderr=True))
         raise typer.Exit(exc.exit_code) from None
@@ -101,6 +101,9 @@ def _main(
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks instead of short error messages."),
 ):
     _state["debug"] = debug
+    from ..engine import startup
+
+    startup.start()  # the engine's process settings, explicitly (engine/startup.py)
 
 
 CONFIG_ARG = typer.Argument(..., help="The model's YAML file.", show_default=False)
@@ -108,22 +111,15 @@ OVERRIDES_ARG = typer.Argument(None, help="KEY=VALUE overrides, e.g. training.ep
                                show_default=False)
 
 
-def _load(config: Path, overrides):
-    from .config import load_config
-    from .graph import build_graph
+def _load(config: Path, overrides, allow_code: bool):
+    from ..config import load_config
+    from ..graph import build_graph
 
-    spec = load_config(config, list(overrides or []))
+    spec = load_config(config, list(overrides or []), allow_code=allow_code)
     return spec, build_graph(spec)
 
 
 ALLOW_CODE_OPT = typer.Option(False, "--allow-code", help="Allow Lambda `function:` to run Python code.")
-
-
-def _allow_code(flag: bool) -> None:
-    if flag:
-        from .expressions import allow_code
-
-        allow_code(True)
 
 
 @app.command()
@@ -135,12 +131,12 @@ def validate(config: Path = CONFIG_ARG, overrides: Optional[list[str]] = OVERRID
     """
 
     def body():
-        from .config import load_config
-        from .errors import ConfigError
-        from .graph import build_graph
+        from ..config import load_config
+        from ..errors import ConfigError
+        from ..graph import build_graph
+        from ..layers.base import show_shapes
 
-        _allow_code(allow_code)
-        spec = load_config(config, list(overrides or []))
+        spec = load_config(config, list(overrides or []), allow_code=allow_code)
         problems = []
         try:
             graph = build_graph(spec)
@@ -152,15 +148,9 @@ def validate(config: Path = CONFIG_ARG, overrides: Optional[list[str]] = OVERRID
             raise ConfigError(problems=problems)
         n = len(graph.nodes)
         _console().print(f"[green]OK[/] {config}: {n} layer{'s' if n != 1 else ''}, "
-                         f"{graph.total_params:,} parameters, output {_shapes(graph.output_shapes)}")
+                         f"{graph.total_params:,} parameters, output {show_shapes(list(graph.output_shapes))}")
 
     _run(body)
-
-
-def _shapes(shapes) -> str:
-    from .layers.base import show_shape
-
-    return ", ".join(show_shape(tuple(s)) for s in shapes)
 
 
 def _data_file_problem(path: Path) -> Optional[str]:
@@ -214,17 +204,16 @@ def summary(
     """
 
     def body():
-        from .summary import render_summary, summary_data
+        from ..summary import render_summary, summary_data
 
-        _allow_code(allow_code)
-        _, graph = _load(config, overrides)
+        _, graph = _load(config, overrides, allow_code)
         data = summary_data(graph, batch_size)
         if as_json:
             typer.echo(json.dumps(data, indent=2))
         else:
             render_summary(data, _console())
         if graph_file is not None:
-            from .viz.model_graph import write_graph
+            from ..viz.model_graph import write_graph
 
             existed = {p: p.exists() for p in (Path(graph_file), Path(graph_file).with_suffix(".dot"))}
             written, note = write_graph(graph, graph_file)
@@ -245,7 +234,7 @@ def layers(
     """
 
     def body():
-        from . import catalog
+        from .. import catalog
 
         if type_name is None:
             rows = catalog.catalogue()
@@ -272,11 +261,11 @@ def schema(output: Optional[Path] = typer.Option(None, "--output", "-o", help="W
     """
 
     def body():
-        from .schema import config_schema
+        from ..schema import config_schema
 
         text = json.dumps(config_schema(), indent=2)
         if output:
-            from .io.atomic import atomic_write_text
+            from ..io.atomic import atomic_write_text
 
             atomic_write_text(output, text + "\n")
             _console(stderr=True).print(f"wrote {output}")
@@ -289,14 +278,14 @@ def schema(output: Optional[Path] = typer.Option(None, "--output", "-o", help="W
 def _set_threads(threads: Optional[int]):
     """BLAS and Numba threads together (before either loads when possible); None keeps all cores."""
     if threads:
-        from .engine.threads import set_threads
+        from ..kernels.threads import set_threads
 
         set_threads(threads)
 
 
 def _set_max_memory(text: Optional[str]) -> None:
     """`--max-memory`: the ceiling check_memory (memory_budget.py) compares its estimate with."""
-    from .memory_budget import parse_size, set_max_memory
+    from ..memory_budget import parse_size, set_max_memory
 
     try:
         set_max_memory(parse_size(text) if text is not None else None)
@@ -309,7 +298,7 @@ def _check_train_output(output: Optional[Path]) -> None:
     import errno
     import os
 
-    from .errors import ConfigError, Problem
+    from ..errors import ConfigError, Problem
 
     if output is None:
         return
@@ -344,7 +333,7 @@ def train(
     data: Optional[Path] = typer.Option(None, "--data", help="Training data file (instead of data.train)."),
     validation_data: Optional[Path] = typer.Option(None, "--validation-data", help="Validation data file."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars; only the final line."),
-    allow_code: bool = typer.Option(False, "--allow-code", help="Allow Lambda `function:` to run Python code."),
+    allow_code: bool = ALLOW_CODE_OPT,
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Threads for BLAS and Numba."),
     distributed: bool = typer.Option(False, "--distributed",
                                      help="Data-parallel training over MPI: run under `mpirun -n N` (extra "
@@ -378,12 +367,12 @@ def train(
         return
 
     def body():
-        from .engine.runner import train_command
+        from .commands import train_command
 
         _check_train_output(output)
         console = _console()
         result = train_command(config, overrides=overrides, output=output, resume=resume, data=data,
-                               validation_data=validation_data, quiet=quiet, allow_code=allow_code, threads=threads,
+                               validation_data=validation_data, quiet=quiet, allow_code=allow_code,
                                console=console, init_from=init_from)
         _show_training_result(result, console, quiet=quiet)
 
@@ -391,8 +380,8 @@ def train(
 
 
 def _show_training_result(result: dict, console, *, quiet: bool = False) -> None:
-    from .engine.progress import format_logs
-    from .errors import RunFailed
+    from ..engine.progress import format_logs
+    from ..errors import RunFailed
 
     for note in result["notes"]:
         console.print(f"[dim]{note}[/]", highlight=False)
@@ -408,7 +397,7 @@ def _show_training_result(result: dict, console, *, quiet: bool = False) -> None
     console.print(f"run saved to [bold]{run_dir}[/]  (predict: layerforge predict {run_dir} --data FILE)",
                   highlight=False)
     if not quiet and console.is_terminal:  # the validation loss at a glance
-        from .viz.sparkline import loss_sparkline_line
+        from ..viz.sparkline import loss_sparkline_line
 
         rows = [dict(zip(history.history, values)) for values in zip(*history.history.values())]
         line = loss_sparkline_line(rows)
@@ -419,7 +408,7 @@ def _show_training_result(result: dict, console, *, quiet: bool = False) -> None
 def _train_distributed(config, overrides, output, resume, data, validation_data, quiet, allow_code, threads,
                        sync_batchnorm, init_from):
     def body():
-        from .distributed.train import distributed_train_command
+        from ..distributed.train import distributed_train_command
 
         distributed_train_command(config, overrides=list(overrides or []), output=output, resume=resume, data=data,
                                   validation_data=validation_data, quiet=quiet, allow_code=allow_code,
@@ -440,7 +429,7 @@ def predict(
                                                                             "e.g. id,date (CSV input)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --output file."),
     batch_size: int = typer.Option(256, "--batch-size", "-b", min=1, help="Samples per forward pass."),
-    allow_code: bool = typer.Option(False, "--allow-code", help="Allow Lambda `function:` to run Python code."),
+    allow_code: bool = ALLOW_CODE_OPT,
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Threads for BLAS and Numba."),
 ):
     """Run a trained model on new data; class labels are mapped back to the training labels.
@@ -450,7 +439,7 @@ def predict(
     _set_threads(threads)
 
     def body():
-        from .engine.runner import predict_command
+        from .commands import predict_command
 
         keep = [c.strip() for c in keep_columns.split(",") if c.strip()] if keep_columns else None
         result = predict_command(run_dir, data=data, output=output, probabilities=probabilities,
@@ -488,7 +477,7 @@ def evaluate(
     data: Optional[Path] = typer.Option(None, "--data", help="Labelled data (default: data.test of the config)."),
     batch_size: int = typer.Option(256, "--batch-size", "-b", min=1, help="Samples per forward pass."),
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
-    allow_code: bool = typer.Option(False, "--allow-code", help="Allow Lambda `function:` to run Python code."),
+    allow_code: bool = ALLOW_CODE_OPT,
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Threads for BLAS and Numba."),
 ):
     """Loss and metrics of a trained model on labelled data.
@@ -498,7 +487,7 @@ def evaluate(
     _set_threads(threads)
 
     def body():
-        from .engine.runner import evaluate_command
+        from .commands import evaluate_command
 
         results = evaluate_command(run_dir, data=data, batch_size=batch_size, allow_code=allow_code)
         if as_json:
@@ -525,7 +514,7 @@ def callbacks(
     """
 
     def body():
-        from .catalog import callback_catalogue, render_callbacks
+        from ..catalog import callback_catalogue, render_callbacks
 
         rows = callback_catalogue(name)
         if as_json:
@@ -559,7 +548,7 @@ def import_(
     """
 
     def body():
-        from .interop.keras_import import import_keras, parse_lambda_options
+        from ..interop.keras_import import import_keras, parse_lambda_options
 
         result = import_keras(source, output, weights=weights, lambdas=parse_lambda_options(lambdas), force=force,
                               backend=backend)
@@ -599,10 +588,9 @@ def bench(
     _set_threads(threads)
 
     def body():
-        from .bench import render_bench, run_bench
+        from ..bench import render_bench, run_bench
 
-        _allow_code(allow_code)
-        data = run_bench(config, list(overrides or []), batch_size=batch_size, steps=steps)
+        data = run_bench(config, list(overrides or []), batch_size=batch_size, steps=steps, allow_code=allow_code)
         if as_json:
             typer.echo(json.dumps(data, indent=2))
         else:
@@ -624,8 +612,8 @@ def plot(
     """
 
     def body():
-        from .errors import ConfigError, Problem
-        from .viz.curves import plot_runs
+        from ..errors import ConfigError, Problem
+        from ..viz.curves import plot_runs
 
         if label and len(label) != len(runs):
             raise ConfigError(problems=[Problem(message=f"{len(label)} --label for {len(runs)} runs",
@@ -657,11 +645,10 @@ def report(
     _set_threads(threads)
 
     def body():
-        from .viz.report import write_report
+        from ..viz.report import write_report
 
-        _allow_code(allow_code)
         existed = Path(output).exists()
-        written = write_report(run_dir, data=data, output=output, batch_size=batch_size)
+        written = write_report(run_dir, data=data, output=output, batch_size=batch_size, allow_code=allow_code)
         _console(stderr=True).print(f"wrote {written}" + (" (replacing the earlier file)" if existed else ""),
                                     highlight=False)
 
@@ -707,7 +694,7 @@ def sweep(
     """
 
     def body():
-        from .errors import ConfigError, Problem
+        from ..errors import ConfigError, Problem
 
         for value, allowed, flag in ((pruner, ("median", "hyperband", "halving", "none"), "--pruner"),
                                      (sampler, ("tpe", "random"), "--sampler"),
@@ -715,7 +702,7 @@ def sweep(
             if value not in allowed:
                 raise ConfigError(problems=[Problem(message=f"{flag} {value} is not known", file="<command line>",
                                                     expected=", ".join(a for a in allowed if a))])
-        from .sweep.command import sweep_command
+        from ..sweep.command import sweep_command
 
         sweep_command(config, space=space, overrides=list(overrides or []), trials=trials, jobs=jobs,
                       storage=storage, dask=dask, pruner=pruner, sampler=sampler, metric=metric,
@@ -754,11 +741,11 @@ def serve(
     _set_threads(threads)
 
     def body():
-        from .serve import require_serve_dependencies
+        from ..serve import require_serve_dependencies
 
         require_serve_dependencies()
-        from .serve.app import ServeSettings
-        from .serve.server import serve as run_server
+        from ..serve.app import ServeSettings
+        from ..serve.server import serve as run_server
 
         run_server(ServeSettings(run=str(run_dir), host=host, port=port, workers=workers, max_batch=max_batch,
                                  max_wait_ms=max_wait_ms, max_rows=max_rows,
@@ -789,10 +776,9 @@ def export_cmd(
     """
 
     def body():
-        from .api import export, load
+        from ..api import export, load
 
-        _allow_code(allow_code)
-        model = load(run_dir)
+        model = load(run_dir, allow_code=allow_code)
         path = export(model, output, fmt, opset=opset, batch_size=batch_size, overwrite=force)
         _console(stderr=True).print(f"wrote {path} ({fmt.lower()})", highlight=False)
 
@@ -800,6 +786,9 @@ def export_cmd(
 
 
 def main():
+    from ..engine import startup
+
+    startup.start()  # before anything loads numpy: the OpenBLAS setting only counts then (engine/startup.py)
     app(prog_name="layerforge")
 
 

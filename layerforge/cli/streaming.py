@@ -60,7 +60,7 @@ def stream_predict(model, data, output: Path, *, probabilities: bool, batch_size
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
             for k, ds in enumerate(_pieces(model, data_source(model, data), require_target=False)):
-                outs = model.trainer.predict(ds.xs, batch_size)
+                outs = model.predict_arrays(ds.xs, batch_size)
                 names, columns = decode(model, outs, probabilities)
                 if k == 0:
                     fh.write(sep.join(names) + "\n")
@@ -90,4 +90,4 @@ def stream_evaluate(model, data, batch_size: int) -> dict:
 
     seq = SequentialData(chain(), n, len(head.xs), len(head.ys or []), head.ys is not None,
                          head.sample_weight is not None)
-    return model.trainer.evaluate(seq, batch_size)
+    return model.evaluate_data(seq, batch_size)

@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 
-from ..layers.fields import INITIALIZERS
+from .fields import INITIALIZERS
 
 _TRUNC_STD = 0.87962566103423978  # std of a unit normal truncated at +-2
 
@@ -50,7 +50,7 @@ def initialize(spec, shape: tuple[int, ...], rng: np.random.Generator, dtype=np.
                fan: tuple[int, int] | None = None) -> np.ndarray:
     """A new array of ``shape`` drawn from the initializer ``spec``."""
     if callable(spec):  # made by a layer, e.g. LSTM unit_forget_bias: (shape, rng, dtype, fan) -> array
-        return np.require(spec(tuple(int(s) for s in shape), rng, dtype, fan), dtype, "C")
+        return np.ascontiguousarray(spec(tuple(int(s) for s in shape), rng, dtype, fan), dtype=dtype)
     if isinstance(spec, str):
         name, args = spec, {}
     else:
@@ -103,5 +103,4 @@ def initialize(spec, shape: tuple[int, ...], rng: np.random.Generator, dtype=np.
         out = args["gain"] * np.eye(shape[0], shape[1])
     else:  # pragma: no cover - names are validated with the config
         raise ValueError(f"unknown initializer {name!r}")
-    # np.require, not ascontiguousarray: that one turns a scalar weight (shape ()) into shape (1,)
-    return np.require(out, dtype, "C")
+    return np.ascontiguousarray(out, dtype=dtype).reshape(shape)  # ascontiguousarray makes a 0-d array (1,)

@@ -1,4 +1,4 @@
-"""What `layerforge train`, `predict` and `evaluate` do, between argument parsing and the library."""
+"""What `layerforge train`, `predict` and `evaluate` do, between argument parsing (app.py) and the library (api)."""
 
 from __future__ import annotations
 
@@ -12,12 +12,6 @@ import numpy as np
 from ..errors import CheckpointError, ConfigError, Problem, RunFailed
 
 MODEL_KEYS = ("inputs", "input_shape", "input_dtype", "batch_size", "layers", "outputs")
-
-
-def _allow_code(flag: bool) -> None:
-    from .. import expressions
-
-    expressions.allow_code(flag)
 
 
 def default_run_dir(name: str) -> Path:
@@ -46,7 +40,7 @@ def _resume_hint(config, overrides: list[str], run_dir: Path) -> str:
 
 
 def train_command(config: Path | None, *, overrides, output, resume, data, validation_data, quiet, allow_code,
-                  threads, console, init_from: Path | None = None) -> dict:
+                  console, init_from: Path | None = None) -> dict:
     """Train and write the run directory; returns {"run_dir", "history", "notes", "test", ...} for the CLI to show.
 
     With ``resume`` and no ``config`` the run's own config.yaml (overrides included) is trained further; with a
@@ -56,7 +50,6 @@ def train_command(config: Path | None, *, overrides, output, resume, data, valid
     from ..graph import build_graph
     from ..io.rundir import read_run
 
-    _allow_code(allow_code)
     run = None
     seed = None
     overrides = list(overrides or [])
@@ -67,12 +60,12 @@ def train_command(config: Path | None, *, overrides, output, resume, data, valid
         started_with = list(state.get("overrides") or [])
         if config is None:
             config_file = state.get("config_file")
-            spec = load_config(Path(resume) / "config.yaml", overrides)
+            spec = load_config(Path(resume) / "config.yaml", overrides, allow_code=allow_code)
             all_overrides = started_with + overrides
         else:
             config_file = str(config)
             all_overrides = started_with + overrides
-            spec = load_config(config, all_overrides)
+            spec = load_config(config, all_overrides, allow_code=allow_code)
             diff = _same_model(run["config"], spec.canonical_dict())
             if diff:
                 raise CheckpointError(problems=[Problem(
@@ -83,7 +76,7 @@ def train_command(config: Path | None, *, overrides, output, resume, data, valid
             raise ConfigError(problems=[Problem(message="no config given", file="<command line>",
                                                 hint="layerforge train CONFIG, or layerforge train --resume RUN")])
         config_file, all_overrides = str(config), overrides
-        spec = load_config(config, overrides)
+        spec = load_config(config, overrides, allow_code=allow_code)
     graph = build_graph(spec)
     model = Model(spec, graph, seed=seed)
     model.overrides, model.config_file = all_overrides, config_file
@@ -170,7 +163,7 @@ def _warm_start(model, spec, init_from: Path | None, resume, config: Path, conso
         source = spec.base_dir / spec.config.training.init_from
     if source is None:
         return None
-    from .warm_start import init_from_run
+    from ..engine.warm_start import init_from_run
 
     warm = init_from_run(model, source)
     if not quiet:
@@ -183,8 +176,7 @@ def _warm_start(model, spec, init_from: Path | None, resume, config: Path, conso
 def _load_run_model(run_dir: Path, allow_code: bool):
     from ..api import load
 
-    _allow_code(allow_code)
-    return load(run_dir)
+    return load(run_dir, allow_code=allow_code)
 
 
 CLASSIFIER_LOSSES = ("sparse_categorical_crossentropy", "categorical_crossentropy", "binary_crossentropy",
@@ -255,7 +247,7 @@ def predict_command(run_dir: Path, *, data: Path, output: Path | None, probabili
         return {"written": Path(output), "n": rows}
     passthrough = _input_columns(Path(data), keep_columns) if keep_columns else {}
     ds = model.load_data(data, require_target=False)
-    outs = model.trainer.predict(ds.xs, batch_size)
+    outs = model.predict_arrays(ds.xs, batch_size)
     if getattr(ds, "files", None):  # images: the file each prediction is for
         passthrough = {"file": np.asarray(ds.files, dtype=object), **passthrough}
     if passthrough and len(next(iter(passthrough.values()))) != len(outs[0]):
