@@ -79,7 +79,10 @@ def distributed_train_command(config: Path, *, overrides, output, resume, data, 
     model = Model(spec, graph, seed=seed)
     model.overrides, model.config_file = list(overrides), str(config)
     model.trainer.run_dir = run_dir
-    model.trainer.say = (lambda message: console.print(message, highlight=False)) if rank == 0 else (lambda m: None)
+    if rank == 0:  # callbacks' `verbose: 1` lines come from rank 0 alone, as its progress bar does
+        model.trainer.say = lambda message: console.print(message, highlight=False)
+    else:
+        model.trainer.say = _say_nothing
     if run is not None:
         model.restore(run)
         done = model.trainer.epoch
@@ -151,3 +154,5 @@ def distributed_train_command(config: Path, *, overrides, output, resume, data, 
                       highlight=False)
 
 
+def _say_nothing(message: str) -> None:
+    """Where ranks other than 0 send what callbacks say: every rank decides alike, rank 0 prints it once."""
