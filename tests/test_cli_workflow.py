@@ -3,6 +3,9 @@ predict outputs, the callbacks listing, the README's claims, data.test metrics."
 
 import json
 import re
+import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -282,3 +285,11 @@ def test_every_shipped_config_trains_on_shipped_data_or_is_labelled():
         else:
             file = train if isinstance(train, str) else train["path"]
             assert (path.parent / file).exists(), f"{path.name}: {file} is not shipped"
+
+
+def test_output_cut_short_by_a_closed_pipe_ends_quietly():
+    # `layerforge schema | head`: the schema is larger than a pipe's buffer, so the writer meets a closed pipe
+    out = subprocess.run(f"{shlex.quote(sys.executable)} -m layerforge schema | head -c 10", shell=True,
+                         capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert out.stdout.startswith("{")
+    assert "error" not in out.stderr.lower() and "Traceback" not in out.stderr, out.stderr

@@ -57,6 +57,15 @@ def _run(fn):
     except KeyboardInterrupt:
         _console(stderr=True).print("[yellow]interrupted[/]")
         raise typer.Exit(130) from None
+    except BrokenPipeError:  # `layerforge predict ... | head`: the reader has what it wanted; end quietly
+        import os
+        import sys
+
+        try:  # point stdout at /dev/null so Python's flush at exit does not fail on the closed pipe again
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except OSError:
+            pass
+        raise typer.Exit(0) from None
     except OSError as exc:  # a path that cannot be read or written: the user's to fix
         if _state["debug"]:
             raise
