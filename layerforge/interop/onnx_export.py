@@ -583,6 +583,14 @@ def _conv(c: Ctx):
     return activation(b, cfg.activation, y), None
 
 
+def _depthwise_kernel(kernel: np.ndarray, rank: int) -> np.ndarray:
+    """Keras' depthwise kernel (*k, C, mult) as an ONNX grouped-Conv weight (C*mult, 1, *k): output channel
+    c*mult + m uses input channel c."""
+    chans, mult = kernel.shape[-2], kernel.shape[-1]
+    w = kernel.reshape(kernel.shape[:rank] + (chans * mult,))
+    return np.transpose(w, [rank] + list(range(rank)))[:, None]
+
+
 @converts("DepthwiseConv1D", "DepthwiseConv2D")
 def _depthwise(c: Ctx):
     b, cfg = c.b, c.config
@@ -590,10 +598,8 @@ def _depthwise(c: Ctx):
     spatial, first = _spatial_shape(c, rank)
     n = rank + 2
     kernel = np.asarray(c.weights["kernel"], np.float32)  # (*k, C, mult)
-    chans, mult = kernel.shape[-2], kernel.shape[-1]
-    # output channel c*mult + m uses input channel c (Keras' depthwise layout)
-    w = kernel.reshape(kernel.shape[:rank] + (chans * mult,))
-    w = np.transpose(w, [rank] + list(range(rank)))[:, None]  # (C*mult, 1, *k)
+    chans = kernel.shape[-2]
+    w = _depthwise_kernel(kernel, rank)
     pads = _conv_pads(c, spatial, cfg.kernel_size, cfg.strides, cfg.dilation_rate, cfg.padding)
     x = _to_first(b, c.x, n, first)
     ins = [x, b.const(w, hint=f"{c.layer.name}/kernel")]
@@ -612,8 +618,8 @@ def _separable(c: Ctx):
     n = rank + 2
     dk = np.asarray(c.weights["depthwise_kernel"], np.float32)  # (*k, C, mult)
     pk = np.asarray(c.weights["pointwise_kernel"], np.float32)  # (*1, C*mult, out)
-    chans, mult = dk.shape[-2], dk.shape[-1]
-    wd = np.transpose(dk.reshape(dk.shape[:rank] + (chans * mult,)), [rank] + list(range(rank)))[:, None]
+    chans = dk.shape[-2]
+    wd = _depthwise_kernel(dk, rank)
     wp = np.transpose(pk, [rank + 1, rank] + list(range(rank)))  # (out, C*mult, *1)
     pads = _conv_pads(c, spatial, cfg.kernel_size, cfg.strides, cfg.dilation_rate, cfg.padding)
     x = _to_first(b, c.x, n, first)

@@ -103,7 +103,10 @@ def _axis(v) -> str | None:
 
 
 def _one_of(*names):
-    return lambda v: None if v in names else "must be one of " + ", ".join(names)
+    def check(v) -> str | None:
+        return None if v in names else "must be one of " + ", ".join(names)
+
+    return check
 
 
 # argument -> check (None when the engine can use the value): what `validate` verifies so that training does not
