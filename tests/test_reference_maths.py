@@ -1,0 +1,209 @@
+"""Every fast path (Numba kernels, fused BLAS code) against its plain-numpy reference in layers/reference/.
+
+float64 on tiny shapes: forward outputs, input gradients and weight gradients must agree to rounding (rtol 1e-10).
+The configurations are picked to run each code path of a layer: strides, paddings, dilation, groups, fused and
+plain activations, direct and GEMM convolutions, masks, go_backwards, return_sequences/return_state, dropout
+masks, training and inference.
+"""
+
+import numpy as np
+import pytest
+
+from layerforge.layers.reference import convolution as conv_ref
+from layerforge.layers.reference import core as core_ref
+from layerforge.layers.reference import embedding as emb_ref
+from layerforge.layers.reference import normalization as norm_ref
+from layerforge.layers.reference import pooling as pool_ref
+from layerforge.layers.reference import recurrent as rnn_ref
+from layerforge.testing import build_layer
+
+RTOL, ATOL = 1e-10, 1e-12
+
+
+def _as_list(v):
+    return v if isinstance(v, list) else [v]
+
+
+def _close(got, want, what):
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=RTOL, atol=ATOL, err_msg=what)
+
+
+def _fast(built, x, *, training=False, mask=None, seed=3):
+    """The layer's own forward and backward (positional params/dy/cache only), with a random output gradient."""
+    layer = built.layer
+    y, cache = layer.forward(built.params, x, training=training, rng=np.random.default_rng(seed), mask=mask)
+    g = np.random.default_rng(seed + 100)
+    dy = [g.standard_normal(np.shape(v)) for v in _as_list(y)]
+    dy = dy if isinstance(y, list) else dy[0]
+    dx, grads = layer.backward(built.params, dy, cache)
+    return y, dy, dx, grads
+
+
+def _compare(built, x, y, dy, dx, grads, ref_forward, ref_backward, **kw):
+    config, params = built.layer.config, built.params
+    want_y = ref_forward(params, x, config, **kw)
+    for i, (a, b) in enumerate(zip(_as_list(y), _as_list(want_y), strict=True)):
+        _close(a, b, f"{config.type} forward output {i}")
+    want_dx, want_grads = ref_backward(params, x, dy, config, **kw)
+    if want_dx is not None:
+        _close(dx, want_dx, f"{config.type} input gradient")
+    assert set(grads) == set(want_grads) == set(params)
+    for k in params:
+        _close(grads[k], want_grads[k], f"{config.type} gradient of {k}")
+
+
+def _input(shape, batch=2, seed=0):
+    return np.random.default_rng(seed).standard_normal((batch, *shape))
+
+
+def _randomise(built, seed=5):
+    """Weights drawn at random (biases and gammas included, so every term of the formulas counts)."""
+    g = np.random.default_rng(seed)
+    for k, v in built.params.items():
+        built.params[k] = g.standard_normal(v.shape) * 0.5
+    return built
+
+
+# ------------------------------------------------------------------------------------------------ Dense
+
+@pytest.mark.parametrize("config,shape", [
+    ({"units": 4}, (5,)),
+    ({"units": 3, "activation": "tanh"}, (3, 5)),  # fused epilogue, 3D input
+    ({"units": 3, "activation": "relu"}, (4,)),
+    ({"units": 3, "activation": "sigmoid", "use_bias": False}, (4,)),
+    ({"units": 3, "activation": "softmax"}, (6,)),
+    ({"units": 2, "activation": "elu"}, (2, 3)),  # not fused: the plain activation path
+    ({"units": 2, "activation": "swish"}, (3,)),
+], ids=lambda v: str(v) if isinstance(v, dict) else None)
+def test_dense(config, shape):
+    built = _randomise(build_layer({"type": "Dense", **config}, shape))
+    x = _input(shape)
+    _compare(built, x, *_fast(built, x), core_ref.dense_forward, core_ref.dense_backward)
+
+
+# ------------------------------------------------------------------------------------------------ convolutions
+
+_CONV = [
+    ("Conv1D", {"filters": 3, "kernel_size": 3}, (7, 2)),
+    ("Conv1D", {"filters": 4, "kernel_size": 2, "dilation_rate": 2, "padding": "causal", "activation": "tanh"},
+     (7, 3)),
+    ("Conv1D", {"filters": 6, "kernel_size": 4, "strides": 2, "padding": "same", "groups": 2}, (9, 4)),
+    ("Conv1D", {"filters": 3, "kernel_size": 3, "data_format": "channels_first", "use_bias": False,
+                "activation": "sigmoid"}, (2, 8)),
+    ("Conv1D", {"filters": 2, "kernel_size": 5, "padding": "same", "activation": "relu"}, (6, 6)),  # GEMM, relu
+    ("Conv2D", {"filters": 4, "kernel_size": 3, "strides": 2, "padding": "same"}, (7, 7, 3)),  # GEMM
+    ("Conv2D", {"filters": 4, "kernel_size": 3, "strides": 2, "activation": "relu"}, (7, 6, 3)),  # GEMM, relu
+    ("Conv2D", {"filters": 3, "kernel_size": 2, "padding": "same", "activation": "relu"}, (4, 5, 2)),  # direct
+    ("Conv2D", {"filters": 3, "kernel_size": [2, 4], "padding": "same", "dilation_rate": 2, "activation": "tanh"},
+     (5, 6, 2)),
+    ("Conv2D", {"filters": 4, "kernel_size": 3, "strides": [2, 1], "groups": 2, "data_format": "channels_first",
+                "use_bias": False}, (4, 5, 6)),
+    ("Conv3D", {"filters": 2, "kernel_size": [2, 3, 2], "strides": 2, "padding": "same", "activation": "tanh"},
+     (3, 5, 4, 2)),
+    ("Conv3D", {"filters": 2, "kernel_size": 2, "dilation_rate": [1, 2, 1], "groups": 2,
+                "data_format": "channels_first"}, (2, 3, 4, 3)),
+    ("Conv1DTranspose", {"filters": 3, "kernel_size": 3, "strides": 2}, (4, 2)),
+    ("Conv1DTranspose", {"filters": 2, "kernel_size": 4, "strides": 3, "padding": "same", "output_padding": 1,
+                         "activation": "tanh"}, (3, 2)),
+    ("Conv2DTranspose", {"filters": 2, "kernel_size": 3, "strides": 2, "padding": "same", "output_padding": [1, 0],
+                         "activation": "tanh"}, (3, 4, 2)),
+    ("Conv2DTranspose", {"filters": 2, "kernel_size": [2, 3], "dilation_rate": 2, "data_format": "channels_first"},
+     (3, 3, 2)),
+    ("Conv2DTranspose", {"filters": 2, "kernel_size": 4, "strides": 2, "padding": "same", "activation": "relu"},
+     (3, 3, 2)),
+    ("Conv2DTranspose", {"filters": 2, "kernel_size": 2, "strides": 3}, (2, 3, 2)),  # stride > kernel: gaps
+    ("Deconv2D", {"filters": 2, "kernel_size": 4, "strides": 2, "padding": "same", "output_shape": [None, 5, 6, 2]},
+     (3, 3, 2)),
+    ("Conv3DTranspose", {"filters": 2, "kernel_size": 2, "strides": 2}, (2, 3, 2, 2)),
+    ("Conv3DTranspose", {"filters": 1, "kernel_size": [3, 2, 2], "strides": [2, 1, 1], "padding": "same",
+                         "data_format": "channels_first", "activation": "tanh"}, (2, 2, 3, 2)),
+    ("DepthwiseConv1D", {"kernel_size": 3, "depth_multiplier": 2, "padding": "same", "strides": 2}, (7, 3)),
+    ("DepthwiseConv1D", {"kernel_size": 2, "dilation_rate": 2, "activation": "tanh",
+                         "data_format": "channels_first"}, (2, 6)),
+    ("DepthwiseConv2D", {"kernel_size": 3, "depth_multiplier": 2, "padding": "same", "strides": 2,
+                         "activation": "tanh"}, (5, 4, 2)),
+    ("DepthwiseConv2D", {"kernel_size": [2, 3], "dilation_rate": [2, 1], "data_format": "channels_first",
+                         "use_bias": False, "activation": "relu"}, (3, 5, 4)),
+    ("SeparableConv1D", {"filters": 3, "kernel_size": 3, "depth_multiplier": 2, "padding": "same"}, (7, 2)),
+    ("SeparableConv1D", {"filters": 2, "kernel_size": 2, "strides": 2, "data_format": "channels_first",
+                         "activation": "tanh"}, (3, 7)),
+    ("SeparableConv2D", {"filters": 3, "kernel_size": [3, 2], "depth_multiplier": 2, "strides": 2,
+                         "padding": "same", "activation": "relu"}, (5, 6, 2)),
+    ("SeparableConv2D", {"filters": 2, "kernel_size": 2, "dilation_rate": 2, "data_format": "channels_first",
+                         "use_bias": False}, (3, 5, 4)),
+]
+
+
+def _conv_ref(type_name):
+    if "Transpose" in type_name or type_name.startswith("Deconv"):
+        return conv_ref.conv_transpose_forward, conv_ref.conv_transpose_backward
+    if type_name.startswith(("Depthwise", "Separable")):
+        return conv_ref.depthwise_forward, conv_ref.depthwise_backward
+    return conv_ref.conv_forward, conv_ref.conv_backward
+
+
+@pytest.mark.parametrize("type_name,config,shape", _CONV,
+                         ids=[f"{t}-{i}" for i, (t, _, _) in enumerate(_CONV)])
+@pytest.mark.parametrize("training", [True, False], ids=["train", "infer"])
+def test_convolution(type_name, config, shape, training):
+    built = _randomise(build_layer({"type": type_name, **config}, shape))
+    x = _input(shape)
+    _compare(built, x, *_fast(built, x, training=training), *_conv_ref(type_name))
+
+
+# ------------------------------------------------------------------------------------------------ pooling
+
+_POOL = [
+    ("MaxPooling1D", {"pool_size": 3, "strides": 2, "padding": "same"}, (7, 3)),
+    ("MaxPooling1D", {"pool_size": 2, "strides": 1}, (5, 2)),
+    ("MaxPooling1D", {"pool_size": 2, "data_format": "channels_first"}, (3, 7)),
+    ("MaxPooling2D", {"pool_size": 2, "padding": "same"}, (5, 5, 2)),
+    ("MaxPooling2D", {"pool_size": [3, 2], "strides": [2, 1], "data_format": "channels_first"}, (2, 7, 6)),
+    ("MaxPooling3D", {"pool_size": 3, "strides": 2, "padding": "same"}, (5, 4, 5, 1)),
+    ("MaxPooling3D", {"pool_size": [2, 1, 3], "data_format": "channels_first"}, (2, 4, 3, 6)),
+    ("AveragePooling1D", {"pool_size": 2, "padding": "same"}, (5, 3)),
+    ("AveragePooling1D", {"pool_size": 4, "strides": 3, "padding": "same", "data_format": "channels_first"},
+     (2, 8)),
+    ("AveragePooling2D", {"pool_size": 3, "strides": 2, "padding": "same"}, (6, 5, 2)),
+    ("AveragePooling2D", {"pool_size": [2, 3], "strides": [1, 2], "data_format": "channels_first"}, (2, 4, 7)),
+    ("AveragePooling3D", {"pool_size": 2, "strides": 1, "padding": "same"}, (3, 4, 3, 2)),
+    ("AveragePooling3D", {"pool_size": [3, 2, 2], "strides": [2, 2, 1]}, (5, 4, 3, 2)),
+]
+
+
+@pytest.mark.parametrize("type_name,config,shape", _POOL, ids=[f"{t}-{i}" for i, (t, _, _) in enumerate(_POOL)])
+def test_pooling(type_name, config, shape):
+    built = build_layer({"type": type_name, **config}, shape)
+    x = _input(shape)
+    average = type_name.startswith("Average")
+    _compare(built, x, *_fast(built, x), pool_ref.pool_forward, pool_ref.pool_backward, average=average)
+
+
+def test_max_pooling_ties_go_to_the_first_maximum():
+    built = build_layer({"type": "MaxPooling2D", "pool_size": 2, "strides": 1}, (3, 3, 1))
+    x = np.round(_input((3, 3, 1)))  # many equal values in a window
+    _compare(built, x, *_fast(built, x), pool_ref.pool_forward, pool_ref.pool_backward, average=False)
+
+
+_GLOBAL = [
+    ("GlobalMaxPooling1D", {}, (5, 3), False),
+    ("GlobalMaxPooling1D", {"data_format": "channels_first", "keepdims": True}, (3, 6), False),
+    ("GlobalAveragePooling1D", {}, (6, 3), True),
+    ("GlobalAveragePooling1D", {"keepdims": True, "data_format": "channels_first"}, (3, 5), False),
+    ("GlobalMaxPooling2D", {"data_format": "channels_first", "keepdims": True}, (2, 3, 5), False),
+    ("GlobalAveragePooling2D", {}, (3, 4, 2), False),
+    ("GlobalMaxPooling3D", {}, (3, 4, 2, 3), False),
+    ("GlobalAveragePooling3D", {"data_format": "channels_first", "keepdims": True}, (2, 3, 2, 4), False),
+]
+
+
+@pytest.mark.parametrize("type_name,config,shape,masked", _GLOBAL,
+                         ids=[f"{t}-{i}" for i, (t, *_) in enumerate(_GLOBAL)])
+def test_global_pooling(type_name, config, shape, masked):
+    built = build_layer({"type": type_name, **config}, shape)
+    x = _input(shape)
+    mask = (np.random.default_rng(1).random((2, shape[0])) > 0.4) if masked else None
+    if mask is not None:
+        mask[:, 0] = True
+    _compare(built, x, *_fast(built, x, mask=mask), pool_ref.global_pool_forward, pool_ref.global_pool_backward,
+             average="Average" in type_name, mask=mask)
