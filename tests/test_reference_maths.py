@@ -207,3 +207,147 @@ def test_global_pooling(type_name, config, shape, masked):
         mask[:, 0] = True
     _compare(built, x, *_fast(built, x, mask=mask), pool_ref.global_pool_forward, pool_ref.global_pool_backward,
              average="Average" in type_name, mask=mask)
+
+
+# ------------------------------------------------------------------------------------------------ recurrent
+
+_RNN = [
+    ("SimpleRNN", {"units": 3}, False),
+    ("SimpleRNN", {"units": 3, "return_sequences": True}, True),
+    ("SimpleRNN", {"units": 3, "go_backwards": True, "return_state": True, "activation": "relu6"}, False),
+    ("SimpleRNN", {"units": 3, "return_sequences": True, "go_backwards": True, "use_bias": False}, True),
+    ("SimpleRNN", {"units": 3, "dropout": 0.3, "recurrent_dropout": 0.4}, True),
+    ("LSTM", {"units": 3}, False),
+    ("LSTM", {"units": 3, "return_sequences": True}, True),
+    ("LSTM", {"units": 3, "go_backwards": True, "return_state": True}, True),
+    ("LSTM", {"units": 3, "return_sequences": True, "go_backwards": True,
+              "recurrent_activation": "hard_sigmoid_keras1", "activation": "softsign"}, False),
+    ("LSTM", {"units": 2, "dropout": 0.25, "recurrent_dropout": 0.5, "return_sequences": True,
+              "return_state": True, "use_bias": False}, True),
+    ("GRU", {"units": 3}, False),
+    ("GRU", {"units": 3, "return_sequences": True}, True),
+    ("GRU", {"units": 3, "return_state": True, "go_backwards": True, "recurrent_activation": "hard_sigmoid",
+             "use_bias": False}, True),
+    ("GRU", {"units": 3, "dropout": 0.2, "recurrent_dropout": 0.3, "return_sequences": True}, False),
+    ("GRU", {"units": 3, "reset_after": False}, False),
+    ("GRU", {"units": 3, "reset_after": False, "return_sequences": True, "go_backwards": True}, True),
+    ("GRU", {"units": 3, "reset_after": False, "return_state": True, "dropout": 0.2, "recurrent_dropout": 0.3,
+             "activation": "relu"}, True),
+]
+
+
+def _dropout_masks(config, batch, features, training, seed):
+    """The masks the layer draws (same rng, same order: input then recurrent), or None."""
+    rng = np.random.default_rng(seed)
+    masks = []
+    for rate, n in ((config.dropout, features), (config.recurrent_dropout, config.units)):
+        masks.append((rng.random((batch, n)) >= rate) / (1.0 - rate) if training and rate > 0 else None)
+    return masks
+
+
+@pytest.mark.parametrize("type_name,config,masked", _RNN, ids=[f"{t}-{i}" for i, (t, *_) in enumerate(_RNN)])
+@pytest.mark.parametrize("training", [True, False], ids=["train", "infer"])
+def test_recurrent(type_name, config, masked, training, monkeypatch):
+    from layerforge.layers import recurrent
+
+    monkeypatch.setattr(recurrent, "FORCE_BLOCKS", 2)  # two blocks of samples (threads): the split and the sum
+    shape, batch = (4, 2), 5
+    built = _randomise(build_layer({"type": type_name, **config}, shape))
+    x = _input(shape, batch)
+    mask = None
+    if masked:
+        mask = np.random.default_rng(2).random((batch, shape[0])) > 0.35
+        mask[0] = [False, True, True, False]  # a masked first step: its output is zeros
+    dmask, rmask = _dropout_masks(built.layer.config, batch, shape[1], training, seed=3)
+    _compare(built, x, *_fast(built, x, training=training, mask=mask, seed=3), rnn_ref.rnn_forward,
+             rnn_ref.rnn_backward, mask=mask, dropout_mask=dmask, recurrent_dropout_mask=rmask)
+
+
+@pytest.mark.parametrize("type_name", ["SimpleRNN", "LSTM", "GRU"])
+def test_stateful_recurrent_starts_from_the_carried_state(type_name):
+    built = _randomise(build_layer({"type": type_name, "units": 3, "stateful": True, "return_sequences": True},
+                                   (3, 2), batch_size=2))
+    g = np.random.default_rng(9)
+    for name in built.layer.state_names:
+        built.layer.state[name] = g.standard_normal((2, 3))
+    states = [built.layer.state[n].copy() for n in built.layer.state_names]
+    x = _input((3, 2))
+    _compare(built, x, *_fast(built, x, training=True), rnn_ref.rnn_forward, rnn_ref.rnn_backward,
+             initial_states=states)
+
+
+# ------------------------------------------------------------------------------------------------ normalization
+
+_BN = [
+    ({}, (5,), False),
+    ({}, (3, 3, 2), False),
+    ({"axis": 1, "momentum": 0.9}, (3, 2, 3), False),
+    ({"center": False, "scale": False}, (3, 4), False),
+    ({"axis": -2, "center": False}, (3, 4), False),
+    ({}, (5, 3), True),
+    ({"axis": [1, 3]}, (2, 3, 2), False),
+    ({"trainable": False}, (4,), False),
+]
+
+
+@pytest.mark.parametrize("config,shape,masked", _BN, ids=[str(i) for i in range(len(_BN))])
+@pytest.mark.parametrize("training", [True, False], ids=["train", "infer"])
+def test_batch_normalization(config, shape, masked, training):
+    built = _randomise(build_layer({"type": "BatchNormalization", **config}, shape))
+    g = np.random.default_rng(4)
+    state = built.layer.state
+    state["moving_mean"] = g.standard_normal(state["moving_mean"].shape)
+    state["moving_variance"] = g.uniform(0.5, 2.0, state["moving_variance"].shape)
+    before = {k: v.copy() for k, v in state.items()}
+    x = _input(shape, 4) * 2 + 1
+    mask = None
+    if masked:
+        mask = g.random((4, shape[0])) > 0.3
+        mask[:, 0] = True
+    fast = _fast(built, x, training=training, mask=mask)
+    after = {k: v.copy() for k, v in state.items()}
+    batch_stats = training and built.layer.config.trainable
+
+    def forward(params, x, config, **kw):
+        return norm_ref.batch_norm_forward(params, x, config, **kw)[0]
+
+    _compare(built, x, *fast, forward, norm_ref.batch_norm_backward, moving_mean=before["moving_mean"],
+             moving_variance=before["moving_variance"], training=batch_stats, mask=mask)
+    _, mean, var = norm_ref.batch_norm_forward(built.params, x, built.layer.config, moving_mean=before["moving_mean"],
+                                               moving_variance=before["moving_variance"], training=batch_stats,
+                                               mask=mask)
+    _close(after["moving_mean"], mean, "moving_mean update")
+    _close(after["moving_variance"], var, "moving_variance update")
+
+
+@pytest.mark.parametrize("config,shape", [
+    ({}, (3, 5)),
+    ({"axis": [1, 2]}, (3, 2, 2)),
+    ({"axis": 1, "epsilon": 1e-5}, (4, 3)),
+    ({"rms_scaling": True}, (6,)),
+    ({"center": False, "scale": False}, (7,)),
+    ({"center": False}, (2, 4)),
+], ids=lambda v: str(v) if isinstance(v, dict) else None)
+def test_layer_normalization(config, shape):
+    built = _randomise(build_layer({"type": "LayerNormalization", **config}, shape))
+    x = _input(shape, 3) * 2 + 0.5
+    _compare(built, x, *_fast(built, x), norm_ref.layer_norm_forward, norm_ref.layer_norm_backward)
+
+
+# ------------------------------------------------------------------------------------------------ embedding
+
+@pytest.mark.parametrize("config,shape,training", [
+    ({"input_dim": 7, "output_dim": 3}, (5,), True),
+    ({"input_dim": 5, "output_dim": 2}, (2, 3), False),
+    ({"input_dim": 4, "output_dim": 2, "mask_zero": True}, (6,), True),  # repeated indices add up
+    ({"input_dim": 6, "output_dim": 2, "dropout": 0.4}, (4,), True),  # whole rows dropped
+])
+def test_embedding(config, shape, training):
+    built = _randomise(build_layer({"type": "Embedding", **config}, shape))
+    x = np.random.default_rng(0).integers(0, config["input_dim"], size=(3, *shape))
+    scale = None
+    rate = config.get("dropout", 0)
+    if training and rate:  # the layer's draw: one keep flag per vocabulary row
+        scale = (np.random.default_rng(3).random(config["input_dim"]) >= rate) / (1.0 - rate)
+    _compare(built, x, *_fast(built, x, training=training), emb_ref.embedding_forward, emb_ref.embedding_backward,
+             row_scale=scale)
