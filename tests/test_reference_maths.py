@@ -9,9 +9,11 @@ masks, training and inference.
 import numpy as np
 import pytest
 
+from layerforge.layers.reference import conv_recurrent as clstm_ref
 from layerforge.layers.reference import convolution as conv_ref
 from layerforge.layers.reference import core as core_ref
 from layerforge.layers.reference import embedding as emb_ref
+from layerforge.layers.reference import locally_connected as lc_ref
 from layerforge.layers.reference import normalization as norm_ref
 from layerforge.layers.reference import pooling as pool_ref
 from layerforge.layers.reference import recurrent as rnn_ref
@@ -351,3 +353,57 @@ def test_embedding(config, shape, training):
         scale = (np.random.default_rng(3).random(config["input_dim"]) >= rate) / (1.0 - rate)
     _compare(built, x, *_fast(built, x, training=training), emb_ref.embedding_forward, emb_ref.embedding_backward,
              row_scale=scale)
+
+
+# ------------------------------------------------------------------------------------------------ locally connected
+
+@pytest.mark.parametrize("type_name,config,shape", [
+    ("LocallyConnected1D", {"filters": 3, "kernel_size": 2, "strides": 3, "activation": "tanh"}, (8, 2)),
+    ("LocallyConnected1D", {"filters": 2, "kernel_size": 3, "use_bias": False}, (5, 3)),
+    ("LocallyConnected2D", {"filters": 2, "kernel_size": [2, 3], "strides": [2, 1]}, (5, 4, 2)),
+    ("LocallyConnected2D", {"filters": 3, "kernel_size": 2, "strides": [1, 2], "data_format": "channels_first",
+                            "activation": "relu"}, (2, 4, 5)),
+    ("LocallyConnected2D", {"filters": 2, "kernel_size": 2, "use_bias": False, "data_format": "channels_first"},
+     (1, 3, 3)),
+], ids=lambda v: None)
+def test_locally_connected(type_name, config, shape):
+    built = _randomise(build_layer({"type": type_name, **config}, shape))
+    x = _input(shape)
+    _compare(built, x, *_fast(built, x), lc_ref.locally_connected_forward, lc_ref.locally_connected_backward)
+
+
+# ------------------------------------------------------------------------------------------------ ConvLSTM2D
+
+_CONV_LSTM = [
+    ({"filters": 2, "kernel_size": 3}, (3, 5, 5, 2), False),
+    ({"filters": 2, "kernel_size": [2, 3], "padding": "same", "return_sequences": True}, (3, 3, 4, 2), True),
+    ({"filters": 2, "kernel_size": 2, "strides": [2, 1], "data_format": "channels_first",
+      "recurrent_activation": "hard_sigmoid_keras1", "go_backwards": True}, (3, 1, 4, 3), False),
+    ({"filters": 2, "kernel_size": 2, "dilation_rate": 2, "dropout": 0.3, "recurrent_dropout": 0.3,
+      "return_state": True}, (2, 4, 4, 1), False),
+    ({"filters": 2, "kernel_size": 2, "padding": "same", "use_bias": False, "activation": "relu",
+      "return_sequences": True, "return_state": True, "go_backwards": True}, (3, 3, 3, 1), True),
+]
+
+
+@pytest.mark.parametrize("config,shape,masked", _CONV_LSTM, ids=[str(i) for i in range(len(_CONV_LSTM))])
+@pytest.mark.parametrize("training", [True, False], ids=["train", "infer"])
+def test_conv_lstm(config, shape, masked, training):
+    built = _randomise(build_layer({"type": "ConvLSTM2D", **config}, shape))
+    c = built.layer.config
+    batch = 3
+    x = _input(shape, batch)
+    mask = None
+    if masked:
+        mask = np.array([[True, False, True], [False, True, True], [True, True, False]])[:, :shape[0]]
+    dmask = rmask = None
+    rng = np.random.default_rng(3)  # the layer's draws: input mask, then recurrent mask
+    frame = built.output_shape[-3:] if not c.return_state else built.output_shape[1]
+    frame = frame[1:] + frame[:1] if c.data_format == "channels_first" else frame
+    in_frame = shape[2:] + shape[1:2] if c.data_format == "channels_first" else shape[1:]
+    if training and c.dropout > 0:
+        dmask = (rng.random((batch, *in_frame)) >= c.dropout) / (1.0 - c.dropout)
+    if training and c.recurrent_dropout > 0:
+        rmask = (rng.random((batch, *frame)) >= c.recurrent_dropout) / (1.0 - c.recurrent_dropout)
+    _compare(built, x, *_fast(built, x, training=training, mask=mask, seed=3), clstm_ref.conv_lstm_forward,
+             clstm_ref.conv_lstm_backward, mask=mask, dropout_mask=dmask, recurrent_dropout_mask=rmask)

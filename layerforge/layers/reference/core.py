@@ -3,8 +3,6 @@ activation into one Numba pass over the GEMM output, and their derivatives into 
 
 from __future__ import annotations
 
-import numpy as np
-
 from ._maths import activation, activation_backward
 
 
