@@ -98,10 +98,14 @@ _CONV = [
     ("Conv2D", {"filters": 3, "kernel_size": 2, "padding": "same", "activation": "relu"}, (4, 5, 2)),  # direct
     ("Conv2D", {"filters": 3, "kernel_size": [2, 4], "padding": "same", "dilation_rate": 2, "activation": "tanh"},
      (5, 6, 2)),
+    ("Conv2D", {"filters": 3, "kernel_size": 3, "dilation_rate": 2, "padding": "same", "activation": "tanh"},
+     (6, 5, 3)),  # GEMM, activation not fused
+    ("Conv2D", {"filters": 2, "kernel_size": 3, "activation": "elu", "use_bias": False}, (4, 4, 1)),  # direct
     ("Conv2D", {"filters": 4, "kernel_size": 3, "strides": [2, 1], "groups": 2, "data_format": "channels_first",
                 "use_bias": False}, (4, 5, 6)),
     ("Conv3D", {"filters": 2, "kernel_size": [2, 3, 2], "strides": 2, "padding": "same", "activation": "tanh"},
      (3, 5, 4, 2)),
+    ("Conv3D", {"filters": 3, "kernel_size": 2, "padding": "same", "activation": "relu"}, (3, 3, 2, 4)),  # GEMM
     ("Conv3D", {"filters": 2, "kernel_size": 2, "dilation_rate": [1, 2, 1], "groups": 2,
                 "data_format": "channels_first"}, (2, 3, 4, 3)),
     ("Conv1DTranspose", {"filters": 3, "kernel_size": 3, "strides": 2}, (4, 2)),
@@ -334,6 +338,18 @@ def test_layer_normalization(config, shape):
     built = _randomise(build_layer({"type": "LayerNormalization", **config}, shape))
     x = _input(shape, 3) * 2 + 0.5
     _compare(built, x, *_fast(built, x), norm_ref.layer_norm_forward, norm_ref.layer_norm_backward)
+
+
+@pytest.mark.parametrize("config,shape", [
+    ({"groups": 2}, (3, 4)),
+    ({"groups": 3, "axis": 1}, (6, 2, 2)),
+    ({"groups": 1, "center": False}, (2, 2, 3)),
+    ({"groups": 4, "scale": False}, (2, 3, 4)),  # groups = channels: instance normalisation
+], ids=lambda v: str(v) if isinstance(v, dict) else None)
+def test_group_normalization(config, shape):
+    built = _randomise(build_layer({"type": "GroupNormalization", **config}, shape))
+    x = _input(shape, 3) * 2 + 0.5
+    _compare(built, x, *_fast(built, x), norm_ref.group_norm_forward, norm_ref.group_norm_backward)
 
 
 # ------------------------------------------------------------------------------------------------ embedding

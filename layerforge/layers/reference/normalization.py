@@ -1,5 +1,5 @@
-"""References of BatchNormalization and LayerNormalization (the fast path: fused Numba kernels in
-``kernels/normalization.py`` and ``kernels/layer_norm.py``).
+"""References of BatchNormalization, LayerNormalization and GroupNormalization (the fast path: fused Numba kernels
+in ``kernels/normalization.py`` and ``kernels/layer_norm.py``).
 
 BatchNormalization keeps the ``axis`` axes and normalises over all the others:
 ``y = gamma * (x - mean) / sqrt(var + epsilon) + beta``; in training mean and (biased) variance are the batch's
@@ -7,7 +7,9 @@ BatchNormalization keeps the ``axis`` axes and normalises over all the others:
 ``moving = momentum * moving + (1 - momentum) * batch``; in inference (or with trainable false) the moving
 statistics are used and are constants for the gradient. LayerNormalization normalises each sample over ``axis``
 (one axis or several jointly); ``rms_scaling``: ``y = x * gamma / sqrt(var + epsilon)`` as Keras computes it
-(the variance about the mean, but x not centred, and no beta).
+(the variance about the mean, but x not centred, and no beta). GroupNormalization splits the channels (``axis``)
+into ``groups`` groups of consecutive channels and normalises each sample's group over its channels and every
+other axis, then scales and shifts per channel.
 """
 
 from __future__ import annotations
@@ -121,3 +123,39 @@ def layer_norm_backward(params, x, dy, config):
         grads["beta"] = dy.sum(axis=red).reshape(params["beta"].shape)
     dx = inv * (g - g.mean(axis=axes, keepdims=True) - xhat * (g * xhat).mean(axis=axes, keepdims=True))
     return dx, grads
+
+
+def _groups(x, config):
+    """x with the channels last, viewed as (B, cells, groups, channels per group)."""
+    a = config.axis + x.ndim if config.axis < 0 else config.axis
+    xl = np.moveaxis(x, a, -1)
+    return xl.reshape(x.shape[0], -1, config.groups, xl.shape[-1] // config.groups), a, xl.shape
+
+
+def group_norm_forward(params, x, config):
+    xg, a, lshape = _groups(x, config)
+    mean = xg.mean(axis=(1, 3), keepdims=True)
+    xhat = ((xg - mean) / np.sqrt(((xg - mean) ** 2).mean(axis=(1, 3), keepdims=True) + config.epsilon))
+    y = xhat.reshape(lshape)
+    if config.scale:
+        y = y * params["gamma"]
+    if config.center:
+        y = y + params["beta"]
+    return np.moveaxis(y, -1, a)
+
+
+def group_norm_backward(params, x, dy, config):
+    xg, a, lshape = _groups(x, config)
+    xc = xg - xg.mean(axis=(1, 3), keepdims=True)
+    inv = 1 / np.sqrt((xc ** 2).mean(axis=(1, 3), keepdims=True) + config.epsilon)
+    xhat = xc * inv
+    dyl = np.moveaxis(dy, a, -1)
+    red = tuple(range(dyl.ndim - 1))
+    grads = {}
+    if config.scale:
+        grads["gamma"] = (dyl * xhat.reshape(lshape)).sum(axis=red)
+    if config.center:
+        grads["beta"] = dyl.sum(axis=red)
+    g = (dyl * params["gamma"] if config.scale else dyl).reshape(xg.shape)
+    dx = inv * (g - g.mean(axis=(1, 3), keepdims=True) - xhat * (g * xhat).mean(axis=(1, 3), keepdims=True))
+    return np.moveaxis(dx.reshape(lshape), -1, a), grads
