@@ -17,6 +17,7 @@ from layerforge.layers.reference import locally_connected as lc_ref
 from layerforge.layers.reference import normalization as norm_ref
 from layerforge.layers.reference import pooling as pool_ref
 from layerforge.layers.reference import recurrent as rnn_ref
+from layerforge.layers.reference import reshaping as reshape_ref
 from layerforge.testing import build_layer
 
 RTOL, ATOL = 1e-10, 1e-12
@@ -423,3 +424,17 @@ def test_conv_lstm(config, shape, masked, training):
         rmask = (rng.random((batch, *frame)) >= c.recurrent_dropout) / (1.0 - c.recurrent_dropout)
     _compare(built, x, *_fast(built, x, training=training, mask=mask, seed=3), clstm_ref.conv_lstm_forward,
              clstm_ref.conv_lstm_backward, mask=mask, dropout_mask=dmask, recurrent_dropout_mask=rmask)
+
+
+# ------------------------------------------------------------------------------------------------ UpSampling2D
+
+@pytest.mark.parametrize("config,shape", [
+    ({"size": [2, 3]}, (3, 2, 2)),
+    ({"data_format": "channels_first"}, (2, 3, 1)),
+    ({"size": [3, 1]}, (1, 4, 2)),  # a single row: every output row reads it
+], ids=lambda v: str(v) if isinstance(v, dict) else None)
+def test_bilinear_upsampling(config, shape):
+    built = build_layer({"type": "UpSampling2D", "interpolation": "bilinear", **config}, shape)
+    x = _input(shape)
+    _compare(built, x, *_fast(built, x), reshape_ref.bilinear_upsampling_forward,
+             reshape_ref.bilinear_upsampling_backward)
