@@ -463,3 +463,25 @@ def test_multi_head_attention(config, shapes, masked):
             m[:, 0] = True
         mask[0][1] = False  # a query with no position to attend from: its output is the bias alone
     _compare(built, x, *_fast(built, x, mask=mask), attn_ref.mha_forward, attn_ref.mha_backward, mask=mask)
+
+
+@pytest.mark.parametrize("type_name,config,shapes,masked", [
+    ("Attention", {}, [(4, 3), (5, 3)], False),
+    ("Attention", {"use_scale": True, "return_attention_scores": True}, [(4, 3), (4, 2), (4, 3)], True),
+    ("Attention", {"score_mode": "concat", "use_scale": True, "use_causal_mask": True}, [(3, 2), (3, 2)], False),
+    ("Attention", {"score_mode": "concat"}, [(3, 2), (4, 2)], True),
+    ("AdditiveAttention", {}, [(4, 3), (5, 3)], True),
+    ("AdditiveAttention", {"use_scale": False, "return_attention_scores": True}, [(4, 3), (4, 2), (4, 3)], True),
+    ("AdditiveAttention", {"use_causal_mask": True}, [(3, 2), (3, 2)], False),
+], ids=lambda v: str(v) if isinstance(v, (dict, str)) else None)
+def test_score_attention(type_name, config, shapes, masked):
+    built = _randomise(build_layer({"type": type_name, **config}, shapes))
+    x = [_input(s, 3, seed=i) for i, s in enumerate(shapes)]
+    mask = None
+    if masked:
+        g = np.random.default_rng(6)
+        mask = [g.random((3, s[0])) > 0.3 for s in shapes]
+        for m in mask:
+            m[:, 0] = True
+    _compare(built, x, *_fast(built, x, mask=mask), attn_ref.score_attention_forward,
+             attn_ref.score_attention_backward, mask=mask)

@@ -167,8 +167,7 @@ def rnn_forward(params, x, config, *, mask=None, initial_states=None, dropout_ma
 def rnn_backward(params, x, dy, config, *, mask=None, initial_states=None, dropout_mask=None,
                  recurrent_dropout_mask=None):
     """(dx, grads) for the output gradient(s) ``dy`` (a list [dy, dh, (dc)] with return_state)."""
-    outputs, steps, _, _, m, rm = _run(params, x, config, mask, initial_states, dropout_mask,
-                                       recurrent_dropout_mask)
+    _, steps, _, _, m, rm = _run(params, x, config, mask, initial_states, dropout_mask, recurrent_dropout_mask)
     dys = dy if isinstance(dy, list) else [dy]
     B, T, u = x.shape[0], x.shape[1], config.units
     dh = np.array(dys[1]) if len(dys) > 1 else np.zeros((B, u))
