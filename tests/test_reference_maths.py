@@ -285,6 +285,18 @@ def test_stateful_recurrent_starts_from_the_carried_state(type_name):
              initial_states=states)
 
 
+@pytest.mark.parametrize("type_name", ["SimpleRNN", "LSTM", "GRU"])
+@pytest.mark.parametrize("return_sequences", [True, False])
+def test_recurrent_zero_output_for_mask(type_name, return_sequences):
+    # Bidirectional sets this: masked steps output zeros instead of repeating the previous output
+    built = _randomise(build_layer({"type": type_name, "units": 3, "return_sequences": return_sequences}, (4, 2)))
+    built.layer.zero_output_for_mask = True
+    x = _input((4, 2), 3)
+    mask = np.array([[True, False, True, False], [False, True, True, True], [True, True, False, True]])
+    _compare(built, x, *_fast(built, x, training=True, mask=mask), rnn_ref.rnn_forward, rnn_ref.rnn_backward,
+             mask=mask, zero_output_for_mask=True)
+
+
 # ------------------------------------------------------------------------------------------------ normalization
 
 _BN = [
@@ -485,3 +497,15 @@ def test_score_attention(type_name, config, shapes, masked):
             m[:, 0] = True
     _compare(built, x, *_fast(built, x, mask=mask), attn_ref.score_attention_forward,
              attn_ref.score_attention_backward, mask=mask)
+
+
+def test_stateful_conv_lstm_starts_from_the_carried_state():
+    built = _randomise(build_layer({"type": "ConvLSTM2D", "filters": 2, "kernel_size": 2, "stateful": True,
+                                    "padding": "same", "return_state": True}, (2, 3, 3, 1), batch_size=2))
+    g = np.random.default_rng(9)
+    for name in ("h", "c"):
+        built.layer.state[name] = g.standard_normal((2, 3, 3, 2))
+    states = [built.layer.state[n].copy() for n in ("h", "c")]
+    x = _input((2, 3, 3, 1))
+    _compare(built, x, *_fast(built, x, training=True), clstm_ref.conv_lstm_forward, clstm_ref.conv_lstm_backward,
+             initial_states=states)

@@ -14,7 +14,8 @@ and ``x_t`` already multiplied by the input dropout mask:
                 h' = z * h + (1 - z) * h~  (both GRUs)
 
 go_backwards processes the sequence from its end (the output sequence stays in processing order). A (batch, time)
-mask keeps the state at a masked step and repeats the previous output there (zeros before the first output).
+mask keeps the state at a masked step and repeats the previous output there (zeros before the first output;
+zeros at every masked step with ``zero_output_for_mask``, as Bidirectional sets it).
 The output is the last output (every output with return_sequences), followed by the final states with
 return_state. The backward pass is backpropagation through time, step by step in reverse.
 """
@@ -138,7 +139,7 @@ def _prepare(x, config, mask, initial_states, dropout_mask, recurrent_dropout_ma
     return xs, m, rm, h, c
 
 
-def _run(params, x, config, mask, initial_states, dropout_mask, recurrent_dropout_mask):
+def _run(params, x, config, mask, initial_states, dropout_mask, recurrent_dropout_mask, zero_output_for_mask):
     xs, m, rm, h, c = _prepare(x, config, mask, initial_states, dropout_mask, recurrent_dropout_mask)
     y_prev = np.zeros_like(h)
     outputs, steps = [], []
@@ -146,18 +147,19 @@ def _run(params, x, config, mask, initial_states, dropout_mask, recurrent_dropou
         h_new, c_new, saved = _cell_forward(params, config, xs[:, t], h, c, rm)
         keep = m[:, t:t + 1]
         h, c = np.where(keep, h_new, h), np.where(keep, c_new, c)
-        y_prev = np.where(keep, h_new, y_prev)  # a masked step repeats the previous output
+        y_prev = np.where(keep, h_new, 0.0 if zero_output_for_mask else y_prev)  # masked: the previous output
         outputs.append(y_prev)
         steps.append(saved)
     return outputs, steps, h, c, m, rm
 
 
 def rnn_forward(params, x, config, *, mask=None, initial_states=None, dropout_mask=None,
-                recurrent_dropout_mask=None):
+                recurrent_dropout_mask=None, zero_output_for_mask=False):
     """SimpleRNN, GRU or LSTM (told apart by the config). ``initial_states``: [h0] ([h0, c0] for LSTM), zeros by
     default (a stateful layer's carried state); dropout masks as drawn in training (shape (B, F) and (B, units),
     already scaled by 1/(1-rate)), or None."""
-    outputs, _, h, c, _, _ = _run(params, x, config, mask, initial_states, dropout_mask, recurrent_dropout_mask)
+    outputs, _, h, c, _, _ = _run(params, x, config, mask, initial_states, dropout_mask, recurrent_dropout_mask,
+                                  zero_output_for_mask)
     y = np.stack(outputs, axis=1) if config.return_sequences else outputs[-1]
     if not config.return_state:
         return y
@@ -165,9 +167,10 @@ def rnn_forward(params, x, config, *, mask=None, initial_states=None, dropout_ma
 
 
 def rnn_backward(params, x, dy, config, *, mask=None, initial_states=None, dropout_mask=None,
-                 recurrent_dropout_mask=None):
+                 recurrent_dropout_mask=None, zero_output_for_mask=False):
     """(dx, grads) for the output gradient(s) ``dy`` (a list [dy, dh, (dc)] with return_state)."""
-    _, steps, _, _, m, rm = _run(params, x, config, mask, initial_states, dropout_mask, recurrent_dropout_mask)
+    _, steps, _, _, m, rm = _run(params, x, config, mask, initial_states, dropout_mask, recurrent_dropout_mask,
+                                 zero_output_for_mask)
     dys = dy if isinstance(dy, list) else [dy]
     B, T, u = x.shape[0], x.shape[1], config.units
     dh = np.array(dys[1]) if len(dys) > 1 else np.zeros((B, u))
@@ -178,7 +181,7 @@ def rnn_backward(params, x, dy, config, *, mask=None, initial_states=None, dropo
     for t in reversed(range(T)):
         g = d_out + (dys[0][:, t] if config.return_sequences else (dys[0] if t == T - 1 else 0))
         keep = m[:, t:t + 1]
-        d_out = np.where(keep, 0.0, g)  # a masked step's output was the previous one
+        d_out = np.where(keep | zero_output_for_mask, 0.0, g)  # a masked step's output was the previous one
         # masked rows enter the step with zero gradients, so they add nothing to the weights or to dx
         dh_step, dc_step, dx_t = _cell_backward(params, config, steps[t], np.where(keep, dh + g, 0.0),
                                                 np.where(keep, dc, 0.0), rm, grads)
