@@ -13,7 +13,7 @@ parser needs to know which fields hold layers.
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Annotated, Any, Union
+from typing import Annotated, Any, Union, get_args, get_origin
 
 from pydantic import Discriminator, PlainValidator, Tag, TypeAdapter, ValidationInfo, WithJsonSchema
 
@@ -71,11 +71,28 @@ def _nested_layer(value: Any, info: ValidationInfo) -> LayerConfig:
     return validate_layer(value)
 
 
+def layer_fields(config_cls: type[LayerConfig]) -> dict[str, bool]:
+    """The fields of a Config that hold layers (typed ``LayerSpec``): name -> True for a list of layers (Sequential's
+    `layers:`), False for one layer (TimeDistributed's `layer:`). What the JSON Schema points at its Layer union."""
+    out = {}
+    for name, info in config_cls.model_fields.items():
+        if _NESTED in info.metadata or _holds_layer(info.annotation):
+            out[name] = get_origin(info.annotation) is list
+    return out
+
+
+def _holds_layer(annotation) -> bool:
+    if get_origin(annotation) is Annotated and _NESTED in annotation.__metadata__:
+        return True
+    return any(_holds_layer(arg) for arg in get_args(annotation))
+
+
 _LAYER_SCHEMA = {"type": "object", "description": "a layer mapping, e.g. {type: Dense, units: 8}",
                  "properties": {"type": {"type": "string"}}, "required": ["type"]}
 
 # A field that holds a layer: a mapping validated by the layer union into that layer's Config (a LayerConfig
 # subclass). Annotated on Any so that dumping it writes every field of that subclass, not LayerConfig's alone.
-LayerSpec = Annotated[Any, PlainValidator(_nested_layer), WithJsonSchema(_LAYER_SCHEMA)]
+_NESTED = PlainValidator(_nested_layer)
+LayerSpec = Annotated[Any, _NESTED, WithJsonSchema(_LAYER_SCHEMA)]
 
-__all__ = ["LayerSpec", "canonical_type", "layer_adapter", "types_in", "validate_layer"]
+__all__ = ["LayerSpec", "canonical_type", "layer_adapter", "layer_fields", "types_in", "validate_layer"]
