@@ -42,6 +42,9 @@ def types_in(mappings) -> frozenset[str]:
 
     out = set()
     for value in mappings:
+        if isinstance(value, LayerConfig):  # already validated: its own type
+            out.add(value.type)
+            continue
         name = value.get("type") if isinstance(value, dict) else None
         if isinstance(name, str) and ensure_type(name):
             out.add(TYPE_NAMES[name][0])
