@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .errors import ConfigError, Problem, did_you_mean
 from .layers import REGISTRY, TYPE_NAMES, ensure_type, known_type_names, load_all
-from .layers.base import KERAS1_RENAMES, LayerConfig
+from .layers.base import LayerConfig
 from .layers.documented import ALL_DOCUMENTED
 
 COMMON_FIELDS = set(LayerConfig.model_fields)
@@ -46,9 +46,7 @@ def keras1_names(cls) -> dict[str, list[str]]:
     """Modern field name -> the Keras 1 names accepted for it."""
     fields = set(cls.Config.model_fields)
     out: dict[str, list[str]] = {}
-    renames = {**{o: n for o, n in KERAS1_RENAMES.items() if n in fields and o not in cls.Config.keras1_exclude},
-               **cls.Config.keras1_renames}
-    for old, new in {**renames, **cls.Config.keras1_structural}.items():
+    for old, new in {**cls.Config.keras1_rename_table(), **cls.Config.keras1_structural}.items():
         if old not in fields and old not in out.get(new, []):
             out.setdefault(new, []).append(old)
     return out

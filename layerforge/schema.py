@@ -5,6 +5,7 @@ from __future__ import annotations
 from .catalog import keras1_names
 from .config.model import ModelConfig
 from .layers import REGISTRY, load_all
+from .layers.union import layer_fields
 
 SCHEMA_URI = "https://json-schema.org/draft/2020-12/schema"
 
@@ -17,12 +18,11 @@ def _layer_schema(cls) -> dict:
     for new, olds in keras1_names(cls).items():
         for old in olds:
             props.setdefault(old, {"description": f"Keras 1 name of `{new}`"})
-    for key in ("layer", "backward_layer"):
-        if key in props:
-            props[key] = {"$ref": "#/$defs/Layer", "description": props[key].get("description", "wrapped layer")}
-    if cls.type == "Sequential":
-        props["layers"] = {"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/Layer"},
-                           "description": props["layers"].get("description", "the inner layers")}
+    for key, many in layer_fields(cls.Config).items():  # a field holding layers points at the Layer union
+        layer = {"$ref": "#/$defs/Layer"}
+        if many:
+            layer = {"type": "array", "minItems": props[key].get("minItems", 1), "items": layer}
+        props[key] = {**layer, "description": props[key].get("description", "the wrapped layer")}
     for key in ("input_dim", "input_length"):
         if cls.Config.accepts_input_dim and key not in props:
             props[key] = {"type": ["integer", "null"], "description": "Keras 1 input size shorthand"}

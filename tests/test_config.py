@@ -207,3 +207,51 @@ def test_nested_stack_errors_are_located(tmp_path):
     """)
     (prob,) = problems_of(p, graph=False)
     assert prob.path == "layers[0].layer.layers[1].activaton" and prob.line == 9 and "activation" in prob.hint
+
+
+def test_nested_keras1_names_are_translated_and_located(tmp_path):
+    p = write(tmp_path, """
+        input_shape: [5, 3]
+        layers:
+          - type: TimeDistributed
+            layer: {type: Dense, output_dim: 0}
+    """)
+    (prob,) = problems_of(p, graph=False)
+    assert prob.path == "layers[0].layer.output_dim" and prob.line == 5 and "greater than 0" in prob.message
+    p = write(tmp_path, """
+        input_shape: [5, 3]
+        layers:
+          - type: Bidirectional
+            layer: {type: LSTM, output_dim: 2, output_dimm: 3}
+    """, "typo.yaml")
+    (prob,) = problems_of(p, graph=False)
+    assert prob.path == "layers[0].layer.output_dimm" and "did you mean 'output_dim'?" == prob.hint
+
+
+def test_layer_configs_take_keras1_names_themselves():
+    """The Keras 1 translation is each Config's own before-validator, so a Config built in code accepts them too,
+    and a nested layer mapping validates through the same union (aliases included)."""
+    from layerforge.layers import REGISTRY, ensure_type
+
+    for name in ("Dense", "TimeDistributed", "Conv1D"):
+        ensure_type(name)
+    assert REGISTRY["Dense"].Config.model_validate({"type": "Dense", "output_dim": 3}).units == 3
+    wrapped = REGISTRY["TimeDistributed"].Config.model_validate(
+        {"type": "TimeDistributed", "layer": {"type": "Convolution1D", "nb_filter": 2, "filter_length": 3}})
+    assert isinstance(wrapped.layer, REGISTRY["Conv1D"].Config)
+    assert (wrapped.layer.type, wrapped.layer.filters, wrapped.layer.kernel_size) == ("Conv1D", 2, (3,))
+
+
+def test_a_config_imports_only_the_layer_families_it_uses():
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import json, sys\nfrom layerforge.config import load_config\nload_config('configs/mnist_cnn.yaml')\n"
+            "print(json.dumps([m.rsplit('.', 1)[1] for m in sys.modules if m.startswith('layerforge.layers.')]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).parents[1]).stdout
+    families = set(json.loads(out))
+    assert {"core", "convolution", "pooling"} <= families
+    assert not families & {"recurrent", "wrappers", "attention", "merge", "normalization"}

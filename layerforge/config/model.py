@@ -1,9 +1,12 @@
-"""The whole config: top-level pydantic model and the layer-by-layer parser.
+"""The whole config: top-level pydantic model and the layers' discriminated union.
 
-Layers are validated one at a time against their own ``Config`` (found in the
-registry by ``type:``) rather than through one giant union: the messages are
-sharper ("did you mean kernel_size?"), Keras 1 names can be translated first,
-and only the layer types a config uses pay for building their validators.
+The top level (name, inputs, training, data ...) is ``ModelConfig``. Each layer mapping validates through the
+discriminated union on `type:` that ``layerforge.layers.union`` builds from the registry for the layer types this
+config uses (so only their families are imported and only their validators built): the union's discriminator maps
+any accepted name or alias to the canonical type, whose Config's ``mode="before"`` validator translates the Keras 1
+spelling, and nested layer fields (``LayerSpec``) validate through the same union. This module turns pydantic's
+errors into located problems: file:line:column of the key the user wrote (a Keras 1 name included), did-you-mean
+for unknown types and parameters.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ..errors import ConfigError, Problem, did_you_mean
+from ..layers.base import Keras1Error, LayerConfig
 from .source import SourceMap, format_path
 from .training import DataConfig, TrainingConfig
 
@@ -111,12 +115,12 @@ class ModelSpec:
 
 def layer_public_dict(cfg) -> dict:
     out = cfg.public_dict()
-    for key in ("layer", "backward_layer"):
+    for key in type(cfg).model_fields:  # nested layers (TimeDistributed's `layer:` ...) in their public form too
         inner = getattr(cfg, key, None)
-        if key in out and hasattr(inner, "public_dict"):
+        if key in out and isinstance(inner, LayerConfig):
             out[key] = layer_public_dict(inner)
-    if isinstance(getattr(cfg, "layers", None), list):
-        out["layers"] = [layer_public_dict(item) for item in cfg.layers]
+        elif key in out and isinstance(inner, list) and inner and all(isinstance(i, LayerConfig) for i in inner):
+            out[key] = [layer_public_dict(item) for item in inner]
     return out
 
 
@@ -127,28 +131,34 @@ def _describe(value: Any) -> str:
     return text if len(text) < 80 else text[:77] + "..."
 
 
-def validation_problems(exc: ValidationError, base: tuple, source: SourceMap, data: dict,
-                        known_fields=(), renamed: dict | None = None) -> list[Problem]:
-    """Turn a pydantic ValidationError into located problems."""
+def validation_problems(exc: ValidationError, base: tuple, source: SourceMap, data: Any,
+                        known_fields=()) -> list[Problem]:
+    """Turn a pydantic ValidationError into located problems. ``known_fields``: the names an unknown key is
+    compared with, where the error is not inside a layer (a layer's own fields are used there)."""
     problems = []
-    renamed = renamed or {}
     for err in exc.errors():
         loc = tuple(err["loc"])
-        # a validator may say which argument inside its field is wrong (config.training.SettingError)
-        sub = tuple(getattr((err.get("ctx") or {}).get("error"), "path", ()) or ())
+        error = (err.get("ctx") or {}).get("error")
+        # a validator may say which argument inside its field is wrong (config.training.SettingError, Keras1Error)
+        sub = tuple(getattr(error, "path", ()) or ())
         loc += sub
-        # pydantic puts union/validator tags in the location; keep only real keys/indices
-        loc = _clean_loc(data, loc, missing=err["type"] == "missing")
-        if loc and loc[0] in renamed:  # point at the Keras 1 name the user wrote
-            loc = (renamed[loc[0]],) + loc[1:]
+        # pydantic puts union/validator tags in the location; keep only the keys the user wrote
+        loc, layer_cls = _clean_loc(data, loc, missing=err["type"] == "missing")
         path = base + loc
         kind = err["type"]
-        if kind == "extra_forbidden":
+        fields = known_fields
+        if layer_cls is not None:
+            fields = set(layer_cls.model_fields) | set(layer_cls.keras1_rename_table())
+        if isinstance(error, Keras1Error):
+            problems.append(source.problem(path, str(error), key=error.key, found=error.found, hint=error.hint))
+        elif kind in ("union_tag_not_found", "union_tag_invalid"):
+            problems.append(_layer_type_problem(err.get("input"), path, source))
+        elif kind == "extra_forbidden":
             key = loc[-1] if loc else "?"
-            near = did_you_mean(str(key), known_fields) if known_fields else None
+            near = did_you_mean(str(key), fields) if fields else None
             problems.append(source.problem(
                 path, f"unknown parameter '{key}'", key=True,
-                expected=("one of: " + ", ".join(sorted(known_fields))) if known_fields and not near else None,
+                expected=("one of: " + ", ".join(sorted(fields))) if fields and not near else None,
                 hint=f"did you mean '{near}'?" if near else None))
         elif kind == "missing":
             problems.append(source.problem(base + loc[:-1], f"missing required parameter '{loc[-1]}'",
@@ -169,6 +179,26 @@ def validation_problems(exc: ValidationError, base: tuple, source: SourceMap, da
     return problems
 
 
+def _layer_type_problem(raw: Any, path: tuple, source: SourceMap) -> Problem:
+    """Why the union found no layer type for ``raw`` (the discriminator's "no tag"), said for a person."""
+    from ..layers import known_type_names
+
+    if not isinstance(raw, dict):
+        return source.problem(path, "a layer is a mapping like {type: Dense, units: 10}", found=_describe(raw))
+    type_name = raw.get("type")
+    if type_name is None:
+        return source.problem(path, "layer has no `type:`",
+                              hint="e.g. `type: Dense`; `layerforge layers` lists every type")
+    if not isinstance(type_name, str):
+        return source.problem(path + ("type",), "`type:` must be a layer name", found=_describe(type_name))
+    if type_name in ABSTRACT_TYPES:
+        return source.problem(path + ("type",), f"'{type_name}' cannot be used as a layer",
+                              hint=ABSTRACT_TYPES[type_name])
+    near = did_you_mean(type_name, known_type_names())
+    return source.problem(path + ("type",), f"unknown layer type '{type_name}'",
+                          hint=(f"did you mean {near}?" if near else "`layerforge layers` lists every type"))
+
+
 def _at(data: Any, loc: tuple) -> Any:
     for part in loc:
         data = data[part]
@@ -183,22 +213,33 @@ def _plain_message(msg: str) -> str:
     return msg
 
 
-def _clean_loc(data: Any, loc: tuple, *, missing: bool) -> tuple:
-    """Keep the real keys and indices of a pydantic error location, dropping its internal tags
-    (``function-after[...]``, ``list[int]``, union member names)."""
-    out = []
-    cur = data
+def _clean_loc(data: Any, loc: tuple, *, missing: bool) -> tuple[tuple, type[LayerConfig] | None]:
+    """The keys and indices the user wrote for a pydantic error location, and the Config of the innermost layer on
+    the way. pydantic's internal tags (``function-after[...]``, ``list[int]``) are dropped; a union tag (the
+    canonical type) says which Config reads the mapping there, which is then seen as that Config sees it (Keras 1
+    names translated), and a key it renamed is given back as the Keras 1 name written."""
+    from ..layers import REGISTRY
+    from ..layers.union import canonical_type
+
+    out: list = []
+    cur, renamed, layer_cls = data, {}, None
     for i, part in enumerate(loc):
         if isinstance(cur, dict):
-            if part in cur:
-                out.append(part)
-                cur = cur[part]
+            if isinstance(part, str) and part in REGISTRY and canonical_type(cur) == part:
+                layer_cls = REGISTRY[part].Config
+                try:
+                    cur, renamed = layer_cls.from_keras1(cur)
+                except Keras1Error:
+                    renamed = {}
+            elif part in cur:
+                out.append(renamed.get(part, part))
+                cur, renamed = cur[part], {}
             elif missing and i == len(loc) - 1:
                 out.append(part)
         elif isinstance(cur, list) and isinstance(part, int) and 0 <= part < len(cur):
             out.append(part)
-            cur = cur[part]
-    return tuple(out)
+            cur, renamed = cur[part], {}
+    return tuple(out), layer_cls
 
 
 # ---------------------------------------------------------------------- layers
@@ -206,88 +247,40 @@ def _clean_loc(data: Any, loc: tuple, *, missing: bool) -> tuple:
 def parse_layer(raw: Any, path: tuple, source: SourceMap, problems: list[Problem], *, allow_code: bool = False):
     """Validate one layer mapping into its typed Config; append problems instead of raising. ``allow_code``: a
     Lambda `function:` in it (or in a layer it wraps) may run Python code."""
-    from ..layers import REGISTRY, TYPE_NAMES, ensure_type, known_type_names
-    from ..layers.base import KERAS1_RENAMES
+    return parse_layers([(path, raw)], source, problems, allow_code=allow_code)[0]
 
-    if not isinstance(raw, dict):
-        problems.append(source.problem(path, "a layer is a mapping like {type: Dense, units: 10}",
-                                       found=_describe(raw)))
-        return None
-    type_name = raw.get("type")
-    if type_name is None:
-        problems.append(source.problem(path, "layer has no `type:`", hint="e.g. `type: Dense`; "
-                                       "`layerforge layers` lists every type"))
-        return None
-    if not isinstance(type_name, str):
-        problems.append(source.problem(path + ("type",), "`type:` must be a layer name", found=_describe(type_name)))
-        return None
-    if type_name in ABSTRACT_TYPES:
-        problems.append(source.problem(path + ("type",), f"'{type_name}' cannot be used as a layer",
-                                       hint=ABSTRACT_TYPES[type_name]))
-        return None
-    if not ensure_type(type_name):
-        near = did_you_mean(type_name, known_type_names())
-        problems.append(source.problem(
-            path + ("type",), f"unknown layer type '{type_name}'",
-            hint=(f"did you mean {near}?" if near else "`layerforge layers` lists every type")))
-        return None
-    canonical, preset = TYPE_NAMES[type_name]
-    cls = REGISTRY[canonical]
-    config_cls = cls.Config
-    fields = set(config_cls.model_fields)
 
-    data = dict(raw)
-    data["type"] = canonical
-    renamed: dict[str, str] = {}  # modern name -> the Keras 1 name the user wrote
-    renames = {**{o: n for o, n in KERAS1_RENAMES.items() if n in fields and o not in config_cls.keras1_exclude},
-               **config_cls.keras1_renames}
-    for old, new in renames.items():
-        if old in data and old not in fields:
-            if new in data:
-                problems.append(source.problem(path + (old,), f"'{old}' (Keras 1) and '{new}' mean the same "
-                                               "parameter; give only one", key=True))
-                return None
-            data[new] = data.pop(old)
-            renamed[new] = old
-    for key, value in preset.items():
-        if key in data and data[key] != value:
-            problems.append(source.problem(path + (key,), f"type {type_name} fixes {key}={value!r}",
-                                           found=_describe(data[key]), hint=f"use type {canonical} to choose {key}"))
-            return None
-        data[key] = value
-    # Keras 1 input_dim / input_length on the first layer of a Sequential model
-    if config_cls.accepts_input_dim and ("input_dim" in data or "input_length" in data) \
-            and "input_dim" not in fields:
-        dim = data.pop("input_dim", None)
-        length = data.pop("input_length", None)
-        if "input_shape" not in data:
-            data["input_shape"] = [length, dim] if config_cls.accepts_input_dim == "sequence" else [dim]
-    # nested wrapper layer: validated with its own Config, errors located inside it
-    for key in ("layer", "backward_layer"):  # wrapped layers, validated with their own Config
-        if key in fields and isinstance(data.get(key), dict):
-            nested = parse_layer(data[key], path + (key,), source, problems, allow_code=allow_code)
-            if nested is None:
-                return None
-            data[key] = nested
-    if "layers" in fields and isinstance(data.get("layers"), list):  # a Sequential's stack
-        stack = [parse_layer(item, path + ("layers", i), source, problems, allow_code=allow_code)
-                 for i, item in enumerate(data["layers"])]
-        if any(item is None for item in stack):
-            return None
-        data["layers"] = stack
-    try:
-        data = config_cls.upgrade(data)
-    except ValueError as exc:
-        problems.append(source.problem(path, str(exc)))
-        return None
-    try:
-        parsed = config_cls.model_validate(data)
-    except ValidationError as exc:
-        known = fields | set(renames)
-        problems.extend(validation_problems(exc, path, source, data, known_fields=known, renamed=renamed))
-        return None
-    parsed._code_allowed = allow_code
-    return parsed
+def parse_layers(located: list[tuple[tuple, Any]], source: SourceMap, problems: list[Problem], *,
+                 allow_code: bool = False) -> list:
+    """Validate layer mappings, each given with its config path, through one discriminated union of the types
+    they use; a layer that fails is None, its problems appended."""
+    from ..layers.union import layer_adapter, types_in
+
+    adapter = layer_adapter(types_in(raw for _, raw in located
+                                     if not (isinstance(raw, dict) and raw.get("type") in ABSTRACT_TYPES)))
+    out = []
+    for path, raw in located:
+        try:
+            parsed = adapter.validate_python(raw)
+        except ValidationError as exc:
+            problems.extend(validation_problems(exc, path, source, raw))
+            out.append(None)
+            continue
+        _allow_code(parsed, allow_code)
+        out.append(parsed)
+    return out
+
+
+def _allow_code(cfg: LayerConfig, allowed: bool) -> None:
+    """Mark a parsed layer, and every layer it holds, as loaded with (or without) allow_code."""
+    cfg._code_allowed = allowed
+    for value in cfg.__dict__.values():  # the field values
+        if isinstance(value, LayerConfig):
+            _allow_code(value, allowed)
+        elif isinstance(value, list):
+            for inner in value:
+                if isinstance(inner, LayerConfig):
+                    _allow_code(inner, allowed)
 
 
 def parse_model(data: Any, source: SourceMap, base_dir: Path, *, allow_code: bool = False) -> ModelSpec:
@@ -305,8 +298,8 @@ def parse_model(data: Any, source: SourceMap, base_dir: Path, *, allow_code: boo
         problems.extend(validation_problems(exc, (), source, top, known_fields=set(ModelConfig.model_fields)))
         config = None
     raw_layers = top.get("layers") if isinstance(top.get("layers"), list) else []
-    layers = [parse_layer(raw, ("layers", i), source, problems, allow_code=allow_code)
-              for i, raw in enumerate(raw_layers)]
+    layers = parse_layers([(("layers", i), raw) for i, raw in enumerate(raw_layers)], source, problems,
+                          allow_code=allow_code)
     nans = _nan_paths(data)
     if nans:  # NaN is never a setting: one clear message each, instead of whatever a bound check made of it
         shown = {format_path(p) for p in nans}
@@ -350,19 +343,5 @@ def load_config(path: str | Path | dict, overrides: list[str] | None = None, *,
         data = apply_overrides(data, overrides, source)
     return parse_model(data, source, base_dir, allow_code=allow_code)
 
-
-def _parse_nested_layer(mapping: dict):
-    problems: list[Problem] = []
-    parsed = parse_layer(mapping, (), SourceMap(), problems)
-    return parsed, [p.message + (f" ({p.hint})" if p.hint else "") for p in problems]
-
-
-def _install_nested_layer_parser() -> None:
-    from ..layers.base import install_nested_layer_parser
-
-    install_nested_layer_parser(_parse_nested_layer)
-
-
-_install_nested_layer_parser()  # layers parse a nested mapping with this (layers.base.parse_nested_layer)
 
 __all__ = ["ModelConfig", "ModelSpec", "InputSpec", "load_config", "parse_model", "parse_layer", "format_path"]

@@ -37,24 +37,44 @@ _SECTION_SPELLINGS = {("training",): {"nb_epoch": "epochs"}, ("training", "optim
 
 def _layer_spellings(layer: dict) -> dict[str, str]:
     """Keras 1 name -> modern name for the parameters of a layer mapping (by its `type:`)."""
-    from ..layers import REGISTRY, TYPE_NAMES, ensure_type
-    from ..layers.base import KERAS1_RENAMES
-
-    type_name = layer.get("type")
-    if not isinstance(type_name, str) or not ensure_type(type_name):
+    config_cls = _layer_config(layer)
+    if config_cls is None:
         return {}
-    config_cls = REGISTRY[TYPE_NAMES[type_name][0]].Config
     fields = set(config_cls.model_fields)
-    renames = {**{o: n for o, n in KERAS1_RENAMES.items() if n in fields and o not in config_cls.keras1_exclude},
-               **config_cls.keras1_renames, **config_cls.keras1_structural}
+    renames = {**config_cls.keras1_rename_table(), **config_cls.keras1_structural}
     return {old: new for old, new in renames.items() if old not in fields}
 
 
-def _is_layer_path(parent: tuple) -> bool:
-    """("layers", 2), ("layers", 2, "layer"), ("layers", 0, "layers", 1) ...: a layer mapping."""
-    if len(parent) >= 2 and parent[-2] == "layers" and isinstance(parent[-1], int):
-        return True
-    return bool(parent) and parent[-1] in ("layer", "backward_layer")
+def _layer_config(layer):
+    """The Config class that reads a layer mapping (by its `type:`), or None."""
+    from ..layers import REGISTRY, TYPE_NAMES, ensure_type
+
+    type_name = layer.get("type") if isinstance(layer, dict) else None
+    if not isinstance(type_name, str) or not ensure_type(type_name):
+        return None
+    return REGISTRY[TYPE_NAMES[type_name][0]].Config
+
+
+def _is_layer_path(data, parent: tuple) -> bool:
+    """Whether ``parent`` is a layer mapping: ("layers", 2) at the top, then inside a layer the fields its Config
+    types as layers (``layers.union.layer_fields``): ("layers", 2, "layer"), ("layers", 0, "layers", 1) ..."""
+    from ..layers.union import layer_fields
+
+    if len(parent) < 2 or parent[0] != "layers" or not isinstance(parent[1], int):
+        return False
+    i, cur = 2, data["layers"][parent[1]]
+    while i < len(parent):
+        config_cls = _layer_config(cur)
+        many = layer_fields(config_cls).get(parent[i]) if config_cls is not None else None
+        if many is None or not isinstance(cur.get(parent[i]), list if many else dict):
+            return False
+        cur = cur[parent[i]]
+        if many:
+            if i + 1 >= len(parent) or not isinstance(parent[i + 1], int):
+                return False
+            cur, i = cur[parent[i + 1]], i + 1
+        i += 1
+    return True
 
 
 def other_spellings(data, parts: list) -> list[str]:
@@ -68,7 +88,7 @@ def other_spellings(data, parts: list) -> list[str]:
             return []
     if not isinstance(cur, dict) or not isinstance(last, str):
         return []
-    if _is_layer_path(parent):
+    if _is_layer_path(data, parent):
         spellings = _layer_spellings(cur)
     else:
         shape = tuple(int if isinstance(p, int) else p for p in parent)

@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from ..errors import Problem, ShapeError
 
@@ -38,6 +38,19 @@ KERAS1_RENAMES: dict[str, str] = {
     "dropout_W": "dropout", "dropout_U": "recurrent_dropout", "pool_length": "pool_size",
     "stride": "strides", "p": "rate", "sigma": "stddev", "input_dtype": "dtype",
 }
+
+
+_RENAME_TABLES: dict[type, dict[str, str]] = {}  # LayerConfig subclass -> its keras1_rename_table()
+
+
+class Keras1Error(ValueError):
+    """A Keras 1 spelling that cannot be translated. ``path`` (below the layer), ``key`` (point at the key, not the
+    value), ``found`` and ``hint`` say where it is and how to fix it; the config floor turns it into a Problem."""
+
+    def __init__(self, message: str, path: tuple = (), *, key: bool = False, found: str | None = None,
+                 hint: str | None = None):
+        super().__init__(message)
+        self.path, self.key, self.found, self.hint = tuple(path), key, found, hint
 
 
 class LayerConfig(BaseModel):
@@ -73,6 +86,62 @@ class LayerConfig(BaseModel):
     keras1_structural: ClassVar[dict[str, str]] = {}
     # Keras 1 allowed `input_dim` (and `input_length` for sequences) on this layer as input shape.
     accepts_input_dim: ClassVar[str | None] = None  # None, "vector" or "sequence"
+
+    @classmethod
+    def keras1_rename_table(cls) -> dict[str, str]:
+        """Every Keras 1 name this layer takes as a plain rename (old -> new): the global table's entries for the
+        fields it has, less its exclusions, plus its own."""
+        table = _RENAME_TABLES.get(cls)
+        if table is None:  # once per class: every layer of a config reads it
+            fields = cls.model_fields
+            table = {**{o: n for o, n in KERAS1_RENAMES.items() if n in fields and o not in cls.keras1_exclude},
+                     **cls.keras1_renames}
+            _RENAME_TABLES[cls] = table
+        return table
+
+    @classmethod
+    def from_keras1(cls, raw: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+        """``raw`` in modern form: canonical type with its alias's presets (Add -> Merge, mode: sum), Keras 1
+        names renamed, `input_dim` / `input_length` as input_shape, then ``upgrade``. Also returns modern name ->
+        the Keras 1 name written, so an error can point at what the user wrote. Raises Keras1Error."""
+        fields = cls.model_fields
+        data = dict(raw)
+        type_name = data.get("type")
+        canonical, preset = TYPE_NAMES.get(type_name, (type_name, {})) if isinstance(type_name, str) else (None, {})
+        if canonical is not None:
+            data["type"] = canonical
+        renamed: dict[str, str] = {}
+        for old, new in cls.keras1_rename_table().items():
+            if old in data and old not in fields:
+                if new in data:
+                    raise Keras1Error(f"'{old}' (Keras 1) and '{new}' mean the same parameter; give only one",
+                                      (old,), key=True)
+                data[new] = data.pop(old)
+                renamed[new] = old
+        for key, value in preset.items():
+            if key in data and data[key] != value:
+                raise Keras1Error(f"type {type_name} fixes {key}={value!r}", (key,), found=_describe(data[key]),
+                                  hint=f"use type {canonical} to choose {key}")
+            data[key] = value
+        # Keras 1 input_dim / input_length on the first layer of a Sequential model
+        if cls.accepts_input_dim and ("input_dim" in data or "input_length" in data) and "input_dim" not in fields:
+            dim = data.pop("input_dim", None)
+            length = data.pop("input_length", None)
+            if "input_shape" not in data:
+                data["input_shape"] = [length, dim] if cls.accepts_input_dim == "sequence" else [dim]
+        try:
+            data = cls.upgrade(data)
+        except Keras1Error:
+            raise
+        except ValueError as exc:
+            raise Keras1Error(str(exc)) from None
+        return data, renamed
+
+    @model_validator(mode="before")
+    @classmethod
+    def _keras1(cls, data):
+        """Keras 1 configs validate as they are: their names become the modern ones before any field is read."""
+        return cls.from_keras1(data)[0] if isinstance(data, dict) else data
 
     @field_validator("inputs", mode="before")
     @classmethod
@@ -217,25 +286,9 @@ class Layer:
         return getattr(self.config, "activity_regularizer", None)
 
 
-# How a nested layer given as a plain mapping (TimeDistributed's `layer:`, Sequential's `layers:`, built as a Config
-# directly rather than through the config parser) becomes a LayerConfig: with the config floor's parse_layer, which
-# layerforge.config.model installs here when it loads, so this floor never imports the one above it.
-_nested_layer_parser: list = []
-
-
-def install_nested_layer_parser(parse) -> None:
-    """``parse(mapping) -> (LayerConfig | None, [problem messages])``; set once by layerforge.config.model."""
-    _nested_layer_parser[:] = [parse]
-
-
-def parse_nested_layer(mapping: dict, what: str):
-    """A nested layer mapping as its LayerConfig, or ValueError naming what is wrong with it."""
-    if not _nested_layer_parser:
-        raise ValueError(f"`{what}:` is a layer mapping; parse it through layerforge.config (load_config)")
-    parsed, messages = _nested_layer_parser[0](mapping)
-    if messages:
-        raise ValueError(f"{what}: " + "; ".join(messages))
-    return parsed
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) < 80 else text[:77] + "..."
 
 
 def show_shape(shape) -> str:

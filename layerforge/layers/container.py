@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from pydantic import Field, WithJsonSchema, field_validator
 
 from .base import Example, Layer, LayerConfig, ParamSpec, register
+from .union import LayerSpec
 
 _STACK_SCHEMA = {"type": "array", "minItems": 1, "items": {"type": "object", "required": ["type"]},
                  "description": "the layers, in order"}
@@ -27,17 +28,15 @@ class Sequential(Layer):
     family = "wrappers"
 
     class Config(LayerConfig):
-        layers: Annotated[list[Any], WithJsonSchema(_STACK_SCHEMA)] = Field(
+        layers: Annotated[list[LayerSpec], WithJsonSchema(_STACK_SCHEMA)] = Field(
             description="the inner layers, in order (single-input, single-output layers)")
 
         @field_validator("layers")
         @classmethod
-        def _parsed(cls, value):
-            from .wrappers import _check_layer_config
-
+        def _not_empty(cls, value):
             if not value:
                 raise ValueError("a Sequential needs at least one layer")
-            return [_check_layer_config(v, "layers") for v in value]
+            return value
 
     examples = [
         Example({"type": "Sequential", "layers": [{"type": "Dense", "units": 4, "activation": "tanh"},

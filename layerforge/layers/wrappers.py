@@ -4,27 +4,13 @@ run both ways)."""
 from __future__ import annotations
 
 import dataclasses
-from typing import Annotated, Any, Literal
+from typing import Literal
 
-from pydantic import Field, WithJsonSchema, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from ._numpy import np
-from .base import Example, Layer, LayerConfig, parse_nested_layer, register
-
-_LAYER_SCHEMA = {"type": "object", "description": "a layer mapping, e.g. {type: Dense, units: 8}",
-                 "properties": {"type": {"type": "string"}}, "required": ["type"]}
-
-# A nested layer: a mapping that parse_layer has already validated into its own LayerConfig.
-LayerSpec = Annotated[Any, WithJsonSchema(_LAYER_SCHEMA)]
-
-
-def _check_layer_config(value: Any, what: str = "layer"):
-    if isinstance(value, LayerConfig):
-        return value
-    if isinstance(value, dict):  # not parsed yet (a Config built directly rather than through parse_layer)
-        return parse_nested_layer(value, what)
-    raise ValueError(f"`{what}:` must be a layer mapping such as {{type: Dense, units: 8}}, not {value!r}")
-
+from .base import Example, Layer, LayerConfig, register
+from .union import LayerSpec
 
 # ---------------------------------------------------------------------------------------- TimeDistributed
 
@@ -42,11 +28,6 @@ class TimeDistributed(Layer):
 
     class Config(LayerConfig):
         layer: LayerSpec = Field(description="the layer applied at every time step (a layer mapping)")
-
-        @field_validator("layer", mode="before")
-        @classmethod
-        def _layer(cls, v):
-            return _check_layer_config(v)
 
     examples = [
         Example({"type": "TimeDistributed", "layer": {"type": "Dense", "units": 8}}, (10, 16), output_shape=(10, 8),
@@ -148,16 +129,6 @@ class Bidirectional(Layer):
         backward_layer: LayerSpec | None = Field(
             None, description="optional layer mapping for the backward direction (default: a copy of `layer` "
                               "with go_backwards flipped); must match return_sequences/return_state/stateful")
-
-        @field_validator("layer", mode="before")
-        @classmethod
-        def _layer(cls, v):
-            return _check_layer_config(v)
-
-        @field_validator("backward_layer", mode="before")
-        @classmethod
-        def _backward_layer(cls, v):
-            return None if v is None else _check_layer_config(v, "backward_layer")
 
         @model_validator(mode="after")
         def _recurrent_inside(self):

@@ -225,15 +225,13 @@ class _Skip(Exception):
 def _accepted(type_name: str) -> tuple[set, dict] | None:
     """(keys the layerforge type accepts, its Keras 1 renames) or None when the type does not exist here."""
     from ...layers import REGISTRY, TYPE_NAMES, ensure_type
-    from ...layers.base import KERAS1_RENAMES
 
     if not ensure_type(type_name):
         return None
     cls = REGISTRY[TYPE_NAMES[type_name][0]]
     c = cls.Config
     fields = set(c.model_fields)
-    renames = {o: n for o, n in KERAS1_RENAMES.items() if n in fields and o not in c.keras1_exclude}
-    renames.update(c.keras1_renames)
+    renames = dict(c.keras1_rename_table())
     return fields | set(renames) | set(c.keras1_structural), renames
 
 
