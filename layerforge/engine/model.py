@@ -55,15 +55,33 @@ class CompiledModel:
         # a stochastic layer with its own `seed:` draws from its own stream; the others share the model's
         self.layer_rngs = {n.name: np.random.default_rng(n.layer.config.seed) for n in self.nodes
                            if getattr(n.layer.config, "seed", None) is not None}
-        # A node runs its backward pass only when it, or something before it, has weights to train;
-        # a layer whose input needs no gradient may skip computing it (layer.needs_input_grad).
+        # A node runs its backward pass only when it, or something before it, has weights to train; a layer
+        # whose input needs no gradient is told so (backward's need_dx) and may skip computing it.
         needs: dict[str, bool] = {}
+        self.needs_input_grad: dict[str, bool] = {}
         for n in self.nodes:
             upstream = any(needs.get(t, False) for t, _ in n.inputs)
             own = n.layer.config.trainable and any(s.trainable for s in n.params)
-            n.layer.needs_input_grad = upstream
+            self.needs_input_grad[n.name] = upstream
             needs[n.name] = own or upstream
         self.needs_backward = needs
+        self._workspace = None
+
+    @property
+    def workspace(self):
+        """The scratch buffers of this model's own passes (training, evaluate, a single-threaded predict); a
+        thread running batches beside it brings its own (kernels.workspace.Workspace)."""
+        if self._workspace is None:
+            from ..kernels.workspace import Workspace
+
+            self._workspace = Workspace()
+        return self._workspace
+
+    @property
+    def reentrant(self) -> bool:
+        """Whether inference passes of different batches may run at once on separate threads (every layer
+        reentrant: no carried state, no user code)."""
+        return all(n.layer.reentrant for n in self.nodes)
 
     # ------------------------------------------------------------------ weights
     def trainable_pairs(self) -> list[tuple[str, str]]:
@@ -145,8 +163,10 @@ class CompiledModel:
 
     # ------------------------------------------------------------------ passes
     def forward(self, xs: list[np.ndarray], *, training: bool, rng: np.random.Generator | None = None,
-                keep: bool = True) -> tuple[list[np.ndarray], list, Tape | None]:
-        """Run the graph; returns the outputs, their masks and (when ``keep``) the tape for backward."""
+                keep: bool = True, workspace=None) -> tuple[list[np.ndarray], list, Tape | None]:
+        """Run the graph; returns the outputs, their masks and (when ``keep``) the tape for backward.
+        ``workspace``: the scratch buffers to use (default: the model's own, ``self.workspace``)."""
+        ws = self.workspace if workspace is None else workspace
         values: dict = {}
         masks: dict = {}
         for inp, x in zip(self.graph.inputs, xs):
@@ -160,10 +180,10 @@ class CompiledModel:
             min_ = [masks[r] for r in node.inputs]
             if not layer.multi_input:
                 xin, min_ = xin[0], min_[0]
-            # a frozen BatchNormalization runs in inference mode, as in Keras 3
-            layer_training = training and (layer.config.trainable or layer.type != "BatchNormalization")
+            layer_training = layer.training_mode(training)  # e.g. a frozen BatchNormalization: inference mode
             layer_rng = self.layer_rngs.get(node.name, rng) if training else rng
-            y, cache = layer.forward(self.params[node.name], xin, training=layer_training, rng=layer_rng, mask=min_)
+            y, cache = layer.forward(self.params[node.name], xin, training=layer_training, rng=layer_rng, mask=min_,
+                                     workspace=ws)
             out_mask = layer.compute_mask(xin, min_)
             if keep:
                 caches[node.name] = cache
@@ -197,8 +217,10 @@ class CompiledModel:
         """Gradients of every trainable weight, given dLoss/dOutput for each model output.
 
         ``into_buffers``: layers that can write their weight gradients into the model's flat gradient buffer
-        (``flat_grads``) do so; the returned arrays are then views into it, overwritten by the next such call.
+        (``flat_grads``) do so (backward's ``out``); the returned arrays are then views into it, overwritten by
+        the next such call.
         """
+        ws = self.workspace
         grads_in: dict = {}
 
         def add(ref, g):
@@ -233,17 +255,13 @@ class CompiledModel:
                     g = np.zeros_like(tape.outputs[(node.name, k)])
                 dys.append(g)
             dy = dys if n_out > 1 else dys[0]
-            if into_buffers:
-                layer.grad_out = self._grad_views.get(node.name)
-                try:
-                    dx, g = layer.backward(self.params[node.name], dy, tape.caches[node.name])
-                finally:
-                    layer.grad_out = None
-            else:
-                dx, g = layer.backward(self.params[node.name], dy, tape.caches[node.name])
+            need_dx = self.needs_input_grad[node.name]
+            out = self._grad_views.get(node.name) if into_buffers else None
+            dx, g = layer.backward(self.params[node.name], dy, tape.caches[node.name], need_dx=need_dx, out=out,
+                                   workspace=ws)
             if layer.config.trainable:
                 grads[node.name] = g
-            if layer.needs_input_grad:
+            if need_dx:
                 dxs = dx if layer.multi_input else [dx]
                 for ref, d in zip(node.inputs, dxs):
                     add(ref, d)
