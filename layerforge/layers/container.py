@@ -122,7 +122,7 @@ class Sequential(Layer):
 
     def forward(self, params, x, *, training=False, rng=None, mask=None, workspace=None):
         caches = []
-        for i, layer in enumerate(self.inner):
+        for layer in self.inner:
             self._state_in(layer)
             before = set(layer.state)
             y, cache = layer.forward(self._own(layer, params), x, training=training, rng=rng, mask=mask,

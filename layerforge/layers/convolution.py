@@ -391,8 +391,8 @@ class _Conv(_ConvBase):
             y2d, z_keep = K.direct_conv(x5, w3, bias, geo, c.activation)
         else:
             w2d = np.ascontiguousarray(kernel.reshape(-1, c.filters), dtype=x.dtype)
-            y2d, z_keep, cols = K.gemm_conv_forward(x5, w2d, bias, geo, c.groups, c.activation, self._buffers(workspace),
-                                                    keep=training)
+            y2d, z_keep, cols = K.gemm_conv_forward(x5, w2d, bias, geo, c.groups, c.activation,
+                                                    self._buffers(workspace), keep=training)
         y = y2d.reshape((xl.shape[0], *geo.out[3 - self.rank:], c.filters))
         return self._from_last(y), _Cache(x5=x5, cols=cols, y2d=y2d, z2d=z_keep, geo=geo, in_shape=xl.shape)
 
