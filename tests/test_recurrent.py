@@ -438,7 +438,6 @@ def test_per_step_products_in_column_blocks(cfg, monkeypatch):
     from layerforge.kernels import recurrent as K
 
     built = build_layer(cfg, (5, 3), dtype=np.float32, seed=8)
-    built.layer.needs_input_grad = True
     x = np.random.default_rng(6).standard_normal((6, 5, 3)).astype(np.float32)
     mask = _mask(np.random.default_rng(7), 6, 5)
     monkeypatch.setattr(K, "block_width", lambda rows, k, n, dtype: n)

@@ -15,6 +15,7 @@ from ..errors import ConfigError
 from ..graph import Graph, Node
 from ..layers.base import ParamSpec
 from ..layers.initializers import initialize
+from ..layers.packed import PackedBuffers
 
 
 @dataclass
@@ -51,6 +52,7 @@ class CompiledModel:
             layer.build(node.input_shape)
             layer.init_state(graph.batch_size, self.dtype)
         self._pack_trainable()
+        self._grad_out = {n.name: v for n in self.nodes if (v := self.grad_views(n.name))}
         self.activity = {n.name: n.layer.activity_penalty() for n in self.nodes}
         # a stochastic layer with its own `seed:` draws from its own stream; the others share the model's
         self.layer_rngs = {n.name: np.random.default_rng(n.layer.config.seed) for n in self.nodes
@@ -91,26 +93,38 @@ class CompiledModel:
 
     def _pack_trainable(self) -> None:
         """Keep every trainable weight as a view into one flat buffer (in ``trainable_pairs`` order), with a
-        gradient buffer of the same layout, so an optimizer step is one kernel call over all weights and layers
-        that can (Dense) write their weight gradients straight into place. Values are unchanged."""
+        gradient buffer of the same layout (``self.packed``, layers/packed.py), so an optimizer step is one kernel
+        call over all weights and layers can write their weight gradients straight into place. Values are
+        unchanged. Nothing is packed without trainable weights or with weights of another dtype."""
         pairs = self.trainable_pairs()
         arrays = [self.params[n][p] for n, p in pairs]
-        self.flat_params: np.ndarray | None = None
-        self.flat_grads: np.ndarray | None = None
-        self._grad_views: dict[str, dict[str, np.ndarray]] = {}
+        self.packed: PackedBuffers | None = None
         if not arrays or any(a.dtype != self.dtype for a in arrays):
             return
-        total = sum(a.size for a in arrays)
-        flat = np.empty(total, dtype=self.dtype)
-        gflat = np.zeros(total, dtype=self.dtype)
-        off = 0
+        packed = PackedBuffers([(pair, a.shape) for pair, a in zip(pairs, arrays, strict=True)], self.dtype)
         for (node, name), a in zip(pairs, arrays, strict=True):
-            view = flat[off:off + a.size].reshape(a.shape)
+            view = packed.value((node, name))
             view[...] = a
             self.params[node][name] = view
-            self._grad_views.setdefault(node, {})[name] = gflat[off:off + a.size].reshape(a.shape)
-            off += a.size
-        self.flat_params, self.flat_grads = flat, gflat
+        self.packed = packed
+
+    @property
+    def flat_params(self) -> np.ndarray | None:
+        """The flat buffer every trainable weight is a view into (None when not packed)."""
+        return None if self.packed is None else self.packed.values
+
+    @property
+    def flat_grads(self) -> np.ndarray | None:
+        """The flat gradient buffer of the same layout (None when not packed)."""
+        return None if self.packed is None else self.packed.grads
+
+    def grad_views(self, node_name: str) -> dict[str, np.ndarray] | None:
+        """The packed gradient views of a node's trainable weights by name (backward's ``out``), or None."""
+        if self.packed is None:
+            return None
+        views = {s.name: self.packed.grad((node_name, s.name)) for s in self.specs[node_name]
+                 if s.trainable and (node_name, s.name) in self.packed.keys()}
+        return views or None
 
     def weight_items(self):
         """(node, spec, array) for every weight, trainable or not, in Keras order."""
@@ -147,7 +161,7 @@ class CompiledModel:
             raise ValueError(f"weight {node_name}/{spec.name} has shape {tuple(spec.shape)}, got {value.shape}")
         if spec.trainable:
             current = self.params[node_name].get(spec.name)
-            if current is not None and self.flat_params is not None and current.base is self.flat_params:
+            if current is not None and self.packed is not None and self.packed.holds(current):
                 current[...] = value  # stays in the packed buffer
             else:
                 self.params[node_name][spec.name] = value
@@ -256,7 +270,7 @@ class CompiledModel:
                 dys.append(g)
             dy = dys if n_out > 1 else dys[0]
             need_dx = self.needs_input_grad[node.name]
-            out = self._grad_views.get(node.name) if into_buffers else None
+            out = self._grad_out.get(node.name) if into_buffers else None
             dx, g = layer.backward(self.params[node.name], dy, tape.caches[node.name], need_dx=need_dx, out=out,
                                    workspace=ws)
             if layer.config.trainable:

@@ -84,7 +84,7 @@ class Trainer:
                 off += g.size
         else:
             buffer = model.flat_grads
-            views = [model._grad_views[n][p] for n, p in self.pairs]
+            views = [model.packed.grad(pair) for pair in self.pairs]
             for view, g in zip(views, grads):
                 if g is not view:
                     view[...] = g

@@ -19,6 +19,7 @@ from ..activations import RECURRENT_CODES
 from ._numpy import np
 from .base import Example, Layer, LayerConfig, ParamSpec, fitting_buffer, register
 from .fields import ActivationName, ConstraintSpec, InitializerSpec, RegularizerSpec
+from .packed import stacked_rows
 
 # activation name -> code understood by the recurrent kernels (derivatives are taken from the output): the
 # registry's recurrent_code (layerforge/activations.py)
@@ -503,28 +504,6 @@ def _blocks_of(W, dt, rows: int) -> np.ndarray:
     return K.gemm_blocks(np.asarray(W, dtype=dt), rows)
 
 
-def _stacked_rows(arrays, dt):
-    """One (rows, N) view over C-contiguous arrays of N columns (a 1-D array is one row) that sit back to back in
-    one buffer, as the engine packs the weights and their gradients; None when they do not."""
-    first = arrays[0]
-    n = first.shape[-1]
-    base = first
-    while isinstance(base.base, np.ndarray):
-        base = base.base
-    if not base.flags.c_contiguous:
-        return None
-    addr, rows = first.ctypes.data, 0
-    for a in arrays:
-        if a.dtype != dt or not a.flags.c_contiguous or a.shape[-1] != n or a.ctypes.data != addr:
-            return None
-        addr += a.nbytes
-        rows += a.size // n
-    offset = first.ctypes.data - base.ctypes.data
-    if offset < 0 or offset + rows * n * dt.itemsize > base.nbytes:
-        return None
-    return np.ndarray((rows, n), dtype=dt, buffer=base, offset=offset)
-
-
 # Blocks of samples (threads): at least MIN_BLOCK_ROWS samples and MIN_BLOCK_WORK units of work per block, so a
 # block's work outweighs the hand-off to a thread (measured on 2 cores: an LSTM pass of 9.6M units was faster in one
 # block, a GRU pass of 12M in two). FORCE_BLOCKS (tests) forces a count.
@@ -666,7 +645,7 @@ class LSTM(_RNNBase):
         dt = run["dt"]
         names = ["kernel", "recurrent_kernel"] + (["bias"] if self.config.use_bias else [])
         arrays = [np.asarray(params[n], dtype=dt) for n in names]
-        WU = _stacked_rows(arrays, dt)
+        WU = stacked_rows(arrays, dt)
         if WU is None:
             WU = np.concatenate([a.reshape(-1, a.shape[-1]) for a in arrays], axis=0)
         run["WU"] = _blocks_of(WU, dt, run["rows"])
@@ -710,7 +689,7 @@ class LSTM(_RNNBase):
         dG2 = dG.reshape(T * Bk, 4 * u)
         xe2 = cache["xe"].reshape(T * Bk, -1)
         names = ["kernel", "recurrent_kernel"] + (["bias"] if self.config.use_bias else [])
-        dWU = _stacked_rows([g[n] for n in names], dt)
+        dWU = stacked_rows([g[n] for n in names], dt)
         if dWU is not None:  # the h_{t-1} columns of xe give the recurrent kernel's gradient, the ones the bias's
             np.matmul(xe2.T, dG2, out=dWU)
         else:
