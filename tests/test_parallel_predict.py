@@ -93,3 +93,19 @@ def test_workspace_stays_within_its_byte_cap():
     assert ws.kept_bytes == 800
     assert pool.take((100,), np.float64) is kept and ws.kept_bytes == 0
     assert pool.take((50,), np.float64).shape == (50,)  # fresh
+
+
+def test_every_stateful_layer_example_is_not_reentrant():
+    from layerforge.layers import REGISTRY, load_all
+    from layerforge.testing import build_layer
+
+    load_all()
+    seen = 0
+    for cls in REGISTRY.values():
+        for ex in cls.examples:
+            layer_cfg = ex.config.get("layer", ex.config)
+            if ex.config.get("stateful") or (isinstance(layer_cfg, dict) and layer_cfg.get("stateful")):
+                built = build_layer(ex.config, ex.input_shape, batch_size=ex.batch_size)
+                assert not built.layer.reentrant, cls.type
+                seen += 1
+    assert seen >= 3

@@ -142,6 +142,10 @@ class ConvLSTM2D(Layer):
     ]
 
     # ------------------------------------------------------------------ shapes
+    @property
+    def reentrant(self) -> bool:
+        return not self.config.stateful  # carried state: batches follow each other in order
+
     def num_outputs(self) -> int:
         return 3 if self.config.return_state else 1
 
