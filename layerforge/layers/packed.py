@@ -21,7 +21,7 @@ class PackedBuffers:
         self._spans: dict = {}
         off = 0
         for key, shape in entries:
-            size = int(np.prod(shape, dtype=np.int64))
+            size = _size(shape)
             self._spans[key] = (off, off + size, tuple(shape))
             off += size
         self.values = np.empty(off, dtype=self.dtype)
@@ -45,6 +45,48 @@ class PackedBuffers:
     def holds(self, array) -> bool:
         """Whether ``array`` is one of the value views (writing into it updates the packed weights)."""
         return isinstance(array, np.ndarray) and array.base is self.values
+
+
+def _size(shape) -> int:
+    return int(np.prod(shape, dtype=np.int64))
+
+
+def tile(flat: np.ndarray, shapes) -> list[np.ndarray]:
+    """Views of ``flat`` with ``shapes``, back to back from its start (the packed layout: an optimizer's slots
+    laid out like the weights, a further thread block's gradient arrays)."""
+    views, off = [], 0
+    for shape in shapes:
+        n = _size(shape)
+        views.append(flat[off:off + n].reshape(shape))
+        off += n
+    return views
+
+
+def _address(a: np.ndarray) -> int:
+    return a.__array_interface__["data"][0]
+
+
+def packed_buffer(arrays: list[np.ndarray]) -> np.ndarray | None:
+    """The flat 1-D buffer that ``arrays`` exactly tile as consecutive C-contiguous views, in order, else None
+    (the engine's weights are so; the optimizer then steps over the buffer in one kernel call)."""
+    if not arrays:
+        return None
+    base = arrays[0].base
+    if not isinstance(base, np.ndarray) or base.ndim != 1 or not base.flags.c_contiguous:
+        return None
+    start = _address(base)
+    pos = start
+    for a in arrays:
+        if a.base is not base or a.dtype != base.dtype or not a.flags.c_contiguous or _address(a) != pos:
+            return None
+        pos += a.nbytes
+    return base if pos == start + base.nbytes else None
+
+
+def in_place(g: np.ndarray, target: np.ndarray, offset: int) -> bool:
+    """Whether ``g`` is the C-contiguous view of ``target`` starting at element ``offset`` (a gradient a layer
+    wrote straight into the packed gradient buffer)."""
+    return g.base is target and g.flags.c_contiguous and _address(g) == _address(target) + offset * target.itemsize
 
 
 def stacked_rows(arrays, dt):

@@ -19,7 +19,7 @@ from ..activations import RECURRENT_CODES
 from ._numpy import np
 from .base import Example, Layer, LayerConfig, ParamSpec, fitting_buffer, register
 from .fields import ActivationName, ConstraintSpec, InitializerSpec, RegularizerSpec
-from .packed import stacked_rows
+from .packed import stacked_rows, tile
 
 # activation name -> code understood by the recurrent kernels (derivatives are taken from the output): the
 # registry's recurrent_code (layerforge/activations.py)
@@ -428,13 +428,9 @@ class _RNNBase(Layer):
     @staticmethod
     def _scratch_grads(params, dt) -> dict:
         """Gradient arrays of a further block: views into one buffer, back to back in the order of ``params``."""
-        sizes = [int(np.size(p)) for p in params.values()]
-        flat = np.empty(sum(sizes), dt)
-        out, off = {}, 0
-        for (name, p), n in zip(params.items(), sizes, strict=True):
-            out[name] = flat[off:off + n].reshape(np.shape(p))
-            off += n
-        return out
+        shapes = [np.shape(p) for p in params.values()]
+        views = tile(np.empty(sum(int(np.prod(sh, dtype=np.int64)) for sh in shapes), dt), shapes)
+        return dict(zip(params, views, strict=True))
 
     def _kernel_grads(self, xe, dX2, g) -> np.ndarray | None:
         """Kernel gradient into g["kernel"] from one GEMM [x, 1]^T dX2; returns the input-bias gradient (the ones
