@@ -22,8 +22,14 @@ def type_modules() -> dict[str, str]:
 
     load_all()
     order = {family: i for i, family in enumerate(FAMILIES)}
-    classes = sorted(REGISTRY.values(), key=lambda cls: order.get(cls.__module__.rsplit(".", 1)[1], len(order)))
-    return {name: cls.__module__.rsplit(".", 1)[1] for cls in classes for name in (cls.type, *cls.aliases)}
+    classes = sorted(REGISTRY.values(), key=lambda cls: order.get(family_of(cls), len(order)))
+    return {name: family_of(cls) for cls in classes for name in (cls.type, *cls.aliases)}
+
+
+def family_of(cls) -> str:
+    """The family module or package directly under layerforge.layers that defines ``cls`` (a family package's
+    layers live in its submodules: layerforge.layers.convolution.conv -> convolution)."""
+    return cls.__module__.split(".")[2]
 
 
 def render() -> str:

@@ -321,7 +321,9 @@ class _RNNBase(Layer):
             for k, c in enumerate(cache.get("caches", ())):
                 for name, a in c.get("buffers", {}).items():
                     self._pool(run, k, name).give(a)
-        cache["released"] = run["ws"] is not None  # without a workspace nothing is reused: the cache stays valid
+        # a later backward on this cache runs the forward again: its buffers may be reused by now, and an inference
+        # forward keeps only one step's gates
+        cache["released"] = True
 
     def _blocks(self, B: int, T: int, F: int) -> list[tuple[int, int]]:
         """Contiguous blocks of samples, one per thread when the batch is large enough to pay for it."""
