@@ -101,17 +101,20 @@ def _layer_chain_step(x, g, np):
         b = build_layer(cfg, shape, dtype=np.float32, seed=i, name=f"l{i}")
         built.append(b)
         shape = b.output_shape
-    built[0].layer.needs_input_grad = False
+    from layerforge.kernels.workspace import Workspace
+
     rng = np.random.default_rng(0)
+    ws = Workspace()  # the scratch buffers the engine would hand the layers
 
     def step():
         h, caches = x, []
         for b in built:
-            h, cache = b.layer.forward(b.params, h, training=True, rng=rng, mask=None)
+            h, cache = b.layer.forward(b.params, h, training=True, rng=rng, mask=None, workspace=ws)
             caches.append(cache)
         d = g
-        for b, cache in zip(reversed(built), reversed(caches), strict=True):
-            d, _grads = b.layer.backward(b.params, d, cache)
+        for i, (b, cache) in enumerate(zip(reversed(built), reversed(caches), strict=True)):
+            # the first layer's input needs no gradient
+            d, _grads = b.layer.backward(b.params, d, cache, need_dx=i < len(built) - 1, workspace=ws)
 
     step()
     return step
@@ -125,15 +128,18 @@ def _layerforge_layer(name, np):
     b = build_layer({"type": "Conv2D", "filters": filters, "kernel_size": 3, "activation": "relu"}, shape,
                     dtype=np.float32)
     x = rng.standard_normal((BATCH, *shape)).astype(np.float32)
-    y, _ = b.layer.forward(b.params, x, training=True)
+    from layerforge.kernels.workspace import Workspace
+
+    ws = Workspace()
+    y, _ = b.layer.forward(b.params, x, training=True, workspace=ws)
     dy = rng.standard_normal(y.shape).astype(np.float32)
 
     def fwd():
-        b.layer.forward(b.params, x, training=False)
+        b.layer.forward(b.params, x, training=False, workspace=ws)
 
     def step():
-        _, cache = b.layer.forward(b.params, x, training=True)
-        b.layer.backward(b.params, dy, cache)
+        _, cache = b.layer.forward(b.params, x, training=True, workspace=ws)
+        b.layer.backward(b.params, dy, cache, workspace=ws)
 
     return {f"{name} fwd": fwd, f"{name} fwd+bwd": step}
 

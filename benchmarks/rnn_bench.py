@@ -78,19 +78,22 @@ def _layer_chain(configs, input_shape, dtype=np.float32):
 
 def layerforge_step(configs, input_shape, x, g):
     """A closure running forward + backward once."""
+    from layerforge.kernels.workspace import Workspace
+
     built = _layer_chain(configs, input_shape)
     rng = np.random.default_rng(0)
+    ws = Workspace()  # the scratch buffers the engine would hand the layers
 
     def step():
         h, caches, mask = x, [], None
         for b in built:
-            y, cache = b.layer.forward(b.params, h, training=True, rng=rng, mask=mask)
+            y, cache = b.layer.forward(b.params, h, training=True, rng=rng, mask=mask, workspace=ws)
             mask = b.layer.compute_mask(h, mask)
             caches.append(cache)
             h = y
         d = g
         for b, cache in zip(reversed(built), reversed(caches), strict=True):
-            d, _grads = b.layer.backward(b.params, d, cache)
+            d, _grads = b.layer.backward(b.params, d, cache, workspace=ws)
 
     return step, "build_layer chain"
 

@@ -1,7 +1,9 @@
 """Helpers for testing layers: build one from a config dict, and check its gradients.
 
 ``check_layer_gradients`` compares ``backward`` with float64 central differences
-of ``sum(forward(x) * dy)`` for the inputs and every trainable param. Stochastic
+of ``sum(forward(x) * dy)`` for the inputs and every trainable param, and checks that
+the engine's ways of calling backward (preallocated ``out`` buffers, a workspace,
+``need_dx=False``) give the same weight gradients as fresh arrays. Stochastic
 layers get a freshly seeded rng on every forward so each evaluation replays the
 same noise; carried state (BatchNormalization statistics, stateful RNN state) is
 restored before every forward.
@@ -95,9 +97,10 @@ def check_layer_gradients(built: BuiltLayer, x, *, mask=None, training: bool = T
     saved_state = copy.deepcopy(layer.state)
     proj_rng = np.random.default_rng(seed + 1)
 
-    def run(xv, pv):
+    def run(xv, pv, workspace=None):
         layer.state = copy.deepcopy(saved_state)
-        y, cache = layer.forward(pv, xv, training=training, rng=np.random.default_rng(seed), mask=mask)
+        y, cache = layer.forward(pv, xv, training=training, rng=np.random.default_rng(seed), mask=mask,
+                                 workspace=workspace)
         return y, cache
 
     y, cache = run(x, params)
@@ -115,6 +118,8 @@ def check_layer_gradients(built: BuiltLayer, x, *, mask=None, training: bool = T
     assert set(grads) == set(params), f"grads keys {sorted(grads)} != params {sorted(params)}"
     for k in params:
         assert np.shape(grads[k]) == params[k].shape, f"grad {k} shape {np.shape(grads[k])} != {params[k].shape}"
+    grads = {k: np.array(v, copy=True) for k, v in grads.items()}
+    _check_engine_paths(layer, params, x, dy, dx, grads, lambda ws: run(x, params, ws))
 
     report = {}
     pick_rng = np.random.default_rng(seed + 2)
@@ -150,6 +155,40 @@ def check_layer_gradients(built: BuiltLayer, x, *, mask=None, training: bool = T
         compare(k, v, grads[k], lambda: loss(x, params))
     layer.state = saved_state
     return report
+
+
+def _engine_buffers(params: dict) -> dict:
+    """Gradient arrays laid out as the engine lays them out (views into one flat buffer), holding stale values."""
+    arrays = {name: np.asarray(p) for name, p in params.items()}
+    if len({a.dtype for a in arrays.values()}) > 1:
+        return {name: np.full(a.shape, 7.0, a.dtype) for name, a in arrays.items()}
+    dtype = next(iter(arrays.values())).dtype if arrays else np.float64
+    flat = np.full(sum(a.size for a in arrays.values()), 7.0, dtype)
+    out, off = {}, 0
+    for name, a in arrays.items():
+        out[name] = flat[off:off + a.size].reshape(a.shape)
+        off += a.size
+    return out
+
+
+def _check_engine_paths(layer, params, x, dy, dx, grads, forward) -> None:
+    """backward with the engine's preallocated buffers (``out``) and a workspace, and with ``need_dx=False``, gives
+    the weight gradients of the fresh-array call (and the same dx when it is asked for)."""
+    from .kernels.workspace import Workspace
+
+    ws = Workspace()
+    for need_dx, with_out in ((True, True), (False, False), (False, True)):
+        _, cache = forward(ws)
+        out = _engine_buffers(params) if with_out else None
+        dx2, g2 = layer.backward(params, dy, cache, need_dx=need_dx, out=out, workspace=ws)
+        label = f"{layer.type} backward(need_dx={need_dx}, out={'buffers' if with_out else 'None'})"
+        assert set(g2) == set(grads), f"{label}: grads keys {sorted(g2)} != {sorted(grads)}"
+        for k, v in grads.items():
+            np.testing.assert_allclose(g2[k], v, rtol=1e-12, atol=1e-14, err_msg=f"{label}: weight gradient {k}")
+        if need_dx:
+            for a, b in zip(_as_list(dx2), _as_list(dx)):
+                if a is not None and b is not None:
+                    np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14, err_msg=f"{label}: input gradient")
 
 
 def check_model_gradients(config: dict, xs: list, ys: list, *, seed: int = 0, eps: float = 1e-6,

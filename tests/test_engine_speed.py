@@ -55,11 +55,7 @@ def test_dense_keeps_nan_and_writes_into_engine_buffers():
     x[0, 0] = 1.0
     y, cache = layer.forward(params, x)
     out = {"kernel": np.full((4, 3), 7.0, np.float32), "bias": np.full(3, 7.0, np.float32)}
-    layer.grad_out, layer.needs_input_grad = out, False
-    try:
-        dx, grads = layer.backward(params, np.ones((2, 3), np.float32), cache)
-    finally:
-        layer.grad_out, layer.needs_input_grad = None, True
+    dx, grads = layer.backward(params, np.ones((2, 3), np.float32), cache, need_dx=False, out=out)
     assert dx is None
     assert grads["kernel"] is out["kernel"] and grads["bias"] is out["bias"]
     dz = (y > 0).astype(np.float32)

@@ -128,14 +128,31 @@ def test_gradient_check_rtol_is_not_floored():
     x = np.random.default_rng(0).standard_normal((2, 4))
     backward = built.layer.backward
 
-    def off(params, dy, cache):
-        dx, grads = backward(params, dy, cache)
+    def off(params, dy, cache, **kw):
+        dx, grads = backward(params, dy, cache, **kw)
         return dx, {k: g * (1 + 3e-6) for k, g in grads.items()}
 
     built.layer.backward = off
     check_layer_gradients(built, x, rtol=1e-4, check_inputs=False)
     with pytest.raises(AssertionError, match="gradient mismatch"):
         check_layer_gradients(built, x, rtol=1e-6, check_inputs=False)
+
+
+def test_gradient_check_catches_a_layer_whose_buffer_path_differs():
+    # the engine's path (gradients written into preallocated buffers) must give the fresh-array gradients
+    built = build_layer({"type": "Dense", "units": 3}, (4,))
+    x = np.random.default_rng(0).standard_normal((2, 4))
+    backward = built.layer.backward
+
+    def stale(params, dy, cache, *, need_dx=True, out=None, workspace=None):
+        dx, grads = backward(params, dy, cache, need_dx=need_dx, workspace=workspace)
+        if out:
+            grads = {k: out[k] for k in grads}  # "written in place", but nothing was written
+        return dx, grads
+
+    built.layer.backward = stale
+    with pytest.raises(AssertionError, match="out=buffers"):
+        check_layer_gradients(built, x)
 
 
 def test_a_scalar_weight_keeps_its_shape_through_set_weights_save_and_load(tmp_path):

@@ -285,7 +285,6 @@ def test_blocks_of_samples_give_the_one_block_results(cfg, monkeypatch):
 
     rng = np.random.default_rng(0)
     built = build_layer(cfg, (6, 3), seed=2)
-    built.layer.needs_input_grad = True
     x = rng.standard_normal((7, 6, 3))
     mask = _mask(rng, 7, 6)
     results = []
@@ -391,11 +390,7 @@ def test_weight_gradients_written_into_engine_buffers(cfg, blocks, monkeypatch):
     plain = {k: v.copy() for k, v in plain.items()}
     flat, out = _engine_like_buffers(params)
     y, cache = layer.forward(params, x, training=True)
-    layer.grad_out = out
-    try:
-        _, grads = layer.backward(params, dy, cache)
-    finally:
-        layer.grad_out = None
+    _, grads = layer.backward(params, dy, cache, out=out)
     for k in params:
         assert grads[k] is out[k]
         np.testing.assert_allclose(out[k], plain[k], rtol=1e-5, atol=1e-6)
@@ -404,29 +399,32 @@ def test_weight_gradients_written_into_engine_buffers(cfg, blocks, monkeypatch):
 
 @pytest.mark.parametrize("kind", ["GRU", "LSTM"])
 def test_backward_after_inference_forward_or_twice(kind):
-    """Work buffers go back to a pool after backward (and after an inference forward, which keeps no LSTM gates);
-    a backward on such a cache runs the forward again instead of reading reused buffers."""
+    """Work buffers go back to the workspace after backward (and after an inference forward, which keeps no LSTM
+    gates); a backward on such a cache runs the forward again instead of reading reused buffers."""
+    from layerforge.kernels.workspace import Workspace
+
     built = build_layer({"type": kind, "units": 3, "return_sequences": True}, (4, 2), seed=1)
     layer, params = built.layer, built.params
-    layer.needs_input_grad = True
+    ws = Workspace()
     rng = np.random.default_rng(0)
     x1, x2 = rng.standard_normal((3, 4, 2)), rng.standard_normal((3, 4, 2))
     dy = rng.standard_normal((3, 4, 3))
-    _, c1 = layer.forward(params, x1, training=True)
-    dx1, g1 = layer.backward(params, dy, c1)
+    _, c1 = layer.forward(params, x1, training=True, workspace=ws)
+    dx1, g1 = layer.backward(params, dy, c1, workspace=ws)
     dx1, g1 = dx1.copy(), {k: v.copy() for k, v in g1.items()}
-    _, c_inf = layer.forward(params, x1, training=False)
-    _, c2 = layer.forward(params, x2, training=True)  # takes the buffers the inference pass gave back
-    dx, g = layer.backward(params, dy, c_inf)
+    assert ws.kept_bytes > 0
+    _, c_inf = layer.forward(params, x1, training=False, workspace=ws)
+    _, c2 = layer.forward(params, x2, training=True, workspace=ws)  # takes the buffers the inference pass gave back
+    dx, g = layer.backward(params, dy, c_inf, workspace=ws)
     np.testing.assert_allclose(dx, dx1, rtol=1e-12)
-    _, c3 = layer.forward(params, x2, training=True)
-    dx, g = layer.backward(params, dy, c1)  # c1's buffers went back to the pool and were taken again
+    _, c3 = layer.forward(params, x2, training=True, workspace=ws)
+    dx, g = layer.backward(params, dy, c1, workspace=ws)  # c1's buffers went back and were taken again
     np.testing.assert_allclose(dx, dx1, rtol=1e-12)
     for k in g1:
         np.testing.assert_allclose(g[k], g1[k], rtol=1e-12)
-    dx2, _ = layer.backward(params, dy, c2)
-    _, c2b = layer.forward(params, x2, training=True)
-    np.testing.assert_allclose(dx2, layer.backward(params, dy, c2b)[0], rtol=1e-12)
+    dx2, _ = layer.backward(params, dy, c2, workspace=ws)
+    _, c2b = layer.forward(params, x2, training=True, workspace=ws)
+    np.testing.assert_allclose(dx2, layer.backward(params, dy, c2b, workspace=ws)[0], rtol=1e-12)
 
 
 @pytest.mark.parametrize("cfg", [
@@ -440,7 +438,6 @@ def test_per_step_products_in_column_blocks(cfg, monkeypatch):
     from layerforge.kernels import recurrent as K
 
     built = build_layer(cfg, (5, 3), dtype=np.float32, seed=8)
-    built.layer.needs_input_grad = True
     x = np.random.default_rng(6).standard_normal((6, 5, 3)).astype(np.float32)
     mask = _mask(np.random.default_rng(7), 6, 5)
     monkeypatch.setattr(K, "block_width", lambda rows, k, n, dtype: n)

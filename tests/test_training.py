@@ -296,4 +296,5 @@ def test_predict_runs_batches_in_parallel_with_the_serial_results():
         {"type": "Conv2D", "filters": 2, "kernel_size": 3}, {"type": "Flatten"}, {"type": "Dense", "units": 2}]})
     lam = layerforge.Model.from_yaml({"name": "l", "input_shape": [4], "layers": [
         {"type": "Lambda", "expression": "x * 2"}, {"type": "Dense", "units": 2}]})
-    assert not inference.batches_in_parallel(conv.compiled) and not inference.batches_in_parallel(lam.compiled)
+    # every layer is reentrant now (engine-owned workspaces): convolution and Lambda expressions run in parallel too
+    assert inference.batches_in_parallel(conv.compiled) and inference.batches_in_parallel(lam.compiled)

@@ -123,7 +123,7 @@ class DataParallel:
         if model.flat_params is not None:
             self.comm.Bcast(model.flat_params, root=0)
         for name, spec, arr in model.weight_items():
-            if model.flat_params is not None and spec.trainable and arr.base is model.flat_params:
+            if model.packed is not None and spec.trainable and model.packed.holds(arr):
                 continue
             buf = np.ascontiguousarray(arr)
             self.comm.Bcast(buf, root=0)

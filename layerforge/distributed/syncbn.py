@@ -32,10 +32,10 @@ class SyncBatchNormalization(BatchNormalization):
             off += np.size(a)
         return out
 
-    def forward(self, params, x, *, training=False, rng=None, mask=None):
+    def forward(self, params, x, *, training=False, rng=None, mask=None, workspace=None):
         c = self.config
         if not (bool(training) and c.trainable):
-            return super().forward(params, x, training=training, rng=rng, mask=mask)
+            return super().forward(params, x, training=training, rng=rng, mask=mask, workspace=workspace)
         perm, dims = self._layout(x.shape)
         x3 = self._to3(x, perm, dims)
         gamma, beta = self._affine(params, dims[1], x.dtype)
@@ -65,9 +65,9 @@ class SyncBatchNormalization(BatchNormalization):
         share = self.parallel.local_batch / max(self.parallel.global_batch, 1)
         return y, (x3, w3, mean, inv, gamma, count, True, perm, x.shape, share)
 
-    def backward(self, params, dy, cache):
+    def backward(self, params, dy, cache, *, need_dx=True, out=None, workspace=None):
         if len(cache) != 10:  # inference-mode forward
-            return super().backward(params, dy, cache)
+            return super().backward(params, dy, cache, need_dx=need_dx, out=out, workspace=workspace)
         x3, w3, mean, inv, gamma, count, _, perm, shape, share = cache
         dy3 = self._to3(dy, perm, x3.shape).astype(x3.dtype, copy=False)
         # This rank's dy is the gradient of its own mean loss, i.e. (global / local batch) times the gradient of

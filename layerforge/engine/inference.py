@@ -69,14 +69,13 @@ def output_keys(graph) -> list[str]:
     return [name if k == 0 else f"{name}_{k}" for name, k in graph.outputs]
 
 
-# Layer families whose inference pass keeps nothing on the layer object and gets its parallelism from BLAS alone
-# (Dense and the like). For models made of them only (Lambda excluded: it may run user code), predict runs whole
-# batches on separate threads with one BLAS thread each: small GEMMs spread over cores poorly (measured on 2
-# cores: the MLP benchmark's 784x256 product ran 1.3x faster on two BLAS threads than on one), two batches on two
-# cores much better, and each batch's result is the one a single thread computes. Convolution and recurrent
-# layers split every batch over the threads themselves. Numba's parallel kernels (BatchNormalization, gelu) take
-# the lock of kernels.blocks.one_launch_at_a_time, as Numba's workqueue layer must not be entered by two threads.
-_BATCH_PARALLEL_FAMILIES = frozenset({"core", "merge", "advanced_activations", "normalization", "noise", "embedding"})
+# Predict runs whole batches on separate threads, each with its own workspace (kernels.workspace) and BLAS held to
+# one thread, when every layer is reentrant (Layer.reentrant: no carried state, no user code): small GEMMs spread
+# over cores poorly (measured on 2 cores: the MLP benchmark's 784x256 product ran 1.3x faster on two BLAS threads
+# than on one), two batches on two cores much better, and each batch's result is the one a single thread computes
+# (layers split a batch over threads only when the caller is not already one of several; see kernels.blocks).
+# Numba's parallel kernels (BatchNormalization, gelu) take the lock of kernels.blocks.one_launch_at_a_time, as
+# Numba's workqueue layer must not be entered by two threads.
 
 
 def make_heads(graph, cfg: TrainingConfig) -> list[Head]:
@@ -156,23 +155,25 @@ def predict(model: CompiledModel, xs: list[np.ndarray], batch_size: int = 256) -
     starts = list(range(0, n, step))
     model.reset_states()
 
-    def run(start: int) -> list[np.ndarray]:
+    def run(start: int, workspace=None) -> list[np.ndarray]:
         part = [x[start:start + step] for x in xs]
         real = len(part[0])
         if fixed and real < fixed:  # pad the last batch of a fixed-batch model
             part = [np.concatenate([p, np.zeros((fixed - real,) + p.shape[1:], p.dtype)]) for p in part]
-        outs, _, _ = model.forward(part, training=False, keep=False)
+        outs, _, _ = model.forward(part, training=False, keep=False, workspace=workspace)
         return [o[:real] for o in outs]
 
     threads = min(current_threads(), len(starts))
     if threads > 1 and batches_in_parallel(model):
         from ..kernels.blocks import run_blocks
+        from ..kernels.workspace import Workspace
 
         per_batch: list = [None] * len(starts)
+        workspaces = [model.workspace] + [Workspace() for _ in range(threads - 1)]
 
-        def work(k: int) -> None:  # thread k runs batches k, k + threads, ...
+        def work(k: int) -> None:  # thread k runs batches k, k + threads, ... with a workspace of its own
             for i in range(k, len(starts), threads):
-                per_batch[i] = run(starts[i])
+                per_batch[i] = run(starts[i], workspaces[k])
 
         run_blocks(work, threads)  # BLAS held to one thread meanwhile
     else:
@@ -183,12 +184,12 @@ def predict(model: CompiledModel, xs: list[np.ndarray], batch_size: int = 256) -
 
 
 def batches_in_parallel(model: CompiledModel) -> bool:
-    """Whether predict runs whole batches on separate threads (see _BATCH_PARALLEL_FAMILIES); never when the BLAS
-    libraries cannot be held to one thread (no threadpoolctl): the batches' GEMMs would oversubscribe the cores."""
+    """Whether predict runs whole batches on separate threads: when every layer is reentrant (Layer.reentrant),
+    never when the BLAS libraries cannot be held to one thread (no threadpoolctl): the batches' GEMMs would
+    oversubscribe the cores."""
     from ..kernels.blocks import blas_controllers
 
-    return bool(blas_controllers()) and all(
-        node.layer.family in _BATCH_PARALLEL_FAMILIES and node.layer.type != "Lambda" for node in model.nodes)
+    return bool(blas_controllers()) and model.reentrant
 
 
 def evaluate(model: CompiledModel, heads: list[Head], data, batch_size: int = 256) -> dict:

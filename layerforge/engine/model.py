@@ -15,6 +15,7 @@ from ..errors import ConfigError
 from ..graph import Graph, Node
 from ..layers.base import ParamSpec
 from ..layers.initializers import initialize
+from ..layers.packed import PackedBuffers
 
 
 @dataclass
@@ -51,19 +52,38 @@ class CompiledModel:
             layer.build(node.input_shape)
             layer.init_state(graph.batch_size, self.dtype)
         self._pack_trainable()
+        self._grad_out = {n.name: v for n in self.nodes if (v := self.grad_views(n.name))}
         self.activity = {n.name: n.layer.activity_penalty() for n in self.nodes}
         # a stochastic layer with its own `seed:` draws from its own stream; the others share the model's
         self.layer_rngs = {n.name: np.random.default_rng(n.layer.config.seed) for n in self.nodes
                            if getattr(n.layer.config, "seed", None) is not None}
-        # A node runs its backward pass only when it, or something before it, has weights to train;
-        # a layer whose input needs no gradient may skip computing it (layer.needs_input_grad).
+        # A node runs its backward pass only when it, or something before it, has weights to train; a layer
+        # whose input needs no gradient is told so (backward's need_dx) and may skip computing it.
         needs: dict[str, bool] = {}
+        self.needs_input_grad: dict[str, bool] = {}
         for n in self.nodes:
             upstream = any(needs.get(t, False) for t, _ in n.inputs)
             own = n.layer.config.trainable and any(s.trainable for s in n.params)
-            n.layer.needs_input_grad = upstream
+            self.needs_input_grad[n.name] = upstream
             needs[n.name] = own or upstream
         self.needs_backward = needs
+        self._workspace = None
+
+    @property
+    def workspace(self):
+        """The scratch buffers of this model's own passes (training, evaluate, a single-threaded predict); a
+        thread running batches beside it brings its own (kernels.workspace.Workspace)."""
+        if self._workspace is None:
+            from ..kernels.workspace import Workspace
+
+            self._workspace = Workspace()
+        return self._workspace
+
+    @property
+    def reentrant(self) -> bool:
+        """Whether inference passes of different batches may run at once on separate threads (every layer
+        reentrant: no carried state, no user code)."""
+        return all(n.layer.reentrant for n in self.nodes)
 
     # ------------------------------------------------------------------ weights
     def trainable_pairs(self) -> list[tuple[str, str]]:
@@ -73,26 +93,38 @@ class CompiledModel:
 
     def _pack_trainable(self) -> None:
         """Keep every trainable weight as a view into one flat buffer (in ``trainable_pairs`` order), with a
-        gradient buffer of the same layout, so an optimizer step is one kernel call over all weights and layers
-        that can (Dense) write their weight gradients straight into place. Values are unchanged."""
+        gradient buffer of the same layout (``self.packed``, layers/packed.py), so an optimizer step is one kernel
+        call over all weights and layers can write their weight gradients straight into place. Values are
+        unchanged. Nothing is packed without trainable weights or with weights of another dtype."""
         pairs = self.trainable_pairs()
         arrays = [self.params[n][p] for n, p in pairs]
-        self.flat_params: np.ndarray | None = None
-        self.flat_grads: np.ndarray | None = None
-        self._grad_views: dict[str, dict[str, np.ndarray]] = {}
+        self.packed: PackedBuffers | None = None
         if not arrays or any(a.dtype != self.dtype for a in arrays):
             return
-        total = sum(a.size for a in arrays)
-        flat = np.empty(total, dtype=self.dtype)
-        gflat = np.zeros(total, dtype=self.dtype)
-        off = 0
+        packed = PackedBuffers([(pair, a.shape) for pair, a in zip(pairs, arrays, strict=True)], self.dtype)
         for (node, name), a in zip(pairs, arrays, strict=True):
-            view = flat[off:off + a.size].reshape(a.shape)
+            view = packed.value((node, name))
             view[...] = a
             self.params[node][name] = view
-            self._grad_views.setdefault(node, {})[name] = gflat[off:off + a.size].reshape(a.shape)
-            off += a.size
-        self.flat_params, self.flat_grads = flat, gflat
+        self.packed = packed
+
+    @property
+    def flat_params(self) -> np.ndarray | None:
+        """The flat buffer every trainable weight is a view into (None when not packed)."""
+        return None if self.packed is None else self.packed.values
+
+    @property
+    def flat_grads(self) -> np.ndarray | None:
+        """The flat gradient buffer of the same layout (None when not packed)."""
+        return None if self.packed is None else self.packed.grads
+
+    def grad_views(self, node_name: str) -> dict[str, np.ndarray] | None:
+        """The packed gradient views of a node's trainable weights by name (backward's ``out``), or None."""
+        if self.packed is None:
+            return None
+        views = {s.name: self.packed.grad((node_name, s.name)) for s in self.specs[node_name]
+                 if s.trainable and (node_name, s.name) in self.packed.keys()}
+        return views or None
 
     def weight_items(self):
         """(node, spec, array) for every weight, trainable or not, in Keras order."""
@@ -129,7 +161,7 @@ class CompiledModel:
             raise ValueError(f"weight {node_name}/{spec.name} has shape {tuple(spec.shape)}, got {value.shape}")
         if spec.trainable:
             current = self.params[node_name].get(spec.name)
-            if current is not None and self.flat_params is not None and current.base is self.flat_params:
+            if current is not None and self.packed is not None and self.packed.holds(current):
                 current[...] = value  # stays in the packed buffer
             else:
                 self.params[node_name][spec.name] = value
@@ -145,8 +177,10 @@ class CompiledModel:
 
     # ------------------------------------------------------------------ passes
     def forward(self, xs: list[np.ndarray], *, training: bool, rng: np.random.Generator | None = None,
-                keep: bool = True) -> tuple[list[np.ndarray], list, Tape | None]:
-        """Run the graph; returns the outputs, their masks and (when ``keep``) the tape for backward."""
+                keep: bool = True, workspace=None) -> tuple[list[np.ndarray], list, Tape | None]:
+        """Run the graph; returns the outputs, their masks and (when ``keep``) the tape for backward.
+        ``workspace``: the scratch buffers to use (default: the model's own, ``self.workspace``)."""
+        ws = self.workspace if workspace is None else workspace
         values: dict = {}
         masks: dict = {}
         for inp, x in zip(self.graph.inputs, xs):
@@ -160,10 +194,10 @@ class CompiledModel:
             min_ = [masks[r] for r in node.inputs]
             if not layer.multi_input:
                 xin, min_ = xin[0], min_[0]
-            # a frozen BatchNormalization runs in inference mode, as in Keras 3
-            layer_training = training and (layer.config.trainable or layer.type != "BatchNormalization")
+            layer_training = layer.training_mode(training)  # e.g. a frozen BatchNormalization: inference mode
             layer_rng = self.layer_rngs.get(node.name, rng) if training else rng
-            y, cache = layer.forward(self.params[node.name], xin, training=layer_training, rng=layer_rng, mask=min_)
+            y, cache = layer.forward(self.params[node.name], xin, training=layer_training, rng=layer_rng, mask=min_,
+                                     workspace=ws)
             out_mask = layer.compute_mask(xin, min_)
             if keep:
                 caches[node.name] = cache
@@ -197,8 +231,10 @@ class CompiledModel:
         """Gradients of every trainable weight, given dLoss/dOutput for each model output.
 
         ``into_buffers``: layers that can write their weight gradients into the model's flat gradient buffer
-        (``flat_grads``) do so; the returned arrays are then views into it, overwritten by the next such call.
+        (``flat_grads``) do so (backward's ``out``); the returned arrays are then views into it, overwritten by
+        the next such call.
         """
+        ws = self.workspace
         grads_in: dict = {}
 
         def add(ref, g):
@@ -233,17 +269,13 @@ class CompiledModel:
                     g = np.zeros_like(tape.outputs[(node.name, k)])
                 dys.append(g)
             dy = dys if n_out > 1 else dys[0]
-            if into_buffers:
-                layer.grad_out = self._grad_views.get(node.name)
-                try:
-                    dx, g = layer.backward(self.params[node.name], dy, tape.caches[node.name])
-                finally:
-                    layer.grad_out = None
-            else:
-                dx, g = layer.backward(self.params[node.name], dy, tape.caches[node.name])
+            need_dx = self.needs_input_grad[node.name]
+            out = self._grad_out.get(node.name) if into_buffers else None
+            dx, g = layer.backward(self.params[node.name], dy, tape.caches[node.name], need_dx=need_dx, out=out,
+                                   workspace=ws)
             if layer.config.trainable:
                 grads[node.name] = g
-            if layer.needs_input_grad:
+            if need_dx:
                 dxs = dx if layer.multi_input else [dx]
                 for ref, d in zip(node.inputs, dxs):
                     add(ref, d)

@@ -34,6 +34,8 @@ import math
 
 import numpy as np
 
+from ..layers.packed import in_place, packed_buffer, tile
+
 # --------------------------------------------------------------------------- schedules
 
 
@@ -187,29 +189,6 @@ def _required(name: str) -> tuple[str, ...]:
 _FLAT = -1  # the parameter index ``_update``/``_slot`` get on the packed path (all weights in one buffer)
 
 
-def _address(a: np.ndarray) -> int:
-    return a.__array_interface__["data"][0]
-
-
-def packed_buffer(arrays: list[np.ndarray]) -> np.ndarray | None:
-    """The flat 1-D buffer that ``arrays`` exactly tile as consecutive C-contiguous views, in order, else None.
-
-    The engine keeps every trainable weight in one such buffer so an optimizer step is one kernel call.
-    """
-    if not arrays:
-        return None
-    base = arrays[0].base
-    if not isinstance(base, np.ndarray) or base.ndim != 1 or not base.flags.c_contiguous:
-        return None
-    start = _address(base)
-    pos = start
-    for a in arrays:
-        if a.base is not base or a.dtype != base.dtype or not a.flags.c_contiguous or _address(a) != pos:
-            return None
-        pos += a.nbytes
-    return base if pos == start + base.nbytes else None
-
-
 def _flat(p: np.ndarray) -> tuple[np.ndarray, bool]:
     """A flat view of p (or a copy when p is not contiguous, flagged True to write back)."""
     if p.flags.c_contiguous:
@@ -322,9 +301,8 @@ class Optimizer:
                     and len(known) == len(params) and all(v is k for v, k in zip(views, known, strict=False))):
                 continue
             flat = np.empty(total, dtype=dtype)
-            new_views, off = [], 0
-            for i, p in enumerate(params):
-                view = flat[off:off + p.size]
+            new_views = tile(flat, [(p.size,) for p in params])
+            for i, (p, view) in enumerate(zip(params, new_views, strict=True)):
                 old = views[i] if i < len(views) else None
                 if old is None:
                     view[...] = self._slot_init(name)
@@ -333,8 +311,6 @@ class Optimizer:
                                      f"{p.size}; the optimizer state does not belong to these parameters")
                 else:
                     view[...] = old.reshape(-1)
-                new_views.append(view)
-                off += p.size
             self._flat_slots[name] = flat
             self._flat_views[name] = new_views
             self._slots[name] = new_views + list(views[len(params):])
@@ -365,11 +341,11 @@ class Optimizer:
         known, known_target = self._grads_in_place
         if known_target is not target or len(known) != len(grads):
             known = [None] * len(grads)
-        start, item, off = _address(target), target.itemsize, 0
+        off = 0
         for i, (p, g) in enumerate(zip(params, grads, strict=True)):
             n = p.size
             if g is not known[i]:
-                if g.base is target and g.flags.c_contiguous and _address(g) == start + off * item:
+                if in_place(g, target, off):
                     known[i] = g  # already in place (and stays there: a view never moves)
                 else:
                     target[off:off + n] = g.reshape(-1)

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..config.training import TrainingConfig
 from ..errors import ConfigError, DataError, Problem
+from ..layers.packed import tile
 from .inference import Head, RunningMean, batch_loss, evaluate, make_heads, metric_logs, metric_weight
 from .model import CompiledModel
 
@@ -78,13 +79,10 @@ class Trainer:
         model = self.model
         if model.flat_grads is None:  # weights not packed (no trainable weights, or mixed dtypes)
             buffer = np.concatenate([g.reshape(-1) for g in grads]) if grads else np.zeros(0, model.dtype)
-            views, off = [], 0
-            for g in grads:
-                views.append(buffer[off:off + g.size].reshape(g.shape))
-                off += g.size
+            views = tile(buffer, [g.shape for g in grads])
         else:
             buffer = model.flat_grads
-            views = [model._grad_views[n][p] for n, p in self.pairs]
+            views = [model.packed.grad(pair) for pair in self.pairs]
             for view, g in zip(views, grads):
                 if g is not view:
                     view[...] = g

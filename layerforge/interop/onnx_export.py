@@ -799,7 +799,6 @@ def _bidirectional(c: Ctx):
     for key, sub in layer._layers:
         head = key + "/"
         w = {k[len(head):]: v for k, v in c.weights.items() if k.startswith(head)}
-        sub.zero_output_for_mask = seq
         ys, _ = convert_layer(b, sub, w, [c.x], [tuple(c.shape)], [c.mask])
         results.append(ys)
     (yf, *sf), (yb, *sb) = results

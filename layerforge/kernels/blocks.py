@@ -73,16 +73,31 @@ class one_blas_thread:  # noqa: N801 - used like a function: `with one_blas_thre
         return False
 
 
+_in_blocks = threading.local()  # .active: this thread runs one block of a run_blocks call
+
+
+def _as_block(work, k: int):
+    _in_blocks.active = True
+    try:
+        return work(k)
+    finally:
+        _in_blocks.active = False
+
+
 def run_blocks(work, n: int) -> list:
     """``[work(0), ..., work(n-1)]``, block 0 in the calling thread and the others in worker threads, with
-    BLAS held to one thread meanwhile."""
+    BLAS held to one thread meanwhile. Called from inside a block (a layer splitting its batch while predict
+    already runs whole batches on several threads), the blocks run one after another in the calling thread: the
+    same blocks, so the same results, and no worker waits for a pool that its own thread occupies."""
+    if getattr(_in_blocks, "active", False):
+        return [work(k) for k in range(n)]
     with one_blas_thread():
         if n <= 1:
-            return [work(0)]
+            return [_as_block(work, 0)]
         pool = workers(n - 1)
-        futures = [pool.submit(work, k) for k in range(1, n)]
+        futures = [pool.submit(_as_block, work, k) for k in range(1, n)]
         try:
-            first = work(0)
+            first = _as_block(work, 0)
         finally:
             rest = [f.result() for f in futures]
     return [first, *rest]

@@ -25,6 +25,7 @@ import numpy as np
 from numba import njit, uint64
 
 from .blocks import run_blocks
+from .workspace import BufferPool  # noqa: F401  (the pools the kernels take buffers from)
 
 # ============================================================================ Numba kernels (serial, nogil)
 # Hot copy loops index flat arrays with unsigned offsets: a signed index makes Numba emit the negative-index
@@ -368,36 +369,6 @@ def split_batch(batch: int, work) -> list:
         return [work(0, batch)]
     bounds = [(batch * i // n, batch * (i + 1) // n) for i in range(n)]
     return run_blocks(lambda k: work(*bounds[k]), n)
-
-
-class BufferPool:
-    """Reusable scratch arrays keyed by (shape, dtype): take one, give it back when done (thread-safe). At most
-    MAX_SHAPES shapes are kept (the oldest dropped first), so inputs of ever new sizes do not grow it."""
-
-    MAX_SHAPES = 16
-
-    def __init__(self):
-        self._free: dict = {}
-
-    def take(self, shape, dtype) -> np.ndarray:
-        key = (tuple(shape), np.dtype(dtype).str)
-        try:
-            return self._free[key].pop()
-        except (KeyError, IndexError):
-            return np.empty(shape, dtype=dtype)
-
-    def give(self, array) -> None:
-        if array is None:
-            return
-        key = (array.shape, array.dtype.str)
-        if key not in self._free and len(self._free) >= self.MAX_SHAPES:
-            try:  # another block's thread may change the dict meanwhile: then leave the eviction to it
-                self._free.pop(next(iter(self._free)), None)
-            except (RuntimeError, StopIteration):
-                pass
-        stack = self._free.setdefault(key, [])
-        if len(stack) < 4 and all(a is not array for a in stack):
-            stack.append(array)
 
 
 # Inside a block, samples go through in chunks whose columns take about CHUNK_BYTES, so they are multiplied

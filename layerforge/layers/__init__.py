@@ -46,10 +46,11 @@ def known_type_names() -> list[str]:
     return sorted(set(TYPE_MODULES) | set(TYPE_NAMES))
 
 
-def make_layer(config: LayerConfig, name: str | None = None) -> Layer:
-    """Instantiate the layer class for a validated config."""
+def make_layer(config: LayerConfig, name: str | None = None, **options) -> Layer:
+    """Instantiate the layer class for a validated config (``options``: construction-time settings a wrapper
+    gives its inner layers, e.g. Bidirectional's ``zero_output_for_mask``)."""
     ensure_type(config.type)
-    return REGISTRY[config.type](config, name)
+    return REGISTRY[config.type](config, name, **options)
 
 
 __all__ = ["REGISTRY", "TYPE_NAMES", "Example", "Layer", "LayerConfig", "ParamSpec", "register", "load_all",

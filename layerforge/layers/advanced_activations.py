@@ -104,11 +104,11 @@ class LeakyReLU(_ElementwiseMixin, Layer):
         Example({"type": "LeakyReLU", "alpha": 0.1}, (4, 3), output_shape=(4, 3), params=0, mask=True),
     ]
 
-    def forward(self, params, x, *, training=False, rng=None, mask=None):
+    def forward(self, params, x, *, training=False, rng=None, mask=None, workspace=None):
         s = self.config.negative_slope
         return np.where(x >= 0, x, x * x.dtype.type(s)), x
 
-    def backward(self, params, dy, cache):
+    def backward(self, params, dy, cache, *, need_dx=True, out=None, workspace=None):
         x = cache
         return np.where(x >= 0, dy, dy * dy.dtype.type(self.config.negative_slope)), {}
 
@@ -162,14 +162,14 @@ class PReLU(_ElementwiseMixin, Layer):
         return [ParamSpec("alpha", _param_shape(self, input_shape, c.shared_axes), c.alpha_initializer,
                           regularizer=c.alpha_regularizer, constraint=c.alpha_constraint)]
 
-    def forward(self, params, x, *, training=False, rng=None, mask=None):
+    def forward(self, params, x, *, training=False, rng=None, mask=None, workspace=None):
         alpha = params["alpha"].astype(x.dtype, copy=False)
         neg = np.minimum(x, 0)
         y = np.maximum(x, 0)
         y += alpha * neg
         return y, (x, neg)
 
-    def backward(self, params, dy, cache):
+    def backward(self, params, dy, cache, *, need_dx=True, out=None, workspace=None):
         x, neg = cache
         alpha = params["alpha"]
         dx = np.where(x > 0, dy, dy * alpha.astype(dy.dtype, copy=False))
@@ -193,12 +193,12 @@ class ELU(_ElementwiseMixin, Layer):
         Example({"type": "ELU", "alpha": 0.5}, (4, 3), output_shape=(4, 3), params=0, mask=True),
     ]
 
-    def forward(self, params, x, *, training=False, rng=None, mask=None):
+    def forward(self, params, x, *, training=False, rng=None, mask=None, workspace=None):
         a = x.dtype.type(self.config.alpha)
         y = np.where(x > 0, x, a * np.expm1(np.minimum(x, 0)))
         return y, (x, y)
 
-    def backward(self, params, dy, cache):
+    def backward(self, params, dy, cache, *, need_dx=True, out=None, workspace=None):
         x, y = cache
         a = dy.dtype.type(self.config.alpha)
         return np.where(x > 0, dy, dy * (y + a)), {}
@@ -224,11 +224,11 @@ class ThresholdedReLU(_ElementwiseMixin, Layer):
         Example({"type": "ThresholdedReLU", "theta": 0.05}, (4, 3), output_shape=(4, 3), params=0, mask=True),
     ]
 
-    def forward(self, params, x, *, training=False, rng=None, mask=None):
+    def forward(self, params, x, *, training=False, rng=None, mask=None, workspace=None):
         keep = x > self.config.theta
         return x * keep, keep
 
-    def backward(self, params, dy, cache):
+    def backward(self, params, dy, cache, *, need_dx=True, out=None, workspace=None):
         return dy * cache, {}
 
 
@@ -274,14 +274,14 @@ class ParametricSoftplus(_ElementwiseMixin, Layer):
     def flops(self, input_shape, output_shape):
         return 2 * elements(input_shape)
 
-    def forward(self, params, x, *, training=False, rng=None, mask=None):
+    def forward(self, params, x, *, training=False, rng=None, mask=None, workspace=None):
         alpha = params["alphas"].astype(x.dtype, copy=False)
         beta = params["betas"].astype(x.dtype, copy=False)
         z = beta * x
         sp = np.logaddexp(x.dtype.type(0), z)  # log(1 + exp(z)) without overflow
         return alpha * sp, (x, z, sp)
 
-    def backward(self, params, dy, cache):
+    def backward(self, params, dy, cache, *, need_dx=True, out=None, workspace=None):
         x, z, sp = cache
         alpha = params["alphas"]
         beta = params["betas"]
@@ -352,7 +352,7 @@ class SReLU(_ElementwiseMixin, Layer):
     def flops(self, input_shape, output_shape):
         return 2 * elements(input_shape)
 
-    def forward(self, params, x, *, training=False, rng=None, mask=None):
+    def forward(self, params, x, *, training=False, rng=None, mask=None, workspace=None):
         tl, al, tr_off, ar = (params[n].astype(x.dtype, copy=False) for n in self._NAMES)
         tr = tl + np.abs(tr_off)
         left = x <= tl
@@ -360,7 +360,7 @@ class SReLU(_ElementwiseMixin, Layer):
         y = np.where(left, tl + al * (x - tl), np.where(right, tr + ar * (x - tr), x))
         return y, (x, left, right, tr)
 
-    def backward(self, params, dy, cache):
+    def backward(self, params, dy, cache, *, need_dx=True, out=None, workspace=None):
         x, left, right, tr = cache
         dt = dy.dtype
         tl, al, tr_off, ar = (params[n] for n in self._NAMES)

@@ -297,7 +297,7 @@ class MultiHeadAttention(Layer):
         return p.reshape(x.shape[:-1] + (H, D))
 
     # ------------------------------------------------------------------ maths
-    def forward(self, params, x, *, training=False, rng=None, mask=None):
+    def forward(self, params, x, *, training=False, rng=None, mask=None, workspace=None):
         c = self.config
         query, value, key, source = _split_inputs(x)
         n_inputs = len(x) if isinstance(x, list) else 1
@@ -368,7 +368,7 @@ class MultiHeadAttention(Layer):
         q_mask = mask[0] if isinstance(mask, list) else mask
         return [q_mask, None] if self.config.return_attention_scores else q_mask
 
-    def backward(self, params, dy, cache):
+    def backward(self, params, dy, cache, *, need_dx=True, out=None, workspace=None):
         c = self.config
         (query, value, key, source, n_inputs, Qg, Kg, Vg, P, drop, Pd, O2, q_perm, k_perm, v_perm,
          q_shape, k_shape, v_shape) = cache
@@ -404,7 +404,7 @@ class MultiHeadAttention(Layer):
             grads[f"{name}/kernel"] = (x2.T @ d2).reshape(W.shape)
             if c.use_bias:
                 grads[f"{name}/bias"] = d2.sum(axis=0).reshape(H, D)
-            d_inputs.append((d2 @ W.reshape(W.shape[0], H * D).T).reshape(inp.shape) if self.needs_input_grad
+            d_inputs.append((d2 @ W.reshape(W.shape[0], H * D).T).reshape(inp.shape) if need_dx
                             else None)
         # source lists the input of query, value, key; d_inputs is in that order
         dx = _sum_into(n_inputs, source, d_inputs)
@@ -451,7 +451,7 @@ class _ScoreAttention(Layer):
         q_mask = mask[0] if isinstance(mask, list) else None
         return [q_mask, None] if self.config.return_attention_scores else q_mask
 
-    def forward(self, params, x, *, training=False, rng=None, mask=None):
+    def forward(self, params, x, *, training=False, rng=None, mask=None, workspace=None):
         c = self.config
         q, v = x[0], x[1]
         k = x[2] if len(x) > 2 else v
@@ -473,7 +473,7 @@ class _ScoreAttention(Layer):
         cache = (x, score_cache, P, drop, Pd, qkeep)
         return ([y, P] if c.return_attention_scores else y), cache
 
-    def backward(self, params, dy, cache):
+    def backward(self, params, dy, cache, *, need_dx=True, out=None, workspace=None):
         c = self.config
         x, score_cache, P, drop, Pd, qkeep = cache
         d_scores_out = None

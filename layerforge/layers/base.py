@@ -228,6 +228,9 @@ class Layer:
     multi_input: ClassVar[bool] = False
     supports_masking: ClassVar[bool] = False  # passes the incoming mask through unchanged
     stochastic: ClassVar[bool] = False  # draws from the rng in training
+    # A frozen layer (trainable: false) of this type runs its forward in inference mode even while the model
+    # trains (Keras 3's BatchNormalization); see training_mode.
+    frozen_runs_inference: ClassVar[bool] = False
 
     def __init__(self, config: LayerConfig, name: str | None = None):
         self.config = config
@@ -235,9 +238,18 @@ class Layer:
         self.state: dict[str, Any] = {}  # non-trainable weights and carried state
         self.input_shape: Any = None
         self.batch_size: int | None = None  # fixed batch size when the model declares one
-        # False when nothing before this layer needs a gradient (the engine sets it): backward may then
-        # skip computing dx and return None for it.
-        self.needs_input_grad = True
+
+    @property
+    def reentrant(self) -> bool:
+        """Whether one layer object may run inference passes of different batches at once, on different threads
+        (each with its own workspace), in any order. True for every layer that keeps no per-call state; False
+        for carried state (a stateful recurrent layer: batches must follow each other in order) and for user
+        Python code (a Lambda ``function:`` may keep state of its own). Parallel predict asks every layer."""
+        return True
+
+    def training_mode(self, training: bool) -> bool:
+        """The ``training`` flag this layer's forward runs with while the model runs with ``training``."""
+        return training and (self.config.trainable or not self.frozen_runs_inference)
 
     # ------------------------------------------------------------------ shape side (pure)
     def output_shape(self, input_shape):
@@ -268,12 +280,21 @@ class Layer:
     def init_state(self, batch_size: int | None, dtype) -> None:
         """Reset carried state (stateful RNNs); BatchNormalization statistics are weights, not this."""
 
-    def forward(self, params: dict, x, *, training: bool = False, rng=None, mask=None):
-        """Return ``(y, cache)``. Must not modify ``params`` or ``x``."""
+    def forward(self, params: dict, x, *, training: bool = False, rng=None, mask=None, workspace=None):
+        """Return ``(y, cache)``. Must not modify ``params`` or ``x``, nor keep anything of the call on the layer
+        (layers are reentrant): scratch arrays come from ``workspace`` (a kernels.workspace.Workspace the caller
+        owns; None: fresh arrays), what backward needs goes in the cache."""
         raise NotImplementedError(f"{type(self).__name__} must define forward")
 
-    def backward(self, params: dict, dy, cache):
-        """Return ``(dx, grads)`` where ``grads`` has one array per trainable param."""
+    def backward(self, params: dict, dy, cache, *, need_dx: bool = True, out: dict | None = None,
+                 workspace=None):
+        """Return ``(dx, grads)`` where ``grads`` has one array per trainable param.
+
+        ``need_dx=False``: nothing before this layer needs the input gradient; the layer may skip it and return
+        None for dx (the weight gradients are the same either way). ``out``: preallocated arrays by weight name
+        (the engine's views into its flat gradient buffer); a layer may write a gradient into ``out[name]`` when
+        ``fitting_buffer`` accepts it and return that array, or return a new one. ``workspace``: as in forward.
+        Nothing is set on the layer around the call."""
         raise NotImplementedError(f"{type(self).__name__} must define backward")
 
     def compute_mask(self, x, mask):
@@ -289,6 +310,22 @@ class Layer:
 def _describe(value: Any) -> str:
     text = repr(value)
     return text if len(text) < 80 else text[:77] + "..."
+def fitting_buffer(out: dict | None, name: str, shape, dtype):
+    """``out[name]`` when a result of ``shape`` and ``dtype`` can be written into it in place (same shape and
+    dtype, C-contiguous), else None: the one test every layer applies to the engine's preallocated buffers."""
+    buf = out.get(name) if out else None
+    if buf is not None and buf.shape == tuple(shape) and buf.dtype == dtype and buf.flags.c_contiguous:
+        return buf
+    return None
+
+
+def sub_buffers(out: dict | None, prefix: str) -> dict | None:
+    """The buffers of ``out`` under ``prefix/`` with the prefix taken off (a wrapper's inner layer names its
+    weights without the wrapper's prefix), or None."""
+    if not out:
+        return None
+    head = prefix + "/"
+    return {k[len(head):]: v for k, v in out.items() if k.startswith(head)}
 
 
 def show_shape(shape) -> str:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Annotated
 
 from pydantic import Field, WithJsonSchema, field_validator
 
-from .base import Example, Layer, LayerConfig, ParamSpec, register
+from .base import Example, Layer, LayerConfig, ParamSpec, register, sub_buffers
 from .union import LayerSpec
 
 _STACK_SCHEMA = {"type": "array", "minItems": 1, "items": {"type": "object", "required": ["type"]},
@@ -64,6 +65,7 @@ class Sequential(Layer):
             used[base] = k + 1
             self.inner.append(make_layer(cfg, base if k == 0 else f"{base}_{k}"))
         self.stochastic = any(layer.stochastic for layer in self.inner)
+        self._last = threading.local()  # the output mask of this thread's latest forward (for compute_mask)
 
     # ------------------------------------------------------------------ shapes
     def _shapes(self, input_shape):
@@ -117,31 +119,37 @@ class Sequential(Layer):
             if key in layer.state:
                 self.state[_prefix(layer.name, key)] = layer.state[key]
 
-    def forward(self, params, x, *, training=False, rng=None, mask=None):
+    def forward(self, params, x, *, training=False, rng=None, mask=None, workspace=None):
         caches = []
-        for i, layer in enumerate(self.inner):
+        for layer in self.inner:
             self._state_in(layer)
             before = set(layer.state)
-            layer.needs_input_grad = self.needs_input_grad or i > 0
-            y, cache = layer.forward(self._own(layer, params), x, training=training, rng=rng, mask=mask)
+            y, cache = layer.forward(self._own(layer, params), x, training=training, rng=rng, mask=mask,
+                                     workspace=workspace)
             self._state_out(layer, before | set(layer.state))
             mask = layer.compute_mask(x, mask)
             caches.append(cache)
             x = y
-        self._out_mask = mask
+        self._last.out_mask = mask  # read by compute_mask right after, on the same thread
         return x, caches
 
     def compute_mask(self, x, mask):
-        return getattr(self, "_out_mask", None)
+        return getattr(self._last, "out_mask", None)
 
-    def backward(self, params, dy, cache):
+    @property
+    def reentrant(self) -> bool:
+        return all(layer.reentrant for layer in self.inner)
+
+    def backward(self, params, dy, cache, *, need_dx=True, out=None, workspace=None):
         grads = {}
         for i in range(len(self.inner) - 1, -1, -1):
             layer = self.inner[i]
-            dy, g = layer.backward(self._own(layer, params), dy, cache[i])
+            # an inner layer after the first feeds another inner layer: its input gradient is always needed
+            dy, g = layer.backward(self._own(layer, params), dy, cache[i], need_dx=need_dx or i > 0,
+                                   out=sub_buffers(out, layer.name), workspace=workspace)
             for k, v in g.items():
                 grads[_prefix(layer.name, k)] = v
-            if dy is None and i > 0:
+            if dy is None and (i > 0 or need_dx):
                 raise RuntimeError(f"inner layer {layer.name} gave no input gradient")
         return dy, grads
 

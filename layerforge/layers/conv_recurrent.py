@@ -142,6 +142,10 @@ class ConvLSTM2D(Layer):
     ]
 
     # ------------------------------------------------------------------ shapes
+    @property
+    def reentrant(self) -> bool:
+        return not self.config.stateful  # carried state: batches follow each other in order
+
     def num_outputs(self) -> int:
         return 3 if self.config.return_state else 1
 
@@ -230,7 +234,7 @@ class ConvLSTM2D(Layer):
         return np.asarray(self.state["h"], dt), np.asarray(self.state["c"], dt)
 
     # ------------------------------------------------------------------ maths
-    def forward(self, params, x, *, training=False, rng=None, mask=None):
+    def forward(self, params, x, *, training=False, rng=None, mask=None, workspace=None):
         from ..kernels import conv_lstm as K
         from ..kernels.conv import im2col
 
@@ -290,7 +294,7 @@ class ConvLSTM2D(Layer):
                                                                                          ow))
         return (outs if c.return_state else outs[0]), cache
 
-    def backward(self, params, dy, cache):
+    def backward(self, params, dy, cache, *, need_dx=True, out=None, workspace=None):
         from ..kernels import conv_lstm as K
         from ..kernels.conv import col2im
 
@@ -327,7 +331,7 @@ class ConvLSTM2D(Layer):
                  "recurrent_kernel": (HC.reshape(T * N, -1).T @ dZ2).reshape(params["recurrent_kernel"].shape)}
         if c.use_bias:
             grads["bias"] = dZ2.sum(axis=0)
-        if not self.needs_input_grad:
+        if not need_dx:
             return None, grads
         dcols = (dZ2 @ W2.T).reshape(1, T * N, -1)
         dx5 = np.empty((T * B, 1, rows, cols, ch), dt)

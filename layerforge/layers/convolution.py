@@ -19,7 +19,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import BeforeValidator, Field, create_model, model_validator
 
 from ._numpy import np
-from .base import Example, Layer, LayerConfig, ParamSpec, elements, register
+from .base import Example, Layer, LayerConfig, ParamSpec, elements, fitting_buffer, register
 from .fields import ActivationName, ConstraintSpec, DataFormat, InitializerSpec, RegularizerSpec, int_tuple
 
 
@@ -243,8 +243,7 @@ class _ConvBase(Layer):
 
     def __init__(self, config, name=None):
         super().__init__(config, name)
-        self._geometries: dict = {}
-        self._pool = None
+        self._geometries: dict = {}  # input spatial shape -> geometry: a pure memo, the same for every call
 
     # ------------------------------------------------------------------ shape side
     def _split(self, input_shape):
@@ -323,12 +322,11 @@ class _ConvBase(Layer):
         return elements(out_spatial) * taps * (chans // groups) * self.config.filters
 
     # ------------------------------------------------------------------ array helpers
-    def _buffers(self):
-        if self._pool is None:
-            from ..kernels.conv import BufferPool
+    def _buffers(self, workspace):
+        """This layer's pool of scratch arrays in the caller's workspace (fresh arrays without one)."""
+        from ..kernels.workspace import pool_of
 
-            self._pool = BufferPool()
-        return self._pool
+        return pool_of(workspace, (id(self), "conv"))
 
     def _to_last(self, x):
         if self.config.data_format == "channels_first":
@@ -343,27 +341,21 @@ class _ConvBase(Layer):
     def _bias(self, params, dtype):
         return params["bias"].astype(dtype, copy=False) if self.config.use_bias else None
 
-    def _grad_buffer(self, name, shape, dtype):
-        """The engine's preallocated gradient array for ``name`` (``grad_out``) when it fits, else None."""
-        buf = (getattr(self, "grad_out", None) or {}).get(name)
-        if buf is not None and buf.shape == tuple(shape) and buf.dtype == dtype and buf.flags.c_contiguous:
-            return buf
-        return None
-
-    def _kernel_grad(self, params, name, dw):
+    @staticmethod
+    def _kernel_grad(params, name, dw, out):
         """{name: gradient} in the weight's shape and dtype, written into the engine's buffer when it has one."""
         w = params[name]
-        buf = self._grad_buffer(name, w.shape, w.dtype)
+        buf = fitting_buffer(out, name, w.shape, w.dtype)
         if buf is not None:
             buf[...] = dw.reshape(w.shape)
             return {name: buf}
         return {name: dw.reshape(w.shape).astype(w.dtype, copy=False)}
 
-    def _bias_grad(self, params, db):
+    def _bias_grad(self, params, db, out):
         if not self.config.use_bias:
             return {}
         bias = params["bias"]
-        buf = self._grad_buffer("bias", bias.shape, bias.dtype)
+        buf = fitting_buffer(out, "bias", bias.shape, bias.dtype)
         if buf is not None:
             buf[...] = db
             return {"bias": buf}
@@ -383,7 +375,7 @@ class _Conv(_ConvBase):
                                    constraint=c.bias_constraint))
         return specs
 
-    def forward(self, params, x, *, training=False, rng=None, mask=None):
+    def forward(self, params, x, *, training=False, rng=None, mask=None, workspace=None):
         from ..kernels import conv as K
 
         c = self.config
@@ -399,12 +391,12 @@ class _Conv(_ConvBase):
             y2d, z_keep = K.direct_conv(x5, w3, bias, geo, c.activation)
         else:
             w2d = np.ascontiguousarray(kernel.reshape(-1, c.filters), dtype=x.dtype)
-            y2d, z_keep, cols = K.gemm_conv_forward(x5, w2d, bias, geo, c.groups, c.activation, self._buffers(),
-                                                    keep=training)
+            y2d, z_keep, cols = K.gemm_conv_forward(x5, w2d, bias, geo, c.groups, c.activation,
+                                                    self._buffers(workspace), keep=training)
         y = y2d.reshape((xl.shape[0], *geo.out[3 - self.rank:], c.filters))
         return self._from_last(y), _Cache(x5=x5, cols=cols, y2d=y2d, z2d=z_keep, geo=geo, in_shape=xl.shape)
 
-    def backward(self, params, dy, cache):
+    def backward(self, params, dy, cache, *, need_dx=True, out=None, workspace=None):
         from ..kernels import conv as K
 
         c = self.config
@@ -414,20 +406,20 @@ class _Conv(_ConvBase):
         dy2d = self._to_last(dy).reshape(-1, c.filters)
         w2d = np.ascontiguousarray(kernel.reshape(-1, c.filters), dtype=dy2d.dtype)
         taps = geo.k[0] * geo.k[1] * geo.k[2]
-        pool = self._buffers()
+        pool = self._buffers(workspace)
         cols, cache.cols = cache.cols, None  # a second backward on this cache rebuilds the columns
         if K.use_direct(taps, x5.shape[-1], c.groups):
             dw, db, dx5 = K.direct_conv_backward(x5, dy2d, cache.y2d, cache.z2d, w2d, geo, c.activation,
-                                                 self.needs_input_grad, pool)
+                                                 need_dx, pool)
         elif c.activation == "relu":  # relu derivative and bias gradient fused into the chunks
             dw, dx5, db = K.gemm_conv_backward(x5, np.ascontiguousarray(dy2d), w2d, geo, c.groups, pool, cols,
-                                               self.needs_input_grad, relu_y2d=cache.y2d)
+                                               need_dx, relu_y2d=cache.y2d)
             db = db if c.use_bias else None
         else:
             dz2d, db = K.activation_backward(dy2d, cache.y2d, cache.z2d, c.activation, c.use_bias, x5.shape[0])
-            dw, dx5, _ = K.gemm_conv_backward(x5, dz2d, w2d, geo, c.groups, pool, cols, self.needs_input_grad)
-        grads = {**self._kernel_grad(params, "kernel", dw), **self._bias_grad(params, db)}
-        dx = self._from_last(dx5.reshape(cache.in_shape)) if self.needs_input_grad else None
+            dw, dx5, _ = K.gemm_conv_backward(x5, dz2d, w2d, geo, c.groups, pool, cols, need_dx)
+        grads = {**self._kernel_grad(params, "kernel", dw, out), **self._bias_grad(params, db, out)}
+        dx = self._from_last(dx5.reshape(cache.in_shape)) if need_dx else None
         return dx, grads
 
 
@@ -498,7 +490,7 @@ class _ConvTranspose(_ConvBase):
         spatial, chans = self._split(input_shape)
         return elements(spatial) * math.prod(self.config.kernel_size) * chans * self.config.filters
 
-    def forward(self, params, x, *, training=False, rng=None, mask=None):
+    def forward(self, params, x, *, training=False, rng=None, mask=None, workspace=None):
         from ..kernels import conv as K
 
         c = self.config
@@ -508,11 +500,11 @@ class _ConvTranspose(_ConvBase):
         x2d = xl.reshape(-1, chans)
         w2d = np.ascontiguousarray(params["kernel"].reshape(-1, chans), dtype=x.dtype)  # (taps * f, C_in)
         y2d, z_keep = K.transpose_forward(x2d, w2d, self._bias(params, x.dtype), geo, (B, *geo.inp, c.filters),
-                                          c.activation, self._buffers())
+                                          c.activation, self._buffers(workspace))
         y = y2d.reshape((B, *geo.inp[3 - self.rank:], c.filters))
         return self._from_last(y), _Cache(x5=x2d, y2d=y2d, z2d=z_keep, geo=geo, in_shape=xl.shape)
 
-    def backward(self, params, dy, cache):
+    def backward(self, params, dy, cache, *, need_dx=True, out=None, workspace=None):
         from ..kernels import conv as K
 
         c = self.config
@@ -521,9 +513,9 @@ class _ConvTranspose(_ConvBase):
         dz2d, db = K.activation_backward(dy2d, cache.y2d, cache.z2d, c.activation, c.use_bias, B)
         kernel = params["kernel"]
         w2d = np.ascontiguousarray(kernel.reshape(-1, kernel.shape[-1]), dtype=dz2d.dtype)
-        dw, dx2d = K.transpose_backward(dz2d, cache.x5, w2d, cache.geo, self._buffers(), self.needs_input_grad, B)
-        grads = {**self._kernel_grad(params, "kernel", dw), **self._bias_grad(params, db)}
-        dx = self._from_last(dx2d.reshape(cache.in_shape)) if self.needs_input_grad else None
+        dw, dx2d = K.transpose_backward(dz2d, cache.x5, w2d, cache.geo, self._buffers(workspace), need_dx, B)
+        grads = {**self._kernel_grad(params, "kernel", dw, out), **self._bias_grad(params, db, out)}
+        dx = self._from_last(dx2d.reshape(cache.in_shape)) if need_dx else None
         return dx, grads
 
 
@@ -562,7 +554,7 @@ class _Depthwise(_ConvBase):
             total += pixels * mid * self.config.filters
         return total
 
-    def forward(self, params, x, *, training=False, rng=None, mask=None):
+    def forward(self, params, x, *, training=False, rng=None, mask=None, workspace=None):
         from ..kernels import conv as K
 
         c = self.config
@@ -579,7 +571,7 @@ class _Depthwise(_ConvBase):
         y = y2d.reshape((B, *geo.out[3 - self.rank:], y2d.shape[1]))
         return self._from_last(y), _Cache(x5=x5, mid=mid, y2d=y2d, z2d=z_keep, geo=geo, in_shape=xl.shape)
 
-    def backward(self, params, dy, cache):
+    def backward(self, params, dy, cache, *, need_dx=True, out=None, workspace=None):
         from ..kernels import conv as K
 
         c = self.config
@@ -591,12 +583,12 @@ class _Depthwise(_ConvBase):
         pw = None
         if self.kind == "separable":
             pw = np.ascontiguousarray(params["pointwise_kernel"].reshape(chans * dm, c.filters), dtype=dz2d.dtype)
-        dwk, dpw, dx5 = K.depthwise_conv_backward(dz2d, x5, w5, pw, cache.mid, cache.geo, self.needs_input_grad)
-        grads = self._kernel_grad(params, self._dw_name, dwk)
+        dwk, dpw, dx5 = K.depthwise_conv_backward(dz2d, x5, w5, pw, cache.mid, cache.geo, need_dx)
+        grads = self._kernel_grad(params, self._dw_name, dwk, out)
         if pw is not None:
-            grads.update(self._kernel_grad(params, "pointwise_kernel", dpw))
-        grads.update(self._bias_grad(params, db))
-        dx = self._from_last(dx5.reshape(cache.in_shape)) if self.needs_input_grad else None
+            grads.update(self._kernel_grad(params, "pointwise_kernel", dpw, out))
+        grads.update(self._bias_grad(params, db, out))
+        dx = self._from_last(dx5.reshape(cache.in_shape)) if need_dx else None
         return dx, grads
 
 

@@ -9,7 +9,7 @@ from pydantic import Field, field_validator
 
 from ..activations import DENSE_FUSED
 from ._numpy import np
-from .base import Example, Layer, LayerConfig, ParamSpec, elements, register
+from .base import Example, Layer, LayerConfig, ParamSpec, elements, fitting_buffer, register
 from .fields import ActivationName, DataFormat, InitializerSpec
 from .weighted import KernelBiasConfig
 
@@ -62,10 +62,9 @@ class Dense(Layer):
     # Speed (numerics unchanged in meaning): the GEMM runs on the input flattened to 2-D; bias and activation
     # are one fused Numba pass over the GEMM output (kernels.elementwise.bias_act) for the activations whose
     # derivative needs only the output, which is then the only array kept; backward fuses the activation
-    # derivative with the bias gradient, skips dx when nothing upstream needs it (``needs_input_grad``, set by
-    # the engine) and writes the weight gradients into the engine's buffers when it provides them
-    # (``grad_out``: a dict of preallocated arrays, set by the engine around the call).
-    def forward(self, params, x, *, training=False, rng=None, mask=None):
+    # derivative with the bias gradient, skips dx when nothing upstream needs it (``need_dx=False``) and writes
+    # the weight gradients into the engine's buffers when it provides them (``out``, see Layer.backward).
+    def forward(self, params, x, *, training=False, rng=None, mask=None, workspace=None):
         from ..activations import activate
 
         c = self.config
@@ -86,13 +85,12 @@ class Dense(Layer):
         y = activate(c.activation, z)
         return y, (x, z, y)
 
-    def backward(self, params, dy, cache):
+    def backward(self, params, dy, cache, *, need_dx=True, out=None, workspace=None):
         from ..activations import activate_backward
 
         c = self.config
         x, z, y = cache
         kernel = params["kernel"]
-        out = getattr(self, "grad_out", None) or {}
         dy2 = dy.reshape(-1, c.units)
         db = None
         if z is None and c.activation != "linear" and dy.dtype == y.dtype:
@@ -102,7 +100,7 @@ class Dense(Layer):
             y2 = y.reshape(-1, c.units)
             dz2 = np.empty_like(y2)
             if c.use_bias:
-                db = _buffer(out.get("bias"), (c.units,), y2.dtype)
+                db = fitting_buffer(out, "bias", (c.units,), y2.dtype)
                 if db is None:
                     db = np.empty(c.units, dtype=y2.dtype)
             E.act_backward_bias(dy2, y2, E.FUSED[c.activation], dz2, db if c.use_bias else kernel[0], c.use_bias,
@@ -111,27 +109,20 @@ class Dense(Layer):
             dz2 = activate_backward(c.activation, z, y, dy).reshape(-1, c.units)
         grads = {}
         x2 = x.reshape(-1, x.shape[-1])
-        gk = _buffer(out.get("kernel"), kernel.shape, np.result_type(x2, dz2))
+        gk = fitting_buffer(out, "kernel", kernel.shape, np.result_type(x2, dz2))
         grads["kernel"] = np.matmul(x2.T, dz2, out=gk) if gk is not None else x2.T @ dz2
         if c.use_bias:
             if db is None:
-                gb = _buffer(out.get("bias"), (c.units,), dz2.dtype)
+                gb = fitting_buffer(out, "bias", (c.units,), dz2.dtype)
                 db = dz2.sum(axis=0, out=gb) if gb is not None else dz2.sum(axis=0)
             grads["bias"] = db
-        if not self.needs_input_grad:
+        if not need_dx:
             return None, grads
         dx = (dz2 @ kernel.T).reshape(x.shape[:-1] + (kernel.shape[0],))
         return dx, grads
 
 
 _FUSED_ACTIVATIONS = frozenset(DENSE_FUSED)  # the registry's activations with a fused Dense epilogue
-
-
-def _buffer(buf, shape, dtype):
-    """The engine's preallocated gradient array when it fits (shape and dtype), else None."""
-    if buf is not None and buf.shape == tuple(shape) and buf.dtype == dtype and buf.flags.c_contiguous:
-        return buf
-    return None
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -168,13 +159,13 @@ class Activation(Layer):
     def flops(self, input_shape, output_shape):
         return 0 if self.config.activation == "linear" else elements(input_shape)
 
-    def forward(self, params, x, *, training=False, rng=None, mask=None):
+    def forward(self, params, x, *, training=False, rng=None, mask=None, workspace=None):
         from ..activations import activate
 
         y = activate(self.config.activation, x)
         return y, (x, y)
 
-    def backward(self, params, dy, cache):
+    def backward(self, params, dy, cache, *, need_dx=True, out=None, workspace=None):
         from ..activations import activate_backward
 
         x, y = cache
@@ -253,7 +244,7 @@ class Dropout(Layer):
                                        hint="use null or 1 for the batch axis")
         return shape
 
-    def forward(self, params, x, *, training=False, rng=None, mask=None):
+    def forward(self, params, x, *, training=False, rng=None, mask=None, workspace=None):
         rate = self.config.rate
         if not training or rate == 0.0:
             return x, None
@@ -269,7 +260,7 @@ class Dropout(Layer):
         _, scale = dropout(np.ones(shape, dtype=x.dtype), rate, key)  # drawn at noise_shape, then broadcast
         return x * scale, scale
 
-    def backward(self, params, dy, cache):
+    def backward(self, params, dy, cache, *, need_dx=True, out=None, workspace=None):
         if cache is None:
             return dy, {}
         return dy * cache, {}
@@ -307,12 +298,12 @@ class Flatten(Layer):
             return (None,)
         return (math.prod(input_shape),)
 
-    def forward(self, params, x, *, training=False, rng=None, mask=None):
+    def forward(self, params, x, *, training=False, rng=None, mask=None, workspace=None):
         if self._channels_first(x.ndim - 1):
             x = np.moveaxis(x, 1, -1)
         return x.reshape(x.shape[0], -1), x.shape
 
-    def backward(self, params, dy, cache):
+    def backward(self, params, dy, cache, *, need_dx=True, out=None, workspace=None):
         shape = cache
         dx = dy.reshape(shape)
         if self._channels_first(len(shape) - 1):
@@ -369,7 +360,7 @@ class Reshape(Layer):
                 hint="the element count must stay the same; use -1 for one size to infer it")
         return target
 
-    def forward(self, params, x, *, training=False, rng=None, mask=None):
+    def forward(self, params, x, *, training=False, rng=None, mask=None, workspace=None):
         target = (x.shape[0],) + tuple(self.config.target_shape)
         try:
             y = x.reshape(target)
@@ -378,7 +369,7 @@ class Reshape(Layer):
                                    f"to {_show(self.config.target_shape)}") from None
         return y, x.shape
 
-    def backward(self, params, dy, cache):
+    def backward(self, params, dy, cache, *, need_dx=True, out=None, workspace=None):
         return dy.reshape(cache), {}
 
 
@@ -419,10 +410,10 @@ class Permute(Layer):
                                    hint=f"give a permutation of 1..{len(input_shape)}")
         return tuple(input_shape[d - 1] for d in dims)
 
-    def forward(self, params, x, *, training=False, rng=None, mask=None):
+    def forward(self, params, x, *, training=False, rng=None, mask=None, workspace=None):
         return np.transpose(x, (0,) + tuple(self.config.dims)), None
 
-    def backward(self, params, dy, cache):
+    def backward(self, params, dy, cache, *, need_dx=True, out=None, workspace=None):
         perm = (0,) + tuple(self.config.dims)
         return np.transpose(dy, np.argsort(perm)), {}
 
@@ -451,10 +442,10 @@ class RepeatVector(Layer):
                                    hint="insert a Flatten (or a pooling layer) before it")
         return (self.config.n, input_shape[0])
 
-    def forward(self, params, x, *, training=False, rng=None, mask=None):
+    def forward(self, params, x, *, training=False, rng=None, mask=None, workspace=None):
         return np.repeat(x[:, None, :], self.config.n, axis=1), None
 
-    def backward(self, params, dy, cache):
+    def backward(self, params, dy, cache, *, need_dx=True, out=None, workspace=None):
         return dy.sum(axis=1), {}
 
 
@@ -489,10 +480,10 @@ class ActivityRegularization(Layer):
     def output_shape(self, input_shape):
         return tuple(input_shape)
 
-    def forward(self, params, x, *, training=False, rng=None, mask=None):
+    def forward(self, params, x, *, training=False, rng=None, mask=None, workspace=None):
         return x, None
 
-    def backward(self, params, dy, cache):
+    def backward(self, params, dy, cache, *, need_dx=True, out=None, workspace=None):
         return dy, {}
 
 
@@ -532,11 +523,11 @@ class Masking(Layer):
     def compute_mask(self, x, mask):
         return self._mask(x)
 
-    def forward(self, params, x, *, training=False, rng=None, mask=None):
+    def forward(self, params, x, *, training=False, rng=None, mask=None, workspace=None):
         keep = self._mask(x)[..., None].astype(x.dtype)
         return x * keep, keep
 
-    def backward(self, params, dy, cache):
+    def backward(self, params, dy, cache, *, need_dx=True, out=None, workspace=None):
         return dy * cache, {}
 
 
@@ -598,7 +589,7 @@ class Highway(Layer):
     def flops(self, input_shape, output_shape):
         return 2 * input_shape[-1] ** 2
 
-    def forward(self, params, x, *, training=False, rng=None, mask=None):
+    def forward(self, params, x, *, training=False, rng=None, mask=None, workspace=None):
         from ..activations import activate
 
         zt = x @ params["carry_kernel"]
@@ -611,7 +602,7 @@ class Highway(Layer):
         y = x + t * (h - x)
         return y, (x, t, zh, h)
 
-    def backward(self, params, dy, cache):
+    def backward(self, params, dy, cache, *, need_dx=True, out=None, workspace=None):
         from ..activations import activate_backward
 
         x, t, zh, h = cache
@@ -672,7 +663,7 @@ class MaxoutDense(Layer):
     def flops(self, input_shape, output_shape):
         return self.config.nb_feature * input_shape[-1] * self.config.units
 
-    def forward(self, params, x, *, training=False, rng=None, mask=None):
+    def forward(self, params, x, *, training=False, rng=None, mask=None, workspace=None):
         k, u = self.config.nb_feature, self.config.units
         w = params["kernel"]  # (k, in, u) -> (in, k*u): one GEMM for every piece
         z = (x @ w.transpose(1, 0, 2).reshape(w.shape[1], k * u)).reshape(x.shape[0], k, u)
@@ -682,7 +673,7 @@ class MaxoutDense(Layer):
         y = np.take_along_axis(z, idx[:, None, :], axis=1)[:, 0, :]
         return y, (x, idx)
 
-    def backward(self, params, dy, cache):
+    def backward(self, params, dy, cache, *, need_dx=True, out=None, workspace=None):
         x, idx = cache
         k, u = self.config.nb_feature, self.config.units
         w = params["kernel"]

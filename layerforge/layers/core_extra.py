@@ -93,10 +93,10 @@ class InputLayer(Layer):
                                    hint="declare the shape its input really has")
         return tuple(input_shape)
 
-    def forward(self, params, x, *, training=False, rng=None, mask=None):
+    def forward(self, params, x, *, training=False, rng=None, mask=None, workspace=None):
         return x, None
 
-    def backward(self, params, dy, cache):
+    def backward(self, params, dy, cache, *, need_dx=True, out=None, workspace=None):
         return dy, {}
 
 
@@ -118,10 +118,10 @@ class Identity(Layer):
         Example({"type": "Identity"}, (3, 2), output_shape=(3, 2), params=0, mask=True),
     ]
 
-    def forward(self, params, x, *, training=False, rng=None, mask=None):
+    def forward(self, params, x, *, training=False, rng=None, mask=None, workspace=None):
         return x, None
 
-    def backward(self, params, dy, cache):
+    def backward(self, params, dy, cache, *, need_dx=True, out=None, workspace=None):
         return dy, {}
 
 
@@ -169,7 +169,7 @@ class TimeDistributedDense(Layer):
     def flops(self, input_shape, output_shape):
         return (input_shape[0] or 1) * input_shape[-1] * self.config.units
 
-    def forward(self, params, x, *, training=False, rng=None, mask=None):
+    def forward(self, params, x, *, training=False, rng=None, mask=None, workspace=None):
         from ..activations import activate
 
         c = self.config
@@ -180,7 +180,7 @@ class TimeDistributedDense(Layer):
         y = activate(c.activation, z)
         return y, (x, z, y)
 
-    def backward(self, params, dy, cache):
+    def backward(self, params, dy, cache, *, need_dx=True, out=None, workspace=None):
         from ..activations import activate_backward
 
         x, z, y = cache
@@ -190,7 +190,7 @@ class TimeDistributedDense(Layer):
         grads = {"W": x2.T @ dz}
         if c.use_bias:
             grads["b"] = dz.sum(axis=0)
-        dx = (dz @ params["W"].T).reshape(x.shape) if self.needs_input_grad else None
+        dx = (dz @ params["W"].T).reshape(x.shape) if need_dx else None
         return dx, grads
 
 
@@ -225,7 +225,7 @@ class _SpatialDropout(Layer):
             return (x.shape[0],) + (1,) * self.rank + (x.shape[-1],)
         return (x.shape[0], x.shape[1]) + (1,) * self.rank
 
-    def forward(self, params, x, *, training=False, rng=None, mask=None):
+    def forward(self, params, x, *, training=False, rng=None, mask=None, workspace=None):
         rate = self.config.rate
         if not training or rate == 0.0:
             return x, None
@@ -237,7 +237,7 @@ class _SpatialDropout(Layer):
         _, scale = dropout(np.ones(self._noise_shape(x), dtype=x.dtype), rate, key)
         return x * scale, scale
 
-    def backward(self, params, dy, cache):
+    def backward(self, params, dy, cache, *, need_dx=True, out=None, workspace=None):
         return (dy if cache is None else dy * cache), {}
 
 
@@ -310,7 +310,7 @@ class ReLU(Layer):
     def flops(self, input_shape, output_shape):
         return elements(input_shape)
 
-    def forward(self, params, x, *, training=False, rng=None, mask=None):
+    def forward(self, params, x, *, training=False, rng=None, mask=None, workspace=None):
         c = self.config
         below = x < c.threshold
         y = np.where(below, c.negative_slope * (x - c.threshold) if c.negative_slope else 0, x).astype(x.dtype)
@@ -321,7 +321,7 @@ class ReLU(Layer):
             slope = np.where(top, x.dtype.type(0), slope)
         return y, slope
 
-    def backward(self, params, dy, cache):
+    def backward(self, params, dy, cache, *, need_dx=True, out=None, workspace=None):
         return dy * cache, {}
 
 
@@ -370,7 +370,7 @@ class Softmax(Layer):
     def flops(self, input_shape, output_shape):
         return 3 * elements(input_shape)
 
-    def forward(self, params, x, *, training=False, rng=None, mask=None):
+    def forward(self, params, x, *, training=False, rng=None, mask=None, workspace=None):
         axes = self._axes(x.ndim)
         keep = None
         if mask is not None and mask.shape == x.shape[:mask.ndim]:
@@ -383,6 +383,6 @@ class Softmax(Layer):
             y = np.where(keep, y, x.dtype.type(0))
         return y, (y, axes)
 
-    def backward(self, params, dy, cache):
+    def backward(self, params, dy, cache, *, need_dx=True, out=None, workspace=None):
         y, axes = cache
         return y * (dy - (dy * y).sum(axis=axes, keepdims=True)), {}

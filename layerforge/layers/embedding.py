@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 from pydantic import Field
 
 from ._numpy import np
-from .base import Example, Layer, LayerConfig, ParamSpec, register
+from .base import Example, Layer, LayerConfig, ParamSpec, fitting_buffer, register
 from .fields import ConstraintSpec, InitializerSpec, RegularizerSpec
 
 
@@ -112,7 +112,7 @@ class Embedding(Layer):
                        f"set input_dim to at least {value + 1} (the vocabulary size, +1 if 0 is padding)"))
         return x
 
-    def forward(self, params, x, *, training=False, rng=None, mask=None):
+    def forward(self, params, x, *, training=False, rng=None, mask=None, workspace=None):
         idx = self._indices(x)
         table = params["embeddings"]
         y = np.take(table, idx, axis=0)
@@ -124,15 +124,15 @@ class Embedding(Layer):
             y *= scale[idx][..., None]
         return y, (idx, scale, table.shape, table.dtype)
 
-    def backward(self, params, dy, cache):
+    def backward(self, params, dy, cache, *, need_dx=True, out=None, workspace=None):
         from ..kernels import embedding as K
 
         idx, scale, shape, dtype = cache
         flat = np.ascontiguousarray(idx.reshape(-1))
         rows = np.ascontiguousarray(np.asarray(dy, dtype=dtype).reshape(flat.size, shape[1]))
-        # the engine's gradient buffer when it provides one (``grad_out``): no table-sized allocation per step
-        grad = (getattr(self, "grad_out", None) or {}).get("embeddings")
-        if grad is not None and grad.shape == tuple(shape) and grad.dtype == dtype and grad.flags.c_contiguous:
+        # the engine's gradient buffer when it provides one (``out``): no table-sized allocation per step
+        grad = fitting_buffer(out, "embeddings", shape, dtype)
+        if grad is not None:
             grad.fill(0)
         else:
             grad = np.zeros(shape, dtype)

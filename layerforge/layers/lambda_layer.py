@@ -168,6 +168,12 @@ class Lambda(Layer):
         self._expr = None
         self._shape_cache: dict = {}
 
+    @property
+    def reentrant(self) -> bool:
+        """An ``expression:`` is pure (safe to run on several threads at once); a ``function:`` runs user Python
+        code, which may keep state or not be thread-safe: its batches run one at a time."""
+        return self.config.function is None
+
     # ------------------------------------------------------------------ helpers
     @property
     def expression(self):
@@ -315,7 +321,7 @@ class Lambda(Layer):
         arg = xs if as_list and len(xs) > 1 else xs[0]
         return fn(arg, **(self.config.arguments or {}))
 
-    def forward(self, params, x, *, training=False, rng=None, mask=None):
+    def forward(self, params, x, *, training=False, rng=None, mask=None, workspace=None):
         import numpy as np
 
         xs = list(x) if isinstance(x, list) else [x]
@@ -337,7 +343,7 @@ class Lambda(Layer):
         y, tape = self.expression.forward({name: xs[k] for name, k in index.items()})
         return y, ("expression", xs, isinstance(x, list), index, tape)
 
-    def backward(self, params, dy, cache):
+    def backward(self, params, dy, cache, *, need_dx=True, out=None, workspace=None):
         import numpy as np
 
         kind, xs, as_list = cache[:3]

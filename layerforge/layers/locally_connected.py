@@ -109,7 +109,7 @@ class _LocallyConnected(Layer):
         w = np.lib.stride_tricks.sliding_window_view(x, k, axis=(1, 2))[:, ::s[0], ::s[1]]
         return w.transpose(0, 1, 2, 4, 5, 3)
 
-    def forward(self, params, x, *, training=False, rng=None, mask=None):
+    def forward(self, params, x, *, training=False, rng=None, mask=None, workspace=None):
         from ..activations import activate
 
         c = self.config
@@ -131,7 +131,7 @@ class _LocallyConnected(Layer):
         y = activate(c.activation, z)
         return y, (x.shape, cols, z, y)
 
-    def backward(self, params, dy, cache):
+    def backward(self, params, dy, cache, *, need_dx=True, out=None, workspace=None):
         from ..activations import activate_backward
 
         c = self.config

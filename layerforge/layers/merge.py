@@ -261,7 +261,7 @@ class Merge(Layer):
             out_shape = (b, 1)
         return xm, ym, (a1, a2, xr, yr, out_shape)
 
-    def forward(self, params, x, *, training=False, rng=None, mask=None):
+    def forward(self, params, x, *, training=False, rng=None, mask=None, workspace=None):
         mode = self.config.mode
         xs = list(x)
         if mode == "sum":
@@ -303,7 +303,7 @@ class Merge(Layer):
         c = d / norm
         return c.reshape(info[-1]), (xm, ym, info, nx, ny, norm, active, c)
 
-    def backward(self, params, dy, cache):
+    def backward(self, params, dy, cache, *, need_dx=True, out=None, workspace=None):
         mode = self.config.mode
         if mode == "sum":
             return [dy] + [dy.copy() for _ in range(cache - 1)], {}

@@ -47,7 +47,7 @@ class GaussianNoise(_NoiseLayer):
                 note="inference: identity"),
     ]
 
-    def forward(self, params, x, *, training=False, rng=None, mask=None):
+    def forward(self, params, x, *, training=False, rng=None, mask=None, workspace=None):
         sd = self.config.stddev
         if not training or sd <= 0:
             return x, None
@@ -55,7 +55,7 @@ class GaussianNoise(_NoiseLayer):
         noise *= x.dtype.type(sd)
         return x + noise, None
 
-    def backward(self, params, dy, cache):
+    def backward(self, params, dy, cache, *, need_dx=True, out=None, workspace=None):
         return dy, {}
 
 
@@ -78,7 +78,7 @@ class GaussianDropout(_NoiseLayer):
                 note="inference: identity"),
     ]
 
-    def forward(self, params, x, *, training=False, rng=None, mask=None):
+    def forward(self, params, x, *, training=False, rng=None, mask=None, workspace=None):
         rate = self.config.rate
         if not training or not 0 < rate < 1:
             return x, None
@@ -87,5 +87,5 @@ class GaussianDropout(_NoiseLayer):
         noise += x.dtype.type(1)
         return x * noise, noise
 
-    def backward(self, params, dy, cache):
+    def backward(self, params, dy, cache, *, need_dx=True, out=None, workspace=None):
         return (dy if cache is None else dy * cache), {}

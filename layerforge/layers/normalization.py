@@ -31,6 +31,7 @@ class BatchNormalization(Layer):
 
     type = "BatchNormalization"
     family = "normalization"
+    frozen_runs_inference = True
     supports_masking = True
 
     class Config(LayerConfig):
@@ -188,7 +189,7 @@ class BatchNormalization(Layer):
         beta = params["beta"].reshape(-1) if self.config.center else np.zeros(c_size)
         return np.ascontiguousarray(gamma, dtype=dtype), np.ascontiguousarray(beta, dtype=dtype)
 
-    def forward(self, params, x, *, training=False, rng=None, mask=None):
+    def forward(self, params, x, *, training=False, rng=None, mask=None, workspace=None):
         from ..kernels import normalization as K
 
         c = self.config
@@ -213,7 +214,7 @@ class BatchNormalization(Layer):
         y = self._from3(out3, x.shape, perm)
         return y, (x3, w3, mean, inv, gamma, count, batch_stats, perm, x.shape)
 
-    def backward(self, params, dy, cache):
+    def backward(self, params, dy, cache, *, need_dx=True, out=None, workspace=None):
         from ..kernels import normalization as K
 
         x3, w3, mean, inv, gamma, count, batch_stats, perm, shape = cache

@@ -153,7 +153,7 @@ class LayerNormalization(Layer):
             else np.zeros(f, dtype)
         return gamma, beta
 
-    def forward(self, params, x, *, training=False, rng=None, mask=None):
+    def forward(self, params, x, *, training=False, rng=None, mask=None, workspace=None):
         from ..kernels import layer_norm as K
 
         axes = _positive_axes(self, self.config.axis, x.shape[1:])
@@ -162,7 +162,7 @@ class LayerNormalization(Layer):
         y2, mean, inv = K.layer_norm(x2, gamma, beta, float(self.config.epsilon), bool(self.config.rms_scaling))
         return _from_rows(y2, x.shape, perm), (x2, perm, x.shape, mean, inv, gamma, axes)
 
-    def backward(self, params, dy, cache):
+    def backward(self, params, dy, cache, *, need_dx=True, out=None, workspace=None):
         from ..kernels import layer_norm as K
 
         x2, perm, shape, mean, inv, gamma, axes = cache
@@ -246,7 +246,7 @@ class GroupNormalization(Layer):
         xl = rows.reshape(B, G, S, C // G).transpose(0, 2, 1, 3).reshape(lshape)
         return np.ascontiguousarray(np.moveaxis(xl, -1, a))
 
-    def forward(self, params, x, *, training=False, rng=None, mask=None):
+    def forward(self, params, x, *, training=False, rng=None, mask=None, workspace=None):
         from ..kernels import layer_norm as K
 
         c = self.config
@@ -264,7 +264,7 @@ class GroupNormalization(Layer):
             y = y + params["beta"].reshape(shape)
         return y.astype(x.dtype, copy=False), (rows, layout, mean, inv, xhat, shape)
 
-    def backward(self, params, dy, cache):
+    def backward(self, params, dy, cache, *, need_dx=True, out=None, workspace=None):
         from ..kernels import layer_norm as K
 
         rows, layout, mean, inv, xhat, shape = cache
@@ -315,7 +315,7 @@ class UnitNormalization(Layer):
     def flops(self, input_shape, output_shape):
         return 3 * elements(input_shape)
 
-    def forward(self, params, x, *, training=False, rng=None, mask=None):
+    def forward(self, params, x, *, training=False, rng=None, mask=None, workspace=None):
         axes = tuple(_positive_axes(self, self.config.axis, x.shape[1:]))
         ss = np.square(x).sum(axis=axes, keepdims=True)
         with np.errstate(divide="ignore"):
@@ -323,7 +323,7 @@ class UnitNormalization(Layer):
         y = x * r
         return y, (y, r, axes)
 
-    def backward(self, params, dy, cache):
+    def backward(self, params, dy, cache, *, need_dx=True, out=None, workspace=None):
         y, r, axes = cache
         clipped = r >= 1e12
         dx = r * (dy - y * (dy * y).sum(axis=axes, keepdims=True))

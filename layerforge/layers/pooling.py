@@ -165,7 +165,7 @@ class _Pooling(Layer):
         p3 = (0,) * lead + tuple(pads)
         return in5, out5, k3, s3, p3, tuple(outs)
 
-    def forward(self, params, x, *, training=False, rng=None, mask=None):
+    def forward(self, params, x, *, training=False, rng=None, mask=None, workspace=None):
         from ..kernels import pooling as K
 
         fmt = self.config.data_format
@@ -182,7 +182,7 @@ class _Pooling(Layer):
         y = from_channels_last(y5.reshape((batch, *outs, channels)), fmt)
         return y, (x.shape, x.dtype, in5, out5, k3, s3, p3, idx)
 
-    def backward(self, params, dy, cache):
+    def backward(self, params, dy, cache, *, need_dx=True, out=None, workspace=None):
         from ..kernels import pooling as K
 
         x_shape, dtype, in5, out5, k3, s3, p3, idx = cache
@@ -359,7 +359,7 @@ class _GlobalPooling(Layer):
         return tuple(range(2, 2 + self.rank)) if self.config.data_format == "channels_first" \
             else tuple(range(1, 1 + self.rank))
 
-    def forward(self, params, x, *, training=False, rng=None, mask=None):
+    def forward(self, params, x, *, training=False, rng=None, mask=None, workspace=None):
         axes = self._axes()
         keep = self.config.keepdims
         if self.average:
@@ -386,7 +386,7 @@ class _GlobalPooling(Layer):
             y = y.reshape(y.shape[0], -1)
         return y, cache
 
-    def backward(self, params, dy, cache):
+    def backward(self, params, dy, cache, *, need_dx=True, out=None, workspace=None):
         x_shape, axes, aux = cache
         dy_keep = dy.reshape(tuple(1 if a in axes else n for a, n in enumerate(x_shape)))
         if self.average:

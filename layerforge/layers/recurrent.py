@@ -5,7 +5,8 @@ specs and the glue: one GEMM for the input projection of every time step, the re
 Numba kernel per direction, and one GEMM each for the kernel, recurrent-kernel and input gradients
 after the BPTT loop. A pass runs in blocks of samples, one per thread, each block doing all of the
 above with BLAS held to one thread (see ``_RNNBase.forward``); weight gradients go straight into the
-engine's gradient buffer when it provides one (``grad_out``).
+engine's gradient buffer when it provides one (``out``). Work buffers come from the caller's workspace
+(``kernels.workspace``); the layer object keeps nothing of a call, so it is reentrant.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from pydantic import Field, model_validator
 
 from ..activations import RECURRENT_CODES
 from ._numpy import np
-from .base import Example, Layer, LayerConfig, ParamSpec, register
+from .base import Example, Layer, LayerConfig, ParamSpec, fitting_buffer, register
 from .fields import ActivationName, ConstraintSpec, InitializerSpec, RegularizerSpec
+from .packed import stacked_rows, tile
 
 # activation name -> code understood by the recurrent kernels (derivatives are taken from the output): the
 # registry's recurrent_code (layerforge/activations.py)
@@ -140,10 +142,15 @@ class _RNNBase(Layer):
     n_gates: ClassVar[int] = 1
     state_names: ClassVar[tuple[str, ...]] = ("h",)
 
-    def __init__(self, config, name=None):
+    def __init__(self, config, name=None, *, zero_output_for_mask: bool = False):
         super().__init__(config, name)
-        # Keras 3 Bidirectional with return_sequences zeroes the output at masked steps.
-        self.zero_output_for_mask = False
+        # Keras 3 Bidirectional with return_sequences zeroes the output at masked steps: the wrapper says so when
+        # it builds its inner layers; never changed afterwards.
+        self.zero_output_for_mask = bool(zero_output_for_mask)
+
+    @property
+    def reentrant(self) -> bool:
+        return not self.config.stateful  # carried state: batches follow each other in order
 
     # ------------------------------------------------------------------ shape side
     def num_outputs(self) -> int:
@@ -229,8 +236,9 @@ class _RNNBase(Layer):
     # draws (dropout masks) happen once for the whole batch before the split, so results do not depend on the
     # thread count (up to the rounding of the summed gradients).
 
-    def forward(self, params, x, *, training=False, rng=None, mask=None):
+    def forward(self, params, x, *, training=False, rng=None, mask=None, workspace=None):
         run = self._begin(x, training, rng, mask)
+        run["ws"] = workspace
         B, T, u, dt = run["B"], run["T"], self.config.units, run["dt"]
         blocks = self._blocks(B, T, run["F"])
         run["rows"] = max(b1 - b0 for b0, b1 in blocks)  # the row count the per-step products are tuned for
@@ -242,13 +250,15 @@ class _RNNBase(Layer):
         if self.config.stateful:
             for s, v in zip(self.state_names, finals, strict=True):
                 self.state[s] = v.copy()
-        if not training:  # no backward expected: the work buffers go back to the pool now (see _take)
+        if not training:  # no backward expected: the work buffers go back to the workspace now (see _take)
             self._release(cache)
         return ([y] + finals if self.config.return_state else y), cache
 
-    def backward(self, params, dy, cache):
+    def backward(self, params, dy, cache, *, need_dx=True, out=None, workspace=None):
         from ..kernels import recurrent as K
 
+        if cache["run"]["ws"] is None:
+            cache["run"]["ws"] = workspace  # buffers taken from now on go back to the backward pass's workspace
         if cache.get("released"):  # its buffers were reused since (inference forward, or a second backward)
             cache["run"]["keep"] = True
             B, T, u, dt = cache["run"]["B"], cache["run"]["T"], self.config.units, cache["run"]["dt"]
@@ -258,8 +268,8 @@ class _RNNBase(Layer):
         dt = run["dt"]
         dys = [None if v is None else np.asarray(v) for v in (dy if isinstance(dy, list) else [dy])]
         weights = self._backward_weights(params, dt, run["rows"])
-        dx = np.empty((run["B"], run["T"], run["F"]), dt) if self.needs_input_grad else None
-        targets = self._grad_targets(params, dt)
+        dx = np.empty((run["B"], run["T"], run["F"]), dt) if need_dx else None
+        targets = self._grad_targets(params, dt, out)
 
         def work(k):
             b0, b1 = blocks[k]
@@ -287,27 +297,32 @@ class _RNNBase(Layer):
         cache["caches"] = K.run_blocks(work, len(blocks))
         cache["released"] = False
 
-    # Work buffers (a few MB per pass) are kept between passes, per block: taken by forward/backward, given back
-    # when the backward pass is done (or at the end of an inference forward). Fresh buffers of that size cost page
-    # faults on every pass (measured: ~3 ms of a 17 ms LSTM training step) and serialise the threads.
-    # Up to two shapes are kept per buffer: training and inference passes need different shapes of some buffers
-    # (all steps' gates against one step's), and alternating them (validation, predict between epochs) must not
-    # reallocate; inputs of ever new lengths must not grow the pool either.
+    # Work buffers (a few MB per pass) are kept between passes in the caller's workspace, per layer, block and
+    # buffer name: taken by forward/backward, given back when the backward pass is done (or at the end of an
+    # inference forward). Fresh buffers of that size cost page faults on every pass (measured: ~3 ms of a 17 ms
+    # LSTM training step) and serialise the threads. Up to two shapes are kept per buffer: training and inference
+    # passes need different shapes of some buffers (all steps' gates against one step's), and alternating them
+    # (validation, predict between epochs) must not reallocate; inputs of ever new lengths must not grow it either.
     _POOL_SHAPES = 2
 
-    def _take(self, k: int, name: str, shape, dt) -> np.ndarray:
-        kept = self.__dict__.setdefault("_pool", {}).get((k, name), [])
-        for i, a in enumerate(kept):
-            if a.shape == tuple(shape) and a.dtype == dt:
-                return kept.pop(i)
-        return np.empty(shape, dt)
+    def _pool(self, run, k: int, name: str):
+        from ..kernels.workspace import pool_of
+
+        return pool_of(run["ws"], (id(self), k, name), self._POOL_SHAPES)
+
+    def _take(self, run, k: int, name: str, shape, dt) -> np.ndarray:
+        if run["ws"] is None:
+            return np.empty(shape, dt)
+        return self._pool(run, k, name).take(shape, dt)
 
     def _release(self, cache) -> None:
-        pool = self.__dict__.setdefault("_pool", {})
-        for k, c in enumerate(cache.get("caches", ())):
-            for name, a in c.get("buffers", {}).items():
-                kept = [b for b in pool.get((k, name), []) if b.shape != a.shape or b.dtype != a.dtype]
-                pool[(k, name)] = [a, *kept][:self._POOL_SHAPES]  # the newest first
+        run = cache["run"]
+        if run["ws"] is not None:
+            for k, c in enumerate(cache.get("caches", ())):
+                for name, a in c.get("buffers", {}).items():
+                    self._pool(run, k, name).give(a)
+        # a later backward on this cache runs the forward again: its buffers may be reused by now, and an inference
+        # forward keeps only one step's gates
         cache["released"] = True
 
     def _blocks(self, B: int, T: int, F: int) -> list[tuple[int, int]]:
@@ -354,7 +369,7 @@ class _RNNBase(Layer):
         c = self.config
         T, F, dt = run["T"], run["F"], run["dt"]
         xb = run["x"][b0:b1]
-        xe = self._take(k, "xe", (T, b1 - b0, F + hcols + (1 if c.use_bias else 0)), dt)
+        xe = self._take(run, k, "xe", (T, b1 - b0, F + hcols + (1 if c.use_bias else 0)), dt)
         xe[:, :, :F] = (xb[:, ::-1] if c.go_backwards else xb).transpose(1, 0, 2)
         if c.use_bias:
             xe[:, :, F + hcols] = 1
@@ -402,30 +417,22 @@ class _RNNBase(Layer):
                     dstates[0] += d0
         return dY, dstates, carry0
 
-    def _grad_targets(self, params, dt) -> dict:
-        """The arrays the (first block's) weight gradients go to: the engine's gradient buffers (``grad_out``, set
-        by the engine around backward) where they fit, else new arrays."""
-        out = getattr(self, "grad_out", None) or {}
+    @staticmethod
+    def _grad_targets(params, dt, out) -> dict:
+        """The arrays the (first block's) weight gradients go to: the engine's gradient buffers (``out``) where
+        they fit, else new arrays."""
         targets = {}
         for name, p in params.items():
-            buf = out.get(name)
-            shape = np.shape(p)
-            if buf is not None and buf.shape == shape and buf.dtype == dt and buf.flags.c_contiguous:
-                targets[name] = buf
-            else:
-                targets[name] = np.empty(shape, dt)
+            buf = fitting_buffer(out, name, np.shape(p), dt)
+            targets[name] = buf if buf is not None else np.empty(np.shape(p), dt)
         return targets
 
     @staticmethod
     def _scratch_grads(params, dt) -> dict:
         """Gradient arrays of a further block: views into one buffer, back to back in the order of ``params``."""
-        sizes = [int(np.size(p)) for p in params.values()]
-        flat = np.empty(sum(sizes), dt)
-        out, off = {}, 0
-        for (name, p), n in zip(params.items(), sizes, strict=True):
-            out[name] = flat[off:off + n].reshape(np.shape(p))
-            off += n
-        return out
+        shapes = [np.shape(p) for p in params.values()]
+        views = tile(np.empty(sum(int(np.prod(sh, dtype=np.int64)) for sh in shapes), dt), shapes)
+        return dict(zip(params, views, strict=True))
 
     def _kernel_grads(self, xe, dX2, g) -> np.ndarray | None:
         """Kernel gradient into g["kernel"] from one GEMM [x, 1]^T dX2; returns the input-bias gradient (the ones
@@ -495,28 +502,6 @@ def _blocks_of(W, dt, rows: int) -> np.ndarray:
     return K.gemm_blocks(np.asarray(W, dtype=dt), rows)
 
 
-def _stacked_rows(arrays, dt):
-    """One (rows, N) view over C-contiguous arrays of N columns (a 1-D array is one row) that sit back to back in
-    one buffer, as the engine packs the weights and their gradients; None when they do not."""
-    first = arrays[0]
-    n = first.shape[-1]
-    base = first
-    while isinstance(base.base, np.ndarray):
-        base = base.base
-    if not base.flags.c_contiguous:
-        return None
-    addr, rows = first.ctypes.data, 0
-    for a in arrays:
-        if a.dtype != dt or not a.flags.c_contiguous or a.shape[-1] != n or a.ctypes.data != addr:
-            return None
-        addr += a.nbytes
-        rows += a.size // n
-    offset = first.ctypes.data - base.ctypes.data
-    if offset < 0 or offset + rows * n * dt.itemsize > base.nbytes:
-        return None
-    return np.ndarray((rows, n), dtype=dt, buffer=base, offset=offset)
-
-
 # Blocks of samples (threads): at least MIN_BLOCK_ROWS samples and MIN_BLOCK_WORK units of work per block, so a
 # block's work outweighs the hand-off to a thread (measured on 2 cores: an LSTM pass of 9.6M units was faster in one
 # block, a GRU pass of 12M in two). FORCE_BLOCKS (tests) forces a count.
@@ -567,9 +552,9 @@ class SimpleRNN(_RNNBase):
 
         dt, T, u, Bk = run["dt"], run["T"], self.config.units, b1 - b0
         xe, m, rmask = self._block_inputs(run, k, b0, b1)
-        Hs = self._take(k, "Hs", (T + 1, Bk, u), dt)
+        Hs = self._take(run, k, "Hs", (T + 1, Bk, u), dt)
         np.matmul(xe.reshape(T * Bk, -1), run["W_in"], out=Hs[1:].reshape(T * Bk, u))
-        Y = self._take(k, "Y", (T, Bk, u), dt) if m is not None else np.empty((1, 1, 1), dt)
+        Y = self._take(run, k, "Y", (T, Bk, u), dt) if m is not None else np.empty((1, 1, 1), dt)
         mm, rm = self._dummies(dt, m, rmask)
         _, act = self._codes()
         K.simple_forward(*self._head(dt, True), run["U"], run["states"][0][b0:b1], mm, m is not None, rm,
@@ -584,7 +569,7 @@ class SimpleRNN(_RNNBase):
         Hs, m, rmask = cache["Hs"], cache["m"], cache["rmask"]
         dY, (dh,), carry0 = self._split_dy(dys, T, Bk, u, m is not None, dt)
         mm, rm = self._dummies(dt, m, rmask)
-        dG = self._take(k, "dG", (T, Bk, u), dt)
+        dG = self._take(run, k, "dG", (T, Bk, u), dt)
         cache["buffers"]["dG"] = dG
         _, act = self._codes()
         K.simple_backward(*self._head(dt, False), dY, dh, carry0, Hs, weights["UT"], mm, m is not None, rm,
@@ -658,7 +643,7 @@ class LSTM(_RNNBase):
         dt = run["dt"]
         names = ["kernel", "recurrent_kernel"] + (["bias"] if self.config.use_bias else [])
         arrays = [np.asarray(params[n], dtype=dt) for n in names]
-        WU = _stacked_rows(arrays, dt)
+        WU = stacked_rows(arrays, dt)
         if WU is None:
             WU = np.concatenate([a.reshape(-1, a.shape[-1]) for a in arrays], axis=0)
         run["WU"] = _blocks_of(WU, dt, run["rows"])
@@ -673,11 +658,11 @@ class LSTM(_RNNBase):
         dt, T, F, u, Bk = run["dt"], run["T"], run["F"], self.config.units, b1 - b0
         xe, m, rmask = self._block_inputs(run, k, b0, b1, hcols=u)
         Tg = T if run["keep"] else 1  # inference: the gates of one step at a time, nothing kept for backward
-        G = self._take(k, "G", (Tg, Bk, 4 * u), dt)
-        Hs = self._take(k, "Hs", (T + 1, Bk, u), dt)
-        Cs = self._take(k, "Cs", (T + 1, Bk, u), dt)
-        TC = self._take(k, "TC", (Tg, Bk, u), dt)
-        Y = self._take(k, "Y", (T, Bk, u), dt) if m is not None else np.empty((1, 1, 1), dt)
+        G = self._take(run, k, "G", (Tg, Bk, 4 * u), dt)
+        Hs = self._take(run, k, "Hs", (T + 1, Bk, u), dt)
+        Cs = self._take(run, k, "Cs", (T + 1, Bk, u), dt)
+        TC = self._take(run, k, "TC", (Tg, Bk, u), dt)
+        Y = self._take(run, k, "Y", (T, Bk, u), dt) if m is not None else np.empty((1, 1, 1), dt)
         mm, rm = self._dummies(dt, m, rmask)
         ract, act = self._codes()
         h0, c0 = run["states"]
@@ -694,7 +679,7 @@ class LSTM(_RNNBase):
         m, rmask, G = cache["m"], cache["rmask"], cache["G"]
         dY, (dh, dc), carry0 = self._split_dy(dys, T, Bk, u, m is not None, dt)
         mm, rm = self._dummies(dt, m, rmask)
-        dG = self._take(k, "dG", (T, Bk, 4 * u), dt)
+        dG = self._take(run, k, "dG", (T, Bk, 4 * u), dt)
         cache["buffers"]["dG"] = dG
         ract, act = self._codes()
         K.lstm_backward(*self._head(dt, False), dY, dh, dc, carry0, G, cache["Cs"], cache["TC"], weights["UT"], mm,
@@ -702,7 +687,7 @@ class LSTM(_RNNBase):
         dG2 = dG.reshape(T * Bk, 4 * u)
         xe2 = cache["xe"].reshape(T * Bk, -1)
         names = ["kernel", "recurrent_kernel"] + (["bias"] if self.config.use_bias else [])
-        dWU = _stacked_rows([g[n] for n in names], dt)
+        dWU = stacked_rows([g[n] for n in names], dt)
         if dWU is not None:  # the h_{t-1} columns of xe give the recurrent kernel's gradient, the ones the bias's
             np.matmul(xe2.T, dG2, out=dWU)
         else:
@@ -785,11 +770,11 @@ class GRU(_RNNBase):
         c = self.config
         dt, T, u, Bk = run["dt"], run["T"], c.units, b1 - b0
         xe, m, rmask = self._block_inputs(run, k, b0, b1)
-        G = self._take(k, "G", (T, Bk, 3 * u), dt)
+        G = self._take(run, k, "G", (T, Bk, 3 * u), dt)
         np.matmul(xe.reshape(T * Bk, -1), run["W_in"], out=G.reshape(T * Bk, 3 * u))
-        Hs = self._take(k, "Hs", (T + 1, Bk, u), dt)
-        RH = self._take(k, "RH", (T, Bk, u), dt)
-        Y = self._take(k, "Y", (T, Bk, u), dt) if m is not None else np.empty((1, 1, 1), dt)
+        Hs = self._take(run, k, "Hs", (T + 1, Bk, u), dt)
+        RH = self._take(run, k, "RH", (T, Bk, u), dt)
+        Y = self._take(run, k, "Y", (T, Bk, u), dt) if m is not None else np.empty((1, 1, 1), dt)
         mm, rm = self._dummies(dt, m, rmask)
         ract, act = self._codes()
         h0 = run["states"][0][b0:b1]
@@ -813,12 +798,12 @@ class GRU(_RNNBase):
         dY, (dh,), carry0 = self._split_dy(dys, T, Bk, u, m is not None, dt)
         mm, rm = self._dummies(dt, m, rmask)
         ract, act = self._codes()
-        dX = self._take(k, "dX", (T, Bk, 3 * u), dt)
+        dX = self._take(run, k, "dX", (T, Bk, 3 * u), dt)
         cache["buffers"]["dX"] = dX
         dX2 = dX.reshape(T * Bk, 3 * u)
         hprev = self._hprev(Hs, rmask)
         if c.reset_after:
-            dR = self._take(k, "dR", (T, Bk, 3 * u), dt)
+            dR = self._take(run, k, "dR", (T, Bk, 3 * u), dt)
             cache["buffers"]["dR"] = dR
             K.gru_backward_after(*self._head(dt, False), dY, dh, carry0, G, RH, Hs, weights["UT"], mm, m is not None,
                                  rm, rmask is not None, ract, act, self.zero_output_for_mask, dX, dR)

@@ -132,11 +132,11 @@ class _Cropping(_Spatial):
             sl[axis + 1] = slice(a, shape[axis + 1] - b)
         return tuple(sl)
 
-    def forward(self, params, x, *, training=False, rng=None, mask=None):
+    def forward(self, params, x, *, training=False, rng=None, mask=None, workspace=None):
         sl = self._slices(x.shape)
         return x[sl].copy(), (x.shape, sl)
 
-    def backward(self, params, dy, cache):
+    def backward(self, params, dy, cache, *, need_dx=True, out=None, workspace=None):
         shape, sl = cache
         dx = np.zeros(shape, dtype=dy.dtype)
         dx[sl] = dy
@@ -224,7 +224,7 @@ class _ZeroPadding(_Spatial):
             sl[axis + 1] = slice(a, a + shape[axis + 1])
         return tuple(sl)
 
-    def forward(self, params, x, *, training=False, rng=None, mask=None):
+    def forward(self, params, x, *, training=False, rng=None, mask=None, workspace=None):
         out = list(x.shape)
         for axis, (a, b) in zip(self._axes(), self._pads(), strict=True):
             out[axis + 1] += a + b
@@ -233,7 +233,7 @@ class _ZeroPadding(_Spatial):
         y[sl] = x
         return y, sl
 
-    def backward(self, params, dy, cache):
+    def backward(self, params, dy, cache, *, need_dx=True, out=None, workspace=None):
         return dy[cache].copy(), {}
 
 
@@ -396,7 +396,7 @@ class _UpSampling(_Spatial):
                 rep.append(self._sizes()[axes.index(axis)])
         return one, rep
 
-    def forward(self, params, x, *, training=False, rng=None, mask=None):
+    def forward(self, params, x, *, training=False, rng=None, mask=None, workspace=None):
         if self._bilinear():  # UpSampling2D only
             from ..kernels import pooling as K
 
@@ -414,7 +414,7 @@ class _UpSampling(_Spatial):
         y = np.broadcast_to(x.reshape(one), rep).reshape(out)  # one copy
         return y, (x.shape, None)
 
-    def backward(self, params, dy, cache):
+    def backward(self, params, dy, cache, *, need_dx=True, out=None, workspace=None):
         shape, index = cache
         if index is not None:
             from ..kernels import pooling as K

@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from ._numpy import np
-from .base import Example, Layer, LayerConfig, register
+from .base import Example, Layer, LayerConfig, register, sub_buffers
 from .union import LayerSpec
 
 # ---------------------------------------------------------------------------------------- TimeDistributed
@@ -50,6 +50,10 @@ class TimeDistributed(Layer):
         self.inner = make_layer(config.layer, config.layer.name or self.name)
         self.inner.state = self.state  # non-trainable weights of the inner layer live in our state
 
+    @property
+    def reentrant(self) -> bool:
+        return self.inner.reentrant
+
     def _inner_shape(self, input_shape):
         if isinstance(input_shape, list) or len(input_shape) < 2:
             raise self.shape_error(input_shape, "TimeDistributed needs an input of rank >= 3 (batch, time, ...)",
@@ -82,24 +86,21 @@ class TimeDistributed(Layer):
         self.inner.state = self.state
         self.inner.init_state(None, dtype)
 
-    def forward(self, params, x, *, training=False, rng=None, mask=None):
+    def forward(self, params, x, *, training=False, rng=None, mask=None, workspace=None):
         self.inner.state = self.state
         x = np.asarray(x)
         B, T = x.shape[:2]
         y, cache = self.inner.forward(params, x.reshape((B * T,) + x.shape[2:]), training=training, rng=rng,
-                                      mask=None)
+                                      mask=None, workspace=workspace)
         return y.reshape((B, T) + y.shape[1:]), (cache, x.shape)
 
-    def backward(self, params, dy, cache):
-        self.inner.needs_input_grad = self.needs_input_grad
+    def backward(self, params, dy, cache, *, need_dx=True, out=None, workspace=None):
         inner_cache, shape = cache
         B, T = shape[:2]
         dy = np.asarray(dy)
-        self.inner.grad_out = getattr(self, "grad_out", None)  # same weight names: the engine's buffers pass through
-        try:
-            dx, grads = self.inner.backward(params, dy.reshape((B * T,) + dy.shape[2:]), inner_cache)
-        finally:
-            self.inner.grad_out = None
+        # same weight names: the engine's buffers pass through
+        dx, grads = self.inner.backward(params, dy.reshape((B * T,) + dy.shape[2:]), inner_cache, need_dx=need_dx,
+                                        out=out, workspace=workspace)
         if dx is not None:
             dx = dx.reshape(shape)
         return dx, grads
@@ -182,9 +183,15 @@ class Bidirectional(Layer):
 
         fwd_cfg = config.layer
         bwd_cfg = config.backward_layer or fwd_cfg.model_copy(update={"go_backwards": not fwd_cfg.go_backwards})
-        self.forward_layer = make_layer(fwd_cfg, f"forward_{fwd_cfg.name or self.name}")
-        self.backward_layer = make_layer(bwd_cfg, f"backward_{bwd_cfg.name or self.name}")
+        # Keras 3: masked steps of a bidirectional sequence are zeros (fixed for the inner layers' lifetime)
+        zero = bool(fwd_cfg.return_sequences)
+        self.forward_layer = make_layer(fwd_cfg, f"forward_{fwd_cfg.name or self.name}", zero_output_for_mask=zero)
+        self.backward_layer = make_layer(bwd_cfg, f"backward_{bwd_cfg.name or self.name}", zero_output_for_mask=zero)
         self._link_states()
+
+    @property
+    def reentrant(self) -> bool:
+        return self.forward_layer.reentrant and self.backward_layer.reentrant
 
     @property
     def _layers(self):
@@ -266,13 +273,13 @@ class Bidirectional(Layer):
         p = key + "/"
         return {k[len(p):]: v for k, v in params.items() if k.startswith(p)}
 
-    def forward(self, params, x, *, training=False, rng=None, mask=None):
+    def forward(self, params, x, *, training=False, rng=None, mask=None, workspace=None):
         self._link_states()
         seq = self.config.layer.return_sequences
         results, caches = [], []
         for key, layer in self._layers:
-            layer.zero_output_for_mask = seq  # Keras 3: masked steps of a bidirectional sequence are zeros
-            y, cache = layer.forward(self._sub(params, key), x, training=training, rng=rng, mask=mask)
+            y, cache = layer.forward(self._sub(params, key), x, training=training, rng=rng, mask=mask,
+                                     workspace=workspace)
             ys = y if isinstance(y, list) else [y]
             caches.append(cache)
             results.append(ys)
@@ -294,7 +301,7 @@ class Bidirectional(Layer):
         cache = (caches, yf, yb, len(sf))
         return (outs if len(outs) > 1 else outs[0]), cache
 
-    def backward(self, params, dy, cache):
+    def backward(self, params, dy, cache, *, need_dx=True, out=None, workspace=None):
         caches, yf, yb, n_states = cache
         dys = dy if isinstance(dy, list) else [dy]
         mode = self.config.merge_mode
@@ -318,15 +325,11 @@ class Bidirectional(Layer):
         dsb = dys[n_merged + n_states:n_merged + 2 * n_states]
         dx = None
         grads = {}
-        out = getattr(self, "grad_out", None) or {}
         for (key, layer), dyk, ds, c in zip(self._layers, (dyf, dyb), (dsf, dsb), caches, strict=True):
-            layer.needs_input_grad = self.needs_input_grad
             g = [np.ascontiguousarray(dyk)] + list(ds) if n_states else np.ascontiguousarray(dyk)
-            layer.grad_out = self._sub(out, key)  # the engine's gradient buffers of this direction's weights
-            try:
-                dxk, gk = layer.backward(self._sub(params, key), g, c)
-            finally:
-                layer.grad_out = None
+            # the engine's gradient buffers of this direction's weights
+            dxk, gk = layer.backward(self._sub(params, key), g, c, need_dx=need_dx, out=sub_buffers(out, key),
+                                     workspace=workspace)
             if dxk is not None:
                 dx = dxk if dx is None else dx + dxk
             grads.update({f"{key}/{k}": v for k, v in gk.items()})
