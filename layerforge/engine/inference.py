@@ -12,7 +12,7 @@ import numpy as np
 
 from ..config.training import TrainingConfig
 from ..errors import ConfigError, Problem
-from ..kernels.threads import current_threads
+from ..kernels.schedule import n_threads
 from .model import CompiledModel
 
 
@@ -164,7 +164,7 @@ def predict(model: CompiledModel, xs: list[np.ndarray], batch_size: int = 256) -
         outs, _, _ = model.forward(part, training=False, keep=False)
         return [o[:real] for o in outs]
 
-    threads = min(current_threads(), len(starts))
+    threads = n_threads(len(starts))  # one inside another parallel region, never more than the batches
     if threads > 1 and batches_in_parallel(model):
         from ..kernels.blocks import run_blocks
 

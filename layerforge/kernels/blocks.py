@@ -73,19 +73,32 @@ class one_blas_thread:  # noqa: N801 - used like a function: `with one_blas_thre
         return False
 
 
-def run_blocks(work, n: int) -> list:
-    """``[work(0), ..., work(n-1)]``, block 0 in the calling thread and the others in worker threads, with
-    BLAS held to one thread meanwhile."""
+def run_blocks(work, n: int, threads: int | None = None) -> list:
+    """``[work(0), ..., work(n-1)]`` on ``threads`` threads (default: ``schedule.n_threads(n)``: never more than
+    the blocks or the configured threads, one inside another parallel region), the calling thread taking its share,
+    with BLAS held to one thread meanwhile. Thread j runs blocks j, j + threads, ...; each block's result is the
+    same whichever thread runs it, and the results come back in block order."""
+    from . import schedule
+
+    t = schedule.n_threads(n) if threads is None else max(1, min(int(threads), n))
     with one_blas_thread():
-        if n <= 1:
-            return [work(0)]
-        pool = workers(n - 1)
-        futures = [pool.submit(work, k) for k in range(1, n)]
+        if t <= 1:
+            return [work(k) for k in range(n)]
+        results: list = [None] * n
+
+        def share(j: int) -> None:
+            with schedule.region():
+                for k in range(j, n, t):
+                    results[k] = work(k)
+
+        pool = workers(t - 1)
+        futures = [pool.submit(share, j) for j in range(1, t)]
         try:
-            first = work(0)
+            share(0)
         finally:
-            rest = [f.result() for f in futures]
-    return [first, *rest]
+            for f in futures:
+                f.result()
+    return results
 
 
 _launch_lock = threading.Lock()
@@ -97,10 +110,25 @@ def one_launch_at_a_time(kernel):
     aborts the whole process when two threads launch parallel work at once, and predict may run batches on
     several threads (engine/training.py). Uncontended, the lock costs well under a microsecond."""
 
+    import numba
+
+    from .schedule import numba_threads
+
     @functools.wraps(kernel)
     def launch(*args):
+        # threads sized by the work (the largest array argument), one for small work or inside a parallel
+        # region; Numba's count is per calling thread, so setting it here touches no other thread
+        t = numba_threads(max((a.size for a in args if hasattr(a, "size") and hasattr(a, "dtype")), default=0))
         with _launch_lock:
-            return kernel(*args)
+            saved = numba.get_num_threads()
+            t = min(t, numba.config.NUMBA_NUM_THREADS)
+            if t != saved:
+                numba.set_num_threads(t)
+            try:
+                return kernel(*args)
+            finally:
+                if t != saved:
+                    numba.set_num_threads(saved)
 
     launch.kernel = kernel  # the Numba dispatcher itself
     return launch
