@@ -12,6 +12,7 @@ import numpy as np
 
 from ..config.training import TrainingConfig
 from ..errors import ConfigError, Problem
+from ..kernels.blocks import one_blas_thread_beside_engine_threads
 from ..kernels.schedule import n_threads
 from .model import CompiledModel
 
@@ -147,6 +148,7 @@ def metric_logs(heads: list[Head]) -> dict:
     return out
 
 
+@one_blas_thread_beside_engine_threads("predict")
 def predict(model: CompiledModel, xs: list[np.ndarray], batch_size: int = 256) -> list[np.ndarray]:
     """The model's outputs for the inputs ``xs`` in inference mode, batch by batch (the last batch of a fixed-batch
     model padded); builds no optimizer, loss or metric."""
@@ -191,6 +193,7 @@ def batches_in_parallel(model: CompiledModel) -> bool:
         node.layer.family in _BATCH_PARALLEL_FAMILIES and node.layer.type != "Lambda" for node in model.nodes)
 
 
+@one_blas_thread_beside_engine_threads("evaluate")
 def evaluate(model: CompiledModel, heads: list[Head], data, batch_size: int = 256) -> dict:
     """Loss and metrics of ``heads`` over labelled ``data`` (``.n``, ``.xs``, ``.ys``, ``.sample_weight``), in
     inference mode; the last partial batch of a fixed-batch model is left out, as Keras does."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import os
 import threading
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 
 _pool: ThreadPoolExecutor | None = None
@@ -73,6 +74,41 @@ class one_blas_thread:  # noqa: N801 - used like a function: `with one_blas_thre
         return False
 
 
+_beside_engine_threads: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def one_blas_thread_beside_engine_threads(phase: str):
+    """Decorate an engine entry point ``fn(owner, ...)`` (a training step, predict, evaluate): while it runs, BLAS
+    is held to one thread if that owner's ``phase`` runs the engine's own threads (batch blocks, Numba parallel
+    kernels), learned from its first call.
+
+    Why (issue 21): OpenBLAS's workers busy-wait after each multi-threaded call (~0.1 s unless
+    OPENBLAS_THREAD_TIMEOUT was set before numpy loaded, i.e. before ``import numpy`` in the user's script), and
+    beside the engine's threads they take the cores: numpy imported first made the CNN's training 0.79x and MLP
+    inference 0.73x as fast (benchmarks/import_order.py). A model whose every GEMM runs alone (an MLP's training
+    step) keeps BLAS's threads: GEMM after GEMM, spinning workers cost nothing."""
+
+    def decorate(fn):
+        @functools.wraps(fn)
+        def run(owner, *args, **kwargs):
+            from . import schedule
+
+            known = _beside_engine_threads.get(owner, {})
+            if known.get(phase):
+                with one_blas_thread():
+                    return fn(owner, *args, **kwargs)
+            before = schedule.parallel_regions()
+            out = fn(owner, *args, **kwargs)
+            if phase not in known:
+                known[phase] = schedule.parallel_regions() > before
+                _beside_engine_threads[owner] = known
+            return out
+
+        return run
+
+    return decorate
+
+
 def run_blocks(work, n: int, threads: int | None = None) -> list:
     """``[work(0), ..., work(n-1)]`` on ``threads`` threads (default: ``schedule.n_threads(n)``: never more than
     the blocks or the configured threads, one inside another parallel region), the calling thread taking its share,
@@ -85,6 +121,7 @@ def run_blocks(work, n: int, threads: int | None = None) -> list:
         if t <= 1:
             return [work(k) for k in range(n)]
         results: list = [None] * n
+        schedule.note_parallel_region()
 
         def share(j: int) -> None:
             with schedule.region():
@@ -112,7 +149,7 @@ def one_launch_at_a_time(kernel):
 
     import numba
 
-    from .schedule import numba_threads
+    from .schedule import note_parallel_region, numba_threads
 
     @functools.wraps(kernel)
     def launch(*args):
@@ -124,6 +161,8 @@ def one_launch_at_a_time(kernel):
             t = min(t, numba.config.NUMBA_NUM_THREADS)
             if t != saved:
                 numba.set_num_threads(t)
+            if t > 1:
+                note_parallel_region()
             try:
                 return kernel(*args)
             finally:

@@ -23,6 +23,17 @@ GRAIN_MACS = 1 << 20  # multiply-adds (convolution, recurrent and GEMM blocks): 
 GRAIN_ELEMENTS = 32768  # elementwise kernels (PyTorch's at::internal::GRAIN_SIZE)
 
 _inside = threading.local()
+_parallel_regions = 0  # regions that ran on more than one thread so far (run_blocks, Numba launches)
+
+
+def note_parallel_region() -> None:
+    global _parallel_regions
+    _parallel_regions += 1
+
+
+def parallel_regions() -> int:
+    """How many regions ran on more than one thread in this process so far."""
+    return _parallel_regions
 
 
 def max_blocks() -> int:
