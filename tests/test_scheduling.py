@@ -157,3 +157,30 @@ def test_training_and_predict_are_bit_identical_at_any_thread_count(text, tmp_pa
         for a, b in zip(weights, results[0][0]):
             np.testing.assert_array_equal(a, b)
         np.testing.assert_array_equal(pred, results[0][1])
+
+
+def test_blas_is_held_to_one_thread_beside_the_engine_threads_from_the_second_call(restore_threads):
+    from layerforge.kernels.blocks import blas_controllers, one_blas_thread_beside_engine_threads
+
+    libs = blas_controllers()
+    if not libs:
+        pytest.skip("threadpoolctl cannot control the BLAS libraries here")
+    threads.set_threads(2)
+
+    class Owner:
+        pass
+
+    seen = []
+
+    @one_blas_thread_beside_engine_threads("phase")
+    def step(owner, parallel: bool):
+        seen.append(max(lib.num_threads for lib in libs))
+        if parallel:
+            run_blocks(lambda k: k, 2)
+
+    engine_threaded, gemm_only = Owner(), Owner()
+    for _ in range(2):
+        step(engine_threaded, True)
+        step(gemm_only, False)
+    assert seen == [2, 2, 1, 2]  # learned from the first call: held from the second on, for that owner only
+    assert max(lib.num_threads for lib in libs) == 2  # restored afterwards

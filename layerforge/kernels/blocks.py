@@ -1,4 +1,4 @@
-"""Splitting a batch across threads: one block of samples per thread, BLAS held to one thread meanwhile.
+"""Running a region's blocks on threads (how many: ``schedule.py``), BLAS held to one thread meanwhile.
 
 The convolution and recurrent kernels are ``nogil`` Numba functions, so plain Python threads run their
 blocks in parallel. Each block does its own GEMMs; a multi-threaded BLAS inside a block would only fight the
