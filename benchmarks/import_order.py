@@ -49,11 +49,6 @@ def setup(name, batches):
     return m, xs[0], ys[0], b
 
 np.seterr(all="ignore")
-import os, contextlib
-from layerforge.kernels.blocks import one_blas_thread
-HOLD = os.environ.get("LF_HOLD", "")
-def ctx(key):
-    return one_blas_thread() if (HOLD == "all" or (HOLD == "cnn" and key == "cnn")) else contextlib.nullcontext()
 mlp = setup("mlp", 100)
 cnn = setup("mnist_cnn", 8)
 for m, x, y, b in (mlp, cnn):
@@ -62,11 +57,9 @@ for m, x, y, b in (mlp, cnn):
 rates = {{"mlp_train": [], "mlp_infer": [], "cnn_train": [], "cnn_infer": []}}
 for _ in range(3):
     for key, (m, x, y, b) in (("mlp", mlp), ("cnn", cnn)):
-        with ctx(key):
-            t0 = time.perf_counter(); m.fit(x, y, epochs=1, batch_size=b)
+        t0 = time.perf_counter(); m.fit(x, y, epochs=1, batch_size=b)
         rates[key + "_train"].append(len(x) / (time.perf_counter() - t0))
-        with ctx(key):
-            t0 = time.perf_counter(); m.predict(x, batch_size=b)
+        t0 = time.perf_counter(); m.predict(x, batch_size=b)
         rates[key + "_infer"].append(len(x) / (time.perf_counter() - t0))
 print(json.dumps({{k: statistics.median(v) for k, v in rates.items()}}))
 """
