@@ -80,7 +80,7 @@ _beside_engine_threads: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 def one_blas_thread_beside_engine_threads(phase: str):
     """Decorate an engine entry point ``fn(owner, ...)`` (a training step, predict, evaluate): while it runs, BLAS
     is held to one thread if that owner's ``phase`` runs the engine's own threads (batch blocks, Numba parallel
-    kernels), learned from its first call.
+    kernels), learned from the calls so far (held from the call after the first that ran them).
 
     Why (issue 21): OpenBLAS's workers busy-wait after each multi-threaded call (~0.1 s unless
     OPENBLAS_THREAD_TIMEOUT was set before numpy loaded, i.e. before ``import numpy`` in the user's script), and
@@ -99,8 +99,8 @@ def one_blas_thread_beside_engine_threads(phase: str):
                     return fn(owner, *args, **kwargs)
             before = schedule.parallel_regions()
             out = fn(owner, *args, **kwargs)
-            if phase not in known:
-                known[phase] = schedule.parallel_regions() > before
+            if schedule.parallel_regions() > before:  # from now on held (a small first call may have run serially)
+                known[phase] = True
                 _beside_engine_threads[owner] = known
             return out
 
