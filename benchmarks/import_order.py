@@ -6,8 +6,9 @@ Each round starts two fresh processes one after the other, in alternating order:
 then ``import layerforge`` (as most scripts and notebooks do), the other imports layerforge first (which sets
 ``OPENBLAS_THREAD_TIMEOUT`` before numpy loads OpenBLAS). Neither sets any environment variable. Each process
 builds the benchmark MLP and mnist_cnn through ``layerforge.Model`` (benchmarks/configs), trains one untimed epoch
-of each, then alternates a timed MLP training epoch, MLP predict and a CNN training epoch three times and prints
-the median samples/s of each. The parent prints both orders side by side and their ratio.
+of each, then times three times an MLP training epoch, MLP predict, a CNN training epoch and CNN predict
+(``--pause S`` sleeps S seconds before each) and prints the median samples/s of each. The parent prints both
+orders side by side and their ratio.
 """
 
 from __future__ import annotations
@@ -57,16 +58,18 @@ for m, x, y, b in (mlp, cnn):
 rates = {{"mlp_train": [], "mlp_infer": [], "cnn_train": [], "cnn_infer": []}}
 for _ in range(3):
     for key, (m, x, y, b) in (("mlp", mlp), ("cnn", cnn)):
+        time.sleep({pause})
         t0 = time.perf_counter(); m.fit(x, y, epochs=1, batch_size=b)
         rates[key + "_train"].append(len(x) / (time.perf_counter() - t0))
+        time.sleep({pause})
         t0 = time.perf_counter(); m.predict(x, batch_size=b)
         rates[key + "_infer"].append(len(x) / (time.perf_counter() - t0))
 print(json.dumps({{k: statistics.median(v) for k, v in rates.items()}}))
 """
 
 
-def run_child(numpy_first: bool, threads: int) -> dict:
-    code = CHILD.format(root=str(ROOT), here=str(HERE), numpy_first=numpy_first, threads=threads)
+def run_child(numpy_first: bool, threads: int, pause: float = 0.0) -> dict:
+    code = CHILD.format(root=str(ROOT), here=str(HERE), numpy_first=numpy_first, threads=threads, pause=pause)
     env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_THREAD_TIMEOUT", "OPENBLAS_NUM_THREADS",
                                                               "OMP_NUM_THREADS", "NUMBA_NUM_THREADS")}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
@@ -77,6 +80,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--pause", type=float, default=0.0,
+                    help="seconds slept before each timed phase (0.3: past OpenBLAS's ~0.1 s spin after the last one)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     runs = {"numpy_first": [], "layerforge_first": []}
@@ -84,7 +89,7 @@ def main(argv=None) -> int:
         order = [True, False] if r % 2 == 0 else [False, True]
         for numpy_first in order:
             key = "numpy_first" if numpy_first else "layerforge_first"
-            res = run_child(numpy_first, args.threads)
+            res = run_child(numpy_first, args.threads, args.pause)
             runs[key].append(res)
             print(f"round {r + 1} {key:17s} " + "  ".join(f"{k} {v:9,.0f}" for k, v in res.items())
                   + f"  (load {os.getloadavg()[0]:.2f})", flush=True)
