@@ -1,7 +1,11 @@
 """layerforge against PyTorch CPU on five models, training and inference throughput (see README.md).
 
-    python benchmarks/run.py [--models mlp,mnist_cnn,lstm,gru,transformer] [--repeats 5] [--threads N] [--json FILE|-]
-                             [--batches N] [--no-torch]
+    python benchmarks/run.py [--models mlp,mnist_cnn,lstm,gru,transformer] [--repeats 5] [--threads N[,N...]]
+                             [--json FILE|-] [--batches N] [--no-torch]
+
+``--threads 1,2,4,8,16`` sweeps: every model at every thread count (one table per thread count), then the scaling
+table: each model's training and inference throughput per thread count, its ratio to PyTorch, and the rule of
+issue 21, "throughput at n threads >= 0.95x its best at any lower thread count", checked for every cell.
 
 Each model is the config in benchmarks/configs/<name>.yaml, built by layerforge (``layerforge.Model``) and, when
 PyTorch is installed, re-stated in PyTorch with the same layers, initial-weight-independent shapes, optimizer
@@ -498,7 +502,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", default=",".join(MODELS), help="comma-separated: " + ", ".join(MODELS))
     ap.add_argument("--repeats", type=int, default=5, help="epochs timed per phase and framework (median)")
-    ap.add_argument("--threads", type=int, default=None, help="threads for both frameworks (default: all cores)")
+    ap.add_argument("--threads", default=None,
+                    help="threads for both frameworks, or a comma list to sweep, e.g. 1,2,4,8,16 (default: all cores)")
     ap.add_argument("--batches", type=int, default=None, help="batches per epoch (default: per model)")
     ap.add_argument("--json", default=None, metavar="FILE", help="also write the results as JSON ('-': stdout)")
     ap.add_argument("--no-torch", action="store_true", help="layerforge only")
@@ -506,9 +511,14 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     from layerforge.kernels.threads import cpu_count
 
-    threads = args.threads or cpu_count()
+    try:
+        counts = [int(t) for t in args.threads.split(",") if t.strip()] if args.threads else [cpu_count()]
+    except ValueError:
+        ap.error(f"--threads takes a number or a comma list of numbers, e.g. 1,2,4 (got {args.threads!r})")
+    if not counts or min(counts) < 1:
+        ap.error("--threads: every count must be at least 1")
     if args.worker:
-        worker_main(args.worker[0], args.worker[1], threads, args.batches or MODELS[args.worker[1]][1])
+        worker_main(args.worker[0], args.worker[1], counts[0], args.batches or MODELS[args.worker[1]][1])
         return 0
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = [m for m in models if m not in MODELS]
@@ -521,22 +531,92 @@ def main(argv=None) -> int:
 
     if not with_torch and not args.no_torch:
         log("PyTorch is not installed: layerforge only (pip install torch==2.13.0 for the comparison)")
-    meta = {"threads": threads, "repeats": args.repeats, "load_before": _load(), "python": sys.version.split()[0],
-            "torch": with_torch, "memory_method": "VmHWM reset per phase" if _reset_peak() else "ru_maxrss"}
-    results = []
+    if max(counts) > cpu_count():
+        log(f"note: {max(counts)} threads on {cpu_count()} cores: the larger counts only measure oversubscription")
+    meta = {"threads": counts[0] if len(counts) == 1 else counts, "repeats": args.repeats, "load_before": _load(),
+            "python": sys.version.split()[0], "cores": cpu_count(), "torch": with_torch,
+            "memory_method": "VmHWM reset per phase" if _reset_peak() else "ru_maxrss",
+            "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
+    # model by model, its thread counts one after the other, so a change of load on a shared machine hits a model's
+    # whole sweep alike rather than one thread count
+    sweeps = [{"threads": n, "results": [], "load": []} for n in sorted(set(counts))]
     for m in models:
-        log(f"{m} ...")
-        results.append(bench_model(m, repeats=args.repeats, threads=threads,
-                                   batches=args.batches or MODELS[m][1], with_torch=with_torch, log=log))
+        for sweep in sweeps:
+            n = sweep["threads"]
+            log(f"{m}, {n} thread(s) ...")
+            sweep["results"].append(bench_model(m, repeats=args.repeats, threads=n,
+                                                batches=args.batches or MODELS[m][1], with_torch=with_torch, log=log))
+            sweep["load"].append(_load())
     meta["load_after"] = _load()
-    _render(results, meta)
+    for sweep in sweeps:
+        _render(sweep["results"], {**meta, "threads": sweep["threads"]})
+    out: dict = {"meta": meta}
+    if len(sweeps) == 1:
+        out["results"] = sweeps[0]["results"]
+    else:
+        out["sweeps"] = sweeps
+        out["scaling"] = scaling(sweeps)
+        _render_scaling(out["scaling"])
     if args.json:
-        text = json.dumps({"meta": meta, "results": results}, indent=2)
+        text = json.dumps(out, indent=2)
         if args.json == "-":
             print(text)
         else:
             Path(args.json).write_text(text + "\n")
     return 0
+
+
+SCALING_RULE = 0.95  # issue 21: at n threads, at least 0.95x the best at any lower thread count
+
+
+def scaling(sweeps: list[dict]) -> list[dict]:
+    """Per model and phase: layerforge's (and PyTorch's) samples/s at each thread count, the ratio to PyTorch, and
+    whether each count keeps SCALING_RULE x the best of the lower counts (``ok``; None for the lowest count)."""
+    rows = []
+    models = [r["model"] for r in sweeps[0]["results"]]
+    for model in models:
+        for phase in ("train", "infer"):
+            cells, best_below = [], None
+            for sweep in sweeps:
+                r = next((x for x in sweep["results"] if x["model"] == model), None)
+                if r is None or "skipped" in r:
+                    continue
+                lf = r["layerforge"][f"{phase}_samples_per_s"]
+                th = r.get("torch", {}).get(f"{phase}_samples_per_s")
+                ok = None if best_below is None else lf >= SCALING_RULE * best_below
+                cells.append({"threads": sweep["threads"], "layerforge": lf, "torch": th,
+                              "ratio": r.get(f"{phase}_ratio"), "best_lower": best_below, "ok": ok})
+                best_below = lf if best_below is None else max(best_below, lf)
+            if cells:
+                rows.append({"model": model, "phase": phase, "cells": cells,
+                             "rule_holds": all(c["ok"] is not False for c in cells)})
+    return rows
+
+
+def _render_scaling(rows: list[dict]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+    counts = [c["threads"] for c in rows[0]["cells"]] if rows else []
+    table = Table(title=f"Scaling: layerforge samples/s (ratio to PyTorch); '!' where below {SCALING_RULE}x the "
+                        "best at a lower thread count", header_style="bold", title_justify="left")
+    table.add_column("model / phase", no_wrap=True)
+    for n in counts:
+        table.add_column(f"{n} thr", justify="right", no_wrap=True)
+    table.add_column(f"rule {SCALING_RULE}x", justify="right")
+    for row in rows:
+        by = {c["threads"]: c for c in row["cells"]}
+        cells = []
+        for n in counts:
+            c = by.get(n)
+            if c is None:
+                cells.append("-")
+                continue
+            ratio = f" ({c['ratio']:.2f}x)" if c["ratio"] is not None else ""
+            cells.append(f"{c['layerforge']:,.0f}{ratio}{' !' if c['ok'] is False else ''}")
+        table.add_row(f"{row['model']} {row['phase']}", *cells, "holds" if row["rule_holds"] else "[red]broken[/]")
+    console.print(table)
 
 
 def _load() -> str:

@@ -318,17 +318,17 @@ def test_stateful_blocks_carry_each_sample_state(monkeypatch):
     np.testing.assert_allclose(outs[1], outs[0], rtol=1e-12, atol=1e-12)
 
 
-def test_default_blocks_follow_threads_and_work(monkeypatch):
-    import numba
+def test_default_blocks_follow_work_and_cores_not_threads(monkeypatch):
+    from layerforge.kernels import schedule, threads
 
     built = build_layer({"type": "LSTM", "units": 64}, (20, 16))
-    monkeypatch.setattr(numba, "get_num_threads", lambda: 2)
+    monkeypatch.setattr(schedule, "max_blocks", lambda: 2)
     assert built.layer._blocks(64, 20, 16) == [(0, 32), (32, 64)]
-    assert built.layer._blocks(3, 20, 16) == [(0, 3)]  # too few samples per thread
+    assert built.layer._blocks(3, 20, 16) == [(0, 3)]  # too few samples per block
     small = build_layer({"type": "SimpleRNN", "units": 2}, (3, 2)).layer
     assert small._blocks(64, 3, 2) == [(0, 64)]  # too little work
-    monkeypatch.setattr(numba, "get_num_threads", lambda: 1)
-    assert built.layer._blocks(64, 20, 16) == [(0, 64)]
+    monkeypatch.setattr(threads, "_configured", 1)  # one thread runs the same blocks (results do not move)
+    assert built.layer._blocks(64, 20, 16) == [(0, 32), (32, 64)]
 
 
 @pytest.mark.parametrize("kind", ["LSTM", "GRU"])

@@ -12,7 +12,8 @@ import numpy as np
 
 from ..config.training import TrainingConfig
 from ..errors import ConfigError, Problem
-from ..kernels.threads import current_threads
+from ..kernels.blocks import one_blas_thread_beside_engine_threads
+from ..kernels.schedule import n_threads
 from .model import CompiledModel
 
 
@@ -146,6 +147,7 @@ def metric_logs(heads: list[Head]) -> dict:
     return out
 
 
+@one_blas_thread_beside_engine_threads("predict")
 def predict(model: CompiledModel, xs: list[np.ndarray], batch_size: int = 256) -> list[np.ndarray]:
     """The model's outputs for the inputs ``xs`` in inference mode, batch by batch (the last batch of a fixed-batch
     model padded); builds no optimizer, loss or metric."""
@@ -163,7 +165,7 @@ def predict(model: CompiledModel, xs: list[np.ndarray], batch_size: int = 256) -
         outs, _, _ = model.forward(part, training=False, keep=False, workspace=workspace)
         return [o[:real] for o in outs]
 
-    threads = min(current_threads(), len(starts))
+    threads = n_threads(len(starts))  # one inside another parallel region, never more than the batches
     if threads > 1 and batches_in_parallel(model):
         from ..kernels.blocks import run_blocks
         from ..kernels.workspace import Workspace
@@ -192,6 +194,7 @@ def batches_in_parallel(model: CompiledModel) -> bool:
     return bool(blas_controllers()) and model.reentrant
 
 
+@one_blas_thread_beside_engine_threads("evaluate")
 def evaluate(model: CompiledModel, heads: list[Head], data, batch_size: int = 256) -> dict:
     """Loss and metrics of ``heads`` over labelled ``data`` (``.n``, ``.xs``, ``.ys``, ``.sample_weight``), in
     inference mode; the last partial batch of a fixed-batch model is left out, as Keras does."""

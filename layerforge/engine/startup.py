@@ -9,7 +9,10 @@ result; each only changes speed, and each leaves alone what the user set in the 
     own threads (conv and recurrent kernels run one block of samples per thread), which then share the cores with
     spinning BLAS threads: measured on 2 cores, the mnist_cnn training step took 80 ms instead of 49-55 ms. 2**4
     cycles makes them sleep at once; the MLP, which runs GEMM after GEMM, measured no slower. OpenBLAS reads the
-    variable when it loads, so this step only takes effect before numpy is imported.
+    variable when it loads, so this step only takes effect before numpy is imported. When the user imported numpy
+    first it is too late; the engine then still never runs its threads beside spinning BLAS workers, because a
+    training step, predict or evaluate whose work runs the engine's threads holds BLAS to one thread throughout
+    (``kernels.blocks.one_blas_thread_beside_engine_threads``; ``benchmarks/import_order.py`` measures both orders).
 ``numba_threading_layer``
     ``NUMBA_THREADING_LAYER=workqueue`` (the measurements are in ``layerforge/kernels/__init__.py``): OpenMP's
     workers keep spinning after a parallel loop and take the cores the next GEMM needs. Taken without importing

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..config.training import TrainingConfig
 from ..errors import ConfigError, DataError, Problem
+from ..kernels.blocks import one_blas_thread_beside_engine_threads
 from ..layers.packed import tile
 from .inference import Head, RunningMean, batch_loss, evaluate, make_heads, metric_logs, metric_weight
 from .model import CompiledModel
@@ -52,6 +53,7 @@ class Trainer:
     def _loss(self, outs, out_masks, ys, sw, *, want_grads: bool):
         return batch_loss(self.heads, outs, out_masks, ys, sw, want_grads=want_grads)
 
+    @one_blas_thread_beside_engine_threads("train")  # kernels/blocks.py: import-order independence
     def train_batch(self, xs, ys, sw) -> tuple[float, list]:
         model = self.model
         batch = len(xs[0])

@@ -1,4 +1,4 @@
-"""Splitting a batch across threads: one block of samples per thread, BLAS held to one thread meanwhile.
+"""Running a region's blocks on threads (how many: ``schedule.py``), BLAS held to one thread meanwhile.
 
 The convolution and recurrent kernels are ``nogil`` Numba functions, so plain Python threads run their
 blocks in parallel. Each block does its own GEMMs; a multi-threaded BLAS inside a block would only fight the
@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import os
 import threading
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 
 _pool: ThreadPoolExecutor | None = None
@@ -73,34 +74,68 @@ class one_blas_thread:  # noqa: N801 - used like a function: `with one_blas_thre
         return False
 
 
-_in_blocks = threading.local()  # .active: this thread runs one block of a run_blocks call
+_beside_engine_threads: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _as_block(work, k: int):
-    _in_blocks.active = True
-    try:
-        return work(k)
-    finally:
-        _in_blocks.active = False
+def one_blas_thread_beside_engine_threads(phase: str):
+    """Decorate an engine entry point ``fn(owner, ...)`` (a training step, predict, evaluate): while it runs, BLAS
+    is held to one thread if that owner's ``phase`` runs the engine's own threads (batch blocks, Numba parallel
+    kernels), learned from the calls so far (held from the call after the first that ran them).
+
+    Why (issue 21): OpenBLAS's workers busy-wait after each multi-threaded call (~0.1 s unless
+    OPENBLAS_THREAD_TIMEOUT was set before numpy loaded, i.e. before ``import numpy`` in the user's script), and
+    beside the engine's threads they take the cores: numpy imported first made the CNN's training 0.79x and MLP
+    inference 0.73x as fast (benchmarks/import_order.py). A model whose every GEMM runs alone (an MLP's training
+    step) keeps BLAS's threads: GEMM after GEMM, spinning workers cost nothing."""
+
+    def decorate(fn):
+        @functools.wraps(fn)
+        def run(owner, *args, **kwargs):
+            from . import schedule
+
+            known = _beside_engine_threads.get(owner, {})
+            if known.get(phase):
+                with one_blas_thread():
+                    return fn(owner, *args, **kwargs)
+            before = schedule.parallel_regions()
+            out = fn(owner, *args, **kwargs)
+            if schedule.parallel_regions() > before:  # from now on held (a small first call may have run serially)
+                known[phase] = True
+                _beside_engine_threads[owner] = known
+            return out
+
+        return run
+
+    return decorate
 
 
-def run_blocks(work, n: int) -> list:
-    """``[work(0), ..., work(n-1)]``, block 0 in the calling thread and the others in worker threads, with
-    BLAS held to one thread meanwhile. Called from inside a block (a layer splitting its batch while predict
-    already runs whole batches on several threads), the blocks run one after another in the calling thread: the
-    same blocks, so the same results, and no worker waits for a pool that its own thread occupies."""
-    if getattr(_in_blocks, "active", False):
-        return [work(k) for k in range(n)]
+def run_blocks(work, n: int, threads: int | None = None) -> list:
+    """``[work(0), ..., work(n-1)]`` on ``threads`` threads (default: ``schedule.n_threads(n)``: never more than
+    the blocks or the configured threads, one inside another parallel region), the calling thread taking its share,
+    with BLAS held to one thread meanwhile. Thread j runs blocks j, j + threads, ...; each block's result is the
+    same whichever thread runs it, and the results come back in block order."""
+    from . import schedule
+
+    t = schedule.n_threads(n) if threads is None else max(1, min(int(threads), n))
     with one_blas_thread():
-        if n <= 1:
-            return [_as_block(work, 0)]
-        pool = workers(n - 1)
-        futures = [pool.submit(_as_block, work, k) for k in range(1, n)]
+        if t <= 1:
+            return [work(k) for k in range(n)]
+        results: list = [None] * n
+        schedule.note_parallel_region()
+
+        def share(j: int) -> None:
+            with schedule.region():
+                for k in range(j, n, t):
+                    results[k] = work(k)
+
+        pool = workers(t - 1)
+        futures = [pool.submit(share, j) for j in range(1, t)]
         try:
-            first = _as_block(work, 0)
+            share(0)
         finally:
-            rest = [f.result() for f in futures]
-    return [first, *rest]
+            for f in futures:
+                f.result()
+    return results
 
 
 _launch_lock = threading.Lock()
@@ -112,10 +147,27 @@ def one_launch_at_a_time(kernel):
     aborts the whole process when two threads launch parallel work at once, and predict may run batches on
     several threads (engine/training.py). Uncontended, the lock costs well under a microsecond."""
 
+    import numba
+
+    from .schedule import note_parallel_region, numba_threads
+
     @functools.wraps(kernel)
     def launch(*args):
+        # threads sized by the work (the largest array argument), one for small work or inside a parallel
+        # region; Numba's count is per calling thread, so setting it here touches no other thread
+        t = numba_threads(max((a.size for a in args if hasattr(a, "size") and hasattr(a, "dtype")), default=0))
         with _launch_lock:
-            return kernel(*args)
+            saved = numba.get_num_threads()
+            t = min(t, numba.config.NUMBA_NUM_THREADS)
+            if t != saved:
+                numba.set_num_threads(t)
+            if t > 1:
+                note_parallel_region()
+            try:
+                return kernel(*args)
+            finally:
+                if t != saved:
+                    numba.set_num_threads(saved)
 
     launch.kernel = kernel  # the Numba dispatcher itself
     return launch

@@ -24,6 +24,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, uint64
 
+from . import schedule
 from .blocks import run_blocks
 from .workspace import BufferPool  # noqa: F401  (the pools the kernels take buffers from)
 
@@ -355,19 +356,14 @@ def relu_backward_bias(dy, y, dz, db):
 
 # ============================================================================ threads, buffers, chunks
 
-def _threads() -> int:
-    import numba
-
-    return int(numba.get_num_threads())
-
-
-def split_batch(batch: int, work) -> list:
-    """Run ``work(s0, s1)`` on one contiguous block of samples per thread (the calling thread takes the first);
-    returns the results in block order."""
-    n = min(_threads(), batch)
+def split_batch(batch: int, work, macs: float | None = None) -> list:
+    """Run ``work(s0, s1)`` on contiguous blocks of samples, the blocks sized by the work (``macs``: the whole
+    batch's multiply-adds; None: every sample worth a block) and never by the thread count, so results are the
+    same at any thread count (kernels/schedule.py); returns the results in block order."""
+    n = schedule.n_blocks(batch * schedule.GRAIN_MACS if macs is None else macs, batch)
     if n <= 1:
         return [work(0, batch)]
-    bounds = [(batch * i // n, batch * (i + 1) // n) for i in range(n)]
+    bounds = schedule.bounds(batch, n)
     return run_blocks(lambda k: work(*bounds[k]), n)
 
 
@@ -489,7 +485,7 @@ def activation_backward(dy2d, y2d, z2d, activation: str, use_bias: bool, batch: 
             relu_backward_bias(dy2d[r0:r1], y2d[r0:r1], dz[r0:r1], db)
             return db
 
-        db = _sum(split_batch(batch, work))
+        db = _sum(split_batch(batch, work, dy2d.size * (schedule.GRAIN_MACS / schedule.GRAIN_ELEMENTS)))
         return dz, (db if use_bias else None)
     if activation == "linear":
         dz = dy2d
@@ -525,7 +521,7 @@ def gemm_conv_forward(x5, w2d, bias, geo, groups: int, activation: str, pool: Bu
             if full is None:
                 pool.give(cols)
 
-    split_batch(B, work)
+    split_batch(B, work, B * rows * kc * f * groups)
     y2d, z_keep = _finish_activation(z2d, bias, activation)
     return y2d, z_keep, full
 
@@ -569,7 +565,7 @@ def gemm_conv_backward(x5, dz2d, w2d, geo, groups: int, pool: BufferPool, full, 
                 pool.give(dz)
         return dw, db
 
-    parts = split_batch(B, work)
+    parts = split_batch(B, work, B * rows * kc * f * groups * (3 if need_dx else 2))
     pool.give(full)
     dw = _sum([p[0] for p in parts])
     return dw, dx5, (_sum([p[1] for p in parts]) if relu else None)
@@ -582,7 +578,7 @@ def direct_conv(x5, w3, bias, geo, activation: str):
     b = bias if bias is not None else np.zeros(F, dtype=x5.dtype)
     relu = activation == "relu"
     split_batch(B, lambda s0, s1: direct_forward(x5[s0:s1], w3, b, y[s0:s1], geo.out, geo.k, geo.s, geo.d,
-                                                 geo.pad, relu))
+                                                 geo.pad, relu), y.size * w3.shape[0] * w3.shape[1])
     return _finish_activation(y.reshape(-1, F), None, activation)
 
 
@@ -614,7 +610,7 @@ def direct_conv_backward(x5, dy2d, y2d, z2d, w2d, geo, activation: str, need_dx:
             pool.give(dz)
         return dw, db
 
-    parts = split_batch(B, work)
+    parts = split_batch(B, work, B * rows * taps * C * F * (3 if need_dx else 2))
     return _sum([p[0] for p in parts]), _sum([p[1] for p in parts]), dx5
 
 

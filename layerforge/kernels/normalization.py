@@ -19,17 +19,19 @@ statistics to the unmasked positions.
 from __future__ import annotations
 
 import numpy as np
-from numba import get_num_threads, njit, prange
+from numba import njit, prange
 
 from .blocks import one_launch_at_a_time
+from .schedule import max_blocks
 
 # Reductions along a contiguous inner axis may be reordered so they vectorise (no other fast-math licence).
 REASSOC = {"reassoc"}
 
 
 def n_chunks(outer: int) -> int:
-    """How many partial sums the reductions use (a few per thread, never more than rows)."""
-    return max(1, min(outer, 4 * get_num_threads()))
+    """How many partial sums the reductions use (a few per core, never more than rows): the machine's cores, not
+    the configured threads, so the sums are the same at any thread count (kernels/schedule.py)."""
+    return max(1, min(outer, 4 * max_blocks()))
 
 
 # ---------------------------------------------------------------------------------------------- reductions

@@ -20,9 +20,10 @@ result bit: every element is computed the same way.
 
 import math
 
-from numba import get_num_threads, njit, prange
+from numba import njit, prange
 
 from .blocks import one_launch_at_a_time
+from .schedule import numba_threads
 
 _ELEM = {"cache": True, "error_model": "numpy", "inline": "always"}
 _SERIAL = {"cache": True, "error_model": "numpy"}
@@ -38,7 +39,7 @@ PARALLEL_MIN = 1 << 20
 
 def kernel(name: str, n: int):
     """The update kernel ``name`` for ``n`` elements: the parallel driver when it pays."""
-    if n >= PARALLEL_MIN and get_num_threads() > 1:
+    if n >= PARALLEL_MIN and numba_threads(n) > 1:  # not inside a parallel region, more than one thread
         return globals()[name + "_parallel"]
     return globals()[name]
 

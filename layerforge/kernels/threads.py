@@ -13,6 +13,9 @@ import os
 import sys
 
 _BLAS_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS")
+# The count set_threads configured, for the whole process: Numba's own count is per thread (a pool thread would
+# read the default, every core), so the engine's regions read this one (kernels/schedule.py).
+_configured: int | None = None
 
 
 def cpu_count() -> int:
@@ -26,7 +29,9 @@ def set_threads(n: int | None) -> int:
     """Use ``n`` threads for BLAS and Numba (None: leave the defaults); returns the count in force."""
     if n is None:
         return current_threads()
+    global _configured
     n = max(1, int(n))
+    _configured = n
     for var in _BLAS_VARS:
         os.environ[var] = str(n)
     if "numba" in sys.modules:
@@ -46,7 +51,9 @@ def set_threads(n: int | None) -> int:
 
 
 def current_threads() -> int:
-    """The Numba thread count (or the configured one when Numba is not loaded)."""
+    """The configured thread count: set_threads's, else Numba's (or its variable when Numba is not loaded)."""
+    if _configured is not None:
+        return _configured
     if "numba" in sys.modules:
         import numba
 

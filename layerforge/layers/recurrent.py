@@ -328,11 +328,11 @@ class _RNNBase(Layer):
     def _blocks(self, B: int, T: int, F: int) -> list[tuple[int, int]]:
         """Contiguous blocks of samples, one per thread when the batch is large enough to pay for it."""
         from ..kernels import recurrent as K
-        from ..kernels.threads import current_threads
+        from ..kernels.schedule import max_blocks
 
         k, u = self.n_gates, self.config.units
         work = B * max(T, 1) * k * u * (F + u + 30)  # GEMM multiply-adds per pass, plus ~30 per gate value
-        n = FORCE_BLOCKS or min(current_threads(), B // MIN_BLOCK_ROWS, work // MIN_BLOCK_WORK)
+        n = FORCE_BLOCKS or min(max_blocks(), B // MIN_BLOCK_ROWS, work // MIN_BLOCK_WORK)  # not the threads
         if not FORCE_BLOCKS and not K.blas_controllers():  # BLAS threads cannot be held to one: no parallel calls
             n = 1
         n = max(1, min(int(n), B))
