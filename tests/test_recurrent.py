@@ -281,7 +281,7 @@ def _pass(built, x, mask, seed=5):
 @pytest.mark.parametrize("cfg", BLOCK_CASES, ids=[str(i) for i in range(len(BLOCK_CASES))])
 def test_blocks_of_samples_give_the_one_block_results(cfg, monkeypatch):
     """The batch split over threads (one pass per block of samples, weight gradients summed) changes nothing."""
-    import layerforge.layers.recurrent as R
+    import layerforge.layers.recurrent.base_rnn as R
 
     rng = np.random.default_rng(0)
     built = build_layer(cfg, (6, 3), seed=2)
@@ -304,7 +304,7 @@ def test_blocks_of_samples_give_the_one_block_results(cfg, monkeypatch):
 
 
 def test_stateful_blocks_carry_each_sample_state(monkeypatch):
-    import layerforge.layers.recurrent as R
+    import layerforge.layers.recurrent.base_rnn as R
 
     cfg = {"type": "LSTM", "units": 3, "stateful": True, "return_sequences": True}
     rng = np.random.default_rng(1)
@@ -374,7 +374,7 @@ def _engine_like_buffers(params):
 ], ids=lambda c: f"{c['type']}-{len(c)}")
 @pytest.mark.parametrize("blocks", [1, 2])
 def test_weight_gradients_written_into_engine_buffers(cfg, blocks, monkeypatch):
-    import layerforge.layers.recurrent as R
+    import layerforge.layers.recurrent.base_rnn as R
 
     monkeypatch.setattr(R, "FORCE_BLOCKS", blocks)
     built = build_layer(cfg, (5, 3), dtype=np.float32, seed=6)

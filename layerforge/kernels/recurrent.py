@@ -48,7 +48,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from ..activations import LEAKY_SLOPE, RECURRENT_CODES, SELU_ALPHA, SELU_SCALE
-from .blocks import blas_controllers, run_blocks  # noqa: F401 - layers/recurrent.py calls them as K.*
+from .blocks import blas_controllers, run_blocks  # noqa: F401 - the recurrent layers (layers/recurrent/) call them as K.*
 
 # activation codes and constants from the activation registry (layerforge/activations.py: recurrent_code)
 LINEAR, TANH, SIGMOID, HARD_SIGMOID, HARD_SIGMOID_K1, RELU, RELU6, ELU, SELU, SOFTPLUS, SOFTSIGN, \

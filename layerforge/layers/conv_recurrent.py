@@ -16,7 +16,7 @@ from ._numpy import np
 from .base import Example, Layer, LayerConfig, ParamSpec, register
 from .convolution import Padding, conv_length
 from .fields import ActivationName, ConstraintSpec, DataFormat, InitializerSpec, RegularizerSpec, int_tuple
-from .recurrent import _InitWithForgetBias
+from .recurrent.base_rnn import _InitWithForgetBias
 
 _SUPPORTED = ("linear", "tanh", "sigmoid", "hard_sigmoid", "hard_sigmoid_keras1", "relu")
 

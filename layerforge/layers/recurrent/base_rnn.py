@@ -1,12 +1,5 @@
-"""Recurrent layers: SimpleRNN, GRU, LSTM (Keras 3 semantics, Keras 1 names accepted).
-
-The maths lives in ``layerforge/kernels/recurrent.py``; this module keeps the configs, shapes, weight
-specs and the glue: one GEMM for the input projection of every time step, the recurrence in one
-Numba kernel per direction, and one GEMM each for the kernel, recurrent-kernel and input gradients
-after the BPTT loop. A pass runs in blocks of samples, one per thread, each block doing all of the
-above with BLAS held to one thread (see ``_RNNBase.forward``); weight gradients go straight into the
-engine's gradient buffer when it provides one (``out``). Work buffers come from the caller's workspace
-(``kernels.workspace``); the layer object keeps nothing of a call, so it is reentrant.
+"""What the recurrent layers share: the config, activations allowed in the fused time loops, masks,
+carried state (stateful layers), go_backwards and return_sequences, and the split of a batch into row blocks.
 """
 
 from __future__ import annotations
@@ -15,15 +8,17 @@ from typing import Any, ClassVar
 
 from pydantic import Field, model_validator
 
-from ..activations import RECURRENT_CODES
-from ._numpy import np
-from .base import Example, Layer, LayerConfig, ParamSpec, fitting_buffer, register
-from .fields import ActivationName, ConstraintSpec, InitializerSpec, RegularizerSpec
-from .packed import stacked_rows, tile
+from ...activations import RECURRENT_CODES
+from .._numpy import np
+from ..base import Layer, LayerConfig, ParamSpec, fitting_buffer
+from ..fields import ActivationName, ConstraintSpec, InitializerSpec, RegularizerSpec
+from ..packed import tile
 
 # activation name -> code understood by the recurrent kernels (derivatives are taken from the output): the
 # registry's recurrent_code (layerforge/activations.py)
 ACTIVATION_CODES = RECURRENT_CODES
+
+
 _CONSUME_LESS = {"cpu": 0, "mem": 1, "gpu": 2}
 
 
@@ -47,7 +42,7 @@ class _InitWithForgetBias(dict):
         self.units = units
 
     def __call__(self, shape, rng, dtype="float32", fan=None):
-        from .initializers import initialize
+        from ..initializers import initialize
 
         u = self.units
         out = np.concatenate([initialize(self.spec, (u,), rng, dtype), np.ones(u, dtype=dtype),
@@ -218,7 +213,7 @@ class _RNNBase(Layer):
     def _initial_states(self, batch: int, dtype):
         if not self.config.stateful:
             return [np.zeros((batch, self.config.units), dtype) for _ in self.state_names]
-        from ..errors import DataError
+        from ...errors import DataError
 
         if self.state_names[0] not in self.state:
             self.init_state(batch, dtype)
@@ -255,7 +250,7 @@ class _RNNBase(Layer):
         return ([y] + finals if self.config.return_state else y), cache
 
     def backward(self, params, dy, cache, *, need_dx=True, out=None, workspace=None):
-        from ..kernels import recurrent as K
+        from ...kernels import recurrent as K
 
         if cache["run"]["ws"] is None:
             cache["run"]["ws"] = workspace  # buffers taken from now on go back to the backward pass's workspace
@@ -286,7 +281,7 @@ class _RNNBase(Layer):
         return dx, targets
 
     def _run_forward(self, cache, y, finals) -> None:
-        from ..kernels import recurrent as K
+        from ...kernels import recurrent as K
 
         run, blocks = cache["run"], cache["blocks"]
 
@@ -306,7 +301,7 @@ class _RNNBase(Layer):
     _POOL_SHAPES = 2
 
     def _pool(self, run, k: int, name: str):
-        from ..kernels.workspace import pool_of
+        from ...kernels.workspace import pool_of
 
         return pool_of(run["ws"], (id(self), k, name), self._POOL_SHAPES)
 
@@ -327,8 +322,8 @@ class _RNNBase(Layer):
 
     def _blocks(self, B: int, T: int, F: int) -> list[tuple[int, int]]:
         """Contiguous blocks of samples, one per thread when the batch is large enough to pay for it."""
-        from ..kernels import recurrent as K
-        from ..kernels.schedule import max_blocks
+        from ...kernels import recurrent as K
+        from ...kernels.schedule import max_blocks
 
         k, u = self.n_gates, self.config.units
         work = B * max(T, 1) * k * u * (F + u + 30)  # GEMM multiply-adds per pass, plus ~30 per gate value
@@ -381,7 +376,7 @@ class _RNNBase(Layer):
 
     def _write_outputs(self, run, b0: int, b1: int, seq, block_finals, y, finals) -> None:
         """Put a block's outputs (seq (T, Bk, u) in processing order) and final states into the batch arrays."""
-        from ..kernels import recurrent as K
+        from ...kernels import recurrent as K
 
         T = run["T"]
         if self.config.return_sequences:
@@ -448,7 +443,7 @@ class _RNNBase(Layer):
 
     def _input_grad(self, run, dX2, W, b0: int, b1: int, dx) -> None:
         """dx[b0:b1] (batch-major, input order) from the input-side gate gradients dX2 (T*Bk, k*u)."""
-        from ..kernels import recurrent as K
+        from ...kernels import recurrent as K
 
         if dx is None:  # nothing upstream trains (the engine says so): skip dx
             return
@@ -480,7 +475,7 @@ class _RNNBase(Layer):
         """The first kernel arguments: the variant (True for the usual activations, sigmoid gates and tanh: closed
         forms inline and the generic activation code not compiled; forward only in float32, as it uses the fast
         tanh/sigmoid approximations) and the BLAS ?gemm of the time loop (address, kind)."""
-        from ..kernels import recurrent as K
+        from ...kernels import recurrent as K
 
         ract, act = self._codes()
         usual = act == ACTIVATION_CODES["tanh"] and (self.n_gates == 1 or ract == ACTIVATION_CODES["sigmoid"])
@@ -497,7 +492,7 @@ class _RNNBase(Layer):
 
 def _blocks_of(W, dt, rows: int) -> np.ndarray:
     """A weight matrix of a per-step product as the column blocks the kernels take (kernels.recurrent.gemm_blocks)."""
-    from ..kernels import recurrent as K
+    from ...kernels import recurrent as K
 
     return K.gemm_blocks(np.asarray(W, dtype=dt), rows)
 
@@ -506,321 +501,9 @@ def _blocks_of(W, dt, rows: int) -> np.ndarray:
 # block's work outweighs the hand-off to a thread (measured on 2 cores: an LSTM pass of 9.6M units was faster in one
 # block, a GRU pass of 12M in two). FORCE_BLOCKS (tests) forces a count.
 MIN_BLOCK_ROWS = 4
+
+
 MIN_BLOCK_WORK = 6_000_000
+
+
 FORCE_BLOCKS: int | None = None
-
-
-# ---------------------------------------------------------------------------------------- SimpleRNN
-
-@register
-class SimpleRNN(_RNNBase):
-    """Fully connected recurrent layer: ``h_t = activation(x_t @ kernel + h_{t-1} @ recurrent_kernel + bias)``.
-    Input (batch, time, features); output the last h (or every h with return_sequences). Consumes masks:
-    a masked step keeps the state and repeats the previous output. Same defaults as Keras 1 and 3."""
-
-    type = "SimpleRNN"
-    n_gates = 1
-    state_names = ("h",)
-
-    class Config(RNNConfig):
-        pass
-
-    examples = [
-        Example({"type": "SimpleRNN", "units": 32}, (10, 8), output_shape=(32,), params=1312, gradcheck=False,
-                note="reference figure"),
-        Example({"type": "SimpleRNN", "units": 3, "return_sequences": True}, (4, 2), output_shape=(4, 3), params=18,
-                mask=True),
-        Example({"type": "SimpleRNN", "units": 3, "go_backwards": True, "return_state": True, "activation": "relu6"},
-                (4, 2), output_shape=[(3,), (3,)], params=18),
-        Example({"type": "SimpleRNN", "units": 3, "stateful": True, "return_sequences": True, "go_backwards": True},
-                (3, 2), output_shape=(3, 3), params=18, batch_size=2, mask=True),
-        Example({"type": "SimpleRNN", "units": 3, "dropout": 0.3, "recurrent_dropout": 0.4, "use_bias": False},
-                (4, 2), output_shape=(3,), params=15),
-    ]
-
-    def _forward_weights(self, params, run):
-        dt = run["dt"]
-        run["W_in"] = self._with_bias_row(params, params.get("bias"), dt)
-        run["U"] = _blocks_of(params["recurrent_kernel"], dt, run["rows"])
-
-    def _backward_weights(self, params, dt, rows):
-        return {"UT": _blocks_of(np.asarray(params["recurrent_kernel"]).T, dt, rows),
-                "W": np.asarray(params["kernel"], dtype=dt)}
-
-    def _forward_block(self, run, k, b0, b1, y, finals):
-        from ..kernels import recurrent as K
-
-        dt, T, u, Bk = run["dt"], run["T"], self.config.units, b1 - b0
-        xe, m, rmask = self._block_inputs(run, k, b0, b1)
-        Hs = self._take(run, k, "Hs", (T + 1, Bk, u), dt)
-        np.matmul(xe.reshape(T * Bk, -1), run["W_in"], out=Hs[1:].reshape(T * Bk, u))
-        Y = self._take(run, k, "Y", (T, Bk, u), dt) if m is not None else np.empty((1, 1, 1), dt)
-        mm, rm = self._dummies(dt, m, rmask)
-        _, act = self._codes()
-        K.simple_forward(*self._head(dt, True), run["U"], run["states"][0][b0:b1], mm, m is not None, rm,
-                         rmask is not None, act, self.zero_output_for_mask, dt == np.float32, Hs, Y)
-        self._write_outputs(run, b0, b1, Y if m is not None else Hs[1:], [Hs[T]], y, finals)
-        return {"xe": xe, "m": m, "rmask": rmask, "Hs": Hs, "buffers": {"xe": xe, "Hs": Hs, "Y": Y}}
-
-    def _backward_block(self, run, weights, cache, k, b0, b1, dys, g, dx):
-        from ..kernels import recurrent as K
-
-        dt, T, u, Bk = run["dt"], run["T"], self.config.units, b1 - b0
-        Hs, m, rmask = cache["Hs"], cache["m"], cache["rmask"]
-        dY, (dh,), carry0 = self._split_dy(dys, T, Bk, u, m is not None, dt)
-        mm, rm = self._dummies(dt, m, rmask)
-        dG = self._take(run, k, "dG", (T, Bk, u), dt)
-        cache["buffers"]["dG"] = dG
-        _, act = self._codes()
-        K.simple_backward(*self._head(dt, False), dY, dh, carry0, Hs, weights["UT"], mm, m is not None, rm,
-                          rmask is not None, act, self.zero_output_for_mask, dG)
-        dG2 = dG.reshape(T * Bk, u)
-        db = self._kernel_grads(cache["xe"], dG2, g)
-        if db is not None:
-            g["bias"][...] = db
-        np.matmul(self._hprev(Hs, rmask).T, dG2, out=g["recurrent_kernel"])
-        self._input_grad(run, dG2, weights["W"], b0, b1, dx)
-
-
-# ---------------------------------------------------------------------------------------- LSTM
-
-@register
-class LSTM(_RNNBase):
-    """Long short-term memory (gate blocks i|f|c|o in the Keras 3 weight layout). Keras 3 defaults:
-    recurrent_activation sigmoid (Keras 1: hard_sigmoid 0.2x+0.5, here `hard_sigmoid_keras1`) and
-    unit_forget_bias true. Outputs the last h (every h with return_sequences; [y, h, c] with
-    return_state). Consumes masks: a masked step keeps h and c and repeats the previous output."""
-
-    type = "LSTM"
-    n_gates = 4
-    state_names = ("h", "c")
-
-    class Config(_GatedConfig):
-        unit_forget_bias: bool = Field(True, description="start the forget-gate bias at 1 (Keras 1: "
-                                                         "forget_bias_init 'one' = true, anything else = false)")
-        keras1_renames: ClassVar[dict[str, str]] = {**RNNConfig.keras1_renames,
-                                                    "forget_bias_init": "unit_forget_bias"}
-
-        @classmethod
-        def upgrade(cls, data):
-            data = super().upgrade(data)
-            v = data.get("unit_forget_bias")
-            if isinstance(v, dict):
-                v = v.get("type") or v.get("class_name")
-            if isinstance(v, str):  # Keras 1 forget_bias_init: an initializer name
-                data["unit_forget_bias"] = v.lower() in ("one", "ones")
-            return data
-
-    examples = [
-        Example({"type": "LSTM", "units": 32}, (10, 8), output_shape=(32,), params=5248, gradcheck=False,
-                note="reference figure"),
-        Example({"type": "LSTM", "units": 32, "return_sequences": True}, (10, 8), output_shape=(10, 32), params=5248,
-                gradcheck=False, note="reference figure"),
-        Example({"type": "LSTM", "units": 32, "stateful": True, "batch_input_shape": [32, 10, 8]}, (10, 8),
-                output_shape=(32,), params=5248, batch_size=32, gradcheck=False, note="reference figure M10"),
-        Example({"type": "LSTM", "units": 3, "return_sequences": True}, (4, 2), output_shape=(4, 3), params=72,
-                mask=True),
-        Example({"type": "LSTM", "units": 3, "go_backwards": True, "return_state": True}, (4, 2),
-                output_shape=[(3,), (3,), (3,)], params=72, mask=True),
-        Example({"type": "LSTM", "units": 3, "return_sequences": True, "go_backwards": True,
-                 "recurrent_activation": "hard_sigmoid_keras1", "activation": "softsign"}, (3, 2),
-                output_shape=(3, 3), params=72),
-        Example({"type": "LSTM", "units": 3, "stateful": True, "return_state": True}, (3, 2),
-                output_shape=[(3,), (3,), (3,)], params=72, batch_size=2),
-        Example({"type": "LSTM", "units": 3, "dropout": 0.25, "recurrent_dropout": 0.5, "return_sequences": True},
-                (3, 2), output_shape=(3, 3), params=72, mask=True),
-    ]
-
-    def _bias_spec(self, k):
-        c = self.config
-        init = _InitWithForgetBias(c.bias_initializer, c.units) if c.unit_forget_bias else c.bias_initializer
-        return ParamSpec("bias", (k * c.units,), init, regularizer=c.bias_regularizer, constraint=c.bias_constraint)
-
-    # Speed: the per-step GEMM runs over [x_t, h_{t-1}, 1] against [kernel; recurrent_kernel; bias] (a view of the
-    # engine's packed weights when they sit back to back, as they do), and the weight gradients are one GEMM over
-    # all steps written straight into the engine's gradient buffer in that same layout.
-    def _forward_weights(self, params, run):
-        dt = run["dt"]
-        names = ["kernel", "recurrent_kernel"] + (["bias"] if self.config.use_bias else [])
-        arrays = [np.asarray(params[n], dtype=dt) for n in names]
-        WU = stacked_rows(arrays, dt)
-        if WU is None:
-            WU = np.concatenate([a.reshape(-1, a.shape[-1]) for a in arrays], axis=0)
-        run["WU"] = _blocks_of(WU, dt, run["rows"])
-
-    def _backward_weights(self, params, dt, rows):
-        return {"UT": _blocks_of(np.asarray(params["recurrent_kernel"]).T, dt, rows),
-                "W": np.asarray(params["kernel"], dtype=dt)}
-
-    def _forward_block(self, run, k, b0, b1, y, finals):
-        from ..kernels import recurrent as K
-
-        dt, T, F, u, Bk = run["dt"], run["T"], run["F"], self.config.units, b1 - b0
-        xe, m, rmask = self._block_inputs(run, k, b0, b1, hcols=u)
-        Tg = T if run["keep"] else 1  # inference: the gates of one step at a time, nothing kept for backward
-        G = self._take(run, k, "G", (Tg, Bk, 4 * u), dt)
-        Hs = self._take(run, k, "Hs", (T + 1, Bk, u), dt)
-        Cs = self._take(run, k, "Cs", (T + 1, Bk, u), dt)
-        TC = self._take(run, k, "TC", (Tg, Bk, u), dt)
-        Y = self._take(run, k, "Y", (T, Bk, u), dt) if m is not None else np.empty((1, 1, 1), dt)
-        mm, rm = self._dummies(dt, m, rmask)
-        ract, act = self._codes()
-        h0, c0 = run["states"]
-        K.lstm_forward(*self._head(dt, True), xe, run["WU"], F, h0[b0:b1], c0[b0:b1], mm, m is not None, rm,
-                       rmask is not None, ract, act, self.zero_output_for_mask, dt == np.float32, G, Hs, Cs, TC, Y)
-        self._write_outputs(run, b0, b1, Y if m is not None else Hs[1:], [Hs[T], Cs[T]], y, finals)
-        return {"xe": xe, "m": m, "rmask": rmask, "Cs": Cs, "G": G, "TC": TC,
-                "buffers": {"xe": xe, "G": G, "Hs": Hs, "Cs": Cs, "TC": TC, "Y": Y}}
-
-    def _backward_block(self, run, weights, cache, k, b0, b1, dys, g, dx):
-        from ..kernels import recurrent as K
-
-        dt, T, F, u, Bk = run["dt"], run["T"], run["F"], self.config.units, b1 - b0
-        m, rmask, G = cache["m"], cache["rmask"], cache["G"]
-        dY, (dh, dc), carry0 = self._split_dy(dys, T, Bk, u, m is not None, dt)
-        mm, rm = self._dummies(dt, m, rmask)
-        dG = self._take(run, k, "dG", (T, Bk, 4 * u), dt)
-        cache["buffers"]["dG"] = dG
-        ract, act = self._codes()
-        K.lstm_backward(*self._head(dt, False), dY, dh, dc, carry0, G, cache["Cs"], cache["TC"], weights["UT"], mm,
-                        m is not None, rm, rmask is not None, ract, act, self.zero_output_for_mask, dG)
-        dG2 = dG.reshape(T * Bk, 4 * u)
-        xe2 = cache["xe"].reshape(T * Bk, -1)
-        names = ["kernel", "recurrent_kernel"] + (["bias"] if self.config.use_bias else [])
-        dWU = stacked_rows([g[n] for n in names], dt)
-        if dWU is not None:  # the h_{t-1} columns of xe give the recurrent kernel's gradient, the ones the bias's
-            np.matmul(xe2.T, dG2, out=dWU)
-        else:
-            dWU = xe2.T @ dG2
-            g["kernel"][...] = dWU[:F]
-            g["recurrent_kernel"][...] = dWU[F:F + u]
-            if self.config.use_bias:
-                g["bias"][...] = dWU[F + u]
-        self._input_grad(run, dG2, weights["W"], b0, b1, dx)
-
-
-# ---------------------------------------------------------------------------------------- GRU
-
-@register
-class GRU(_RNNBase):
-    """Gated recurrent unit (gate blocks z|r|h in the Keras 3 layout). Keras 3 defaults: reset_after
-    true (reset gate applied after the recurrent matmul, bias of shape (2, 3*units): row 0 input,
-    row 1 recurrent) and recurrent_activation sigmoid. Keras 1's GRU is reset_after false (bias
-    (3*units,)) with hard_sigmoid 0.2x+0.5 gates (`hard_sigmoid_keras1`). ``h = z*h_prev + (1-z)*h~``.
-    Consumes masks: a masked step keeps the state and repeats the previous output."""
-
-    type = "GRU"
-    n_gates = 3
-    state_names = ("h",)
-
-    class Config(_GatedConfig):
-        reset_after: bool = Field(True, description="Keras 3 default true (reset gate after the recurrent matmul, "
-                                                    "separate recurrent bias); false = Keras 1 GRU")
-
-    examples = [
-        Example({"type": "GRU", "units": 32}, (10, 8), output_shape=(32,), params=4032, gradcheck=False,
-                note="reference figure"),
-        Example({"type": "GRU", "units": 32, "reset_after": False}, (10, 8), output_shape=(32,), params=3936,
-                gradcheck=False, note="reference figure"),
-        Example({"type": "GRU", "units": 3, "return_sequences": True}, (4, 2), output_shape=(4, 3), params=63,
-                mask=True),
-        Example({"type": "GRU", "units": 3, "reset_after": False, "return_sequences": True, "go_backwards": True},
-                (4, 2), output_shape=(4, 3), params=54, mask=True),
-        Example({"type": "GRU", "units": 3, "reset_after": False, "return_state": True, "dropout": 0.2,
-                 "recurrent_dropout": 0.3}, (3, 2), output_shape=[(3,), (3,)], params=54),
-        Example({"type": "GRU", "units": 3, "go_backwards": True, "dropout": 0.2, "recurrent_dropout": 0.3,
-                 "stateful": True}, (3, 2), output_shape=(3,), params=63, batch_size=2),
-        Example({"type": "GRU", "units": 3, "use_bias": False, "return_state": True, "go_backwards": True,
-                 "recurrent_activation": "hard_sigmoid"}, (3, 2), output_shape=[(3,), (3,)], params=45, mask=True),
-    ]
-
-    def _bias_spec(self, k):
-        c = self.config
-        shape = (2, 3 * c.units) if c.reset_after else (3 * c.units,)
-        return ParamSpec("bias", shape, c.bias_initializer, regularizer=c.bias_regularizer,
-                         constraint=c.bias_constraint)
-
-    def _forward_weights(self, params, run):
-        c, dt = self.config, run["dt"]
-        u = c.units
-        bias = np.asarray(params["bias"], dtype=dt) if c.use_bias else None
-        run["W_in"] = self._with_bias_row(params, None if bias is None else (bias[0] if c.reset_after else bias), dt)
-        U = np.asarray(params["recurrent_kernel"], dtype=dt)
-        if c.reset_after:
-            run["U"] = _blocks_of(U, dt, run["rows"])
-            run["brec"] = np.ascontiguousarray(bias[1]) if bias is not None else np.zeros(3 * u, dt)
-        else:
-            run["Uzr"] = _blocks_of(U[:, :2 * u], dt, run["rows"])
-            run["Uh"] = _blocks_of(U[:, 2 * u:], dt, run["rows"])
-
-    def _backward_weights(self, params, dt, rows):
-        u = self.config.units
-        U = np.asarray(params["recurrent_kernel"], dtype=dt)
-        w = {"W": np.asarray(params["kernel"], dtype=dt)}
-        if self.config.reset_after:
-            w["UT"] = _blocks_of(U.T, dt, rows)
-        else:
-            w["UzrT"] = _blocks_of(U[:, :2 * u].T, dt, rows)
-            w["UhT"] = _blocks_of(U[:, 2 * u:].T, dt, rows)
-        return w
-
-    def _forward_block(self, run, k, b0, b1, y, finals):
-        from ..kernels import recurrent as K
-
-        c = self.config
-        dt, T, u, Bk = run["dt"], run["T"], c.units, b1 - b0
-        xe, m, rmask = self._block_inputs(run, k, b0, b1)
-        G = self._take(run, k, "G", (T, Bk, 3 * u), dt)
-        np.matmul(xe.reshape(T * Bk, -1), run["W_in"], out=G.reshape(T * Bk, 3 * u))
-        Hs = self._take(run, k, "Hs", (T + 1, Bk, u), dt)
-        RH = self._take(run, k, "RH", (T, Bk, u), dt)
-        Y = self._take(run, k, "Y", (T, Bk, u), dt) if m is not None else np.empty((1, 1, 1), dt)
-        mm, rm = self._dummies(dt, m, rmask)
-        ract, act = self._codes()
-        h0 = run["states"][0][b0:b1]
-        fast = dt == np.float32
-        if c.reset_after:
-            K.gru_forward_after(*self._head(dt, True), run["U"], run["brec"], h0, mm, m is not None, rm,
-                                rmask is not None, ract, act, self.zero_output_for_mask, fast, G, RH, Hs, Y)
-        else:
-            K.gru_forward_before(*self._head(dt, True), run["Uzr"], run["Uh"], h0, mm, m is not None, rm,
-                                 rmask is not None, ract, act, self.zero_output_for_mask, fast, G, RH, Hs, Y)
-        self._write_outputs(run, b0, b1, Y if m is not None else Hs[1:], [Hs[T]], y, finals)
-        return {"xe": xe, "m": m, "rmask": rmask, "Hs": Hs, "G": G, "RH": RH,
-                "buffers": {"xe": xe, "G": G, "Hs": Hs, "RH": RH, "Y": Y}}
-
-    def _backward_block(self, run, weights, cache, k, b0, b1, dys, g, dx):
-        from ..kernels import recurrent as K
-
-        c = self.config
-        dt, T, u, Bk = run["dt"], run["T"], c.units, b1 - b0
-        Hs, m, rmask, G, RH = cache["Hs"], cache["m"], cache["rmask"], cache["G"], cache["RH"]
-        dY, (dh,), carry0 = self._split_dy(dys, T, Bk, u, m is not None, dt)
-        mm, rm = self._dummies(dt, m, rmask)
-        ract, act = self._codes()
-        dX = self._take(run, k, "dX", (T, Bk, 3 * u), dt)
-        cache["buffers"]["dX"] = dX
-        dX2 = dX.reshape(T * Bk, 3 * u)
-        hprev = self._hprev(Hs, rmask)
-        if c.reset_after:
-            dR = self._take(run, k, "dR", (T, Bk, 3 * u), dt)
-            cache["buffers"]["dR"] = dR
-            K.gru_backward_after(*self._head(dt, False), dY, dh, carry0, G, RH, Hs, weights["UT"], mm, m is not None,
-                                 rm, rmask is not None, ract, act, self.zero_output_for_mask, dX, dR)
-            dR2 = dR.reshape(T * Bk, 3 * u)
-            db = self._kernel_grads(cache["xe"], dX2, g)
-            np.matmul(hprev.T, dR2, out=g["recurrent_kernel"])
-            if db is not None:
-                g["bias"][0] = db
-                np.sum(dR2, axis=0, out=g["bias"][1])
-        else:
-            K.gru_backward_before(*self._head(dt, False), dY, dh, carry0, G, Hs, weights["UzrT"], weights["UhT"], mm,
-                                  m is not None, rm, rmask is not None, ract, act, self.zero_output_for_mask, dX)
-            db = self._kernel_grads(cache["xe"], dX2, g)
-            dU = g["recurrent_kernel"]
-            dU[:, :2 * u] = hprev.T @ dX2[:, :2 * u]
-            dU[:, 2 * u:] = RH.reshape(T * Bk, u).T @ dX2[:, 2 * u:]
-            if db is not None:
-                g["bias"][...] = db
-        self._input_grad(run, dX2, weights["W"], b0, b1, dx)
-
