@@ -533,6 +533,26 @@ def test_leftovers_of_killed_saves_are_cleaned_on_the_next_save(tmp_path):
     assert not (parent / "new" / MARKER).exists()
 
 
+def test_a_save_killed_before_its_marker_was_written_is_cleaned_too(tmp_path):
+    """Killed between creating the temporary folder and writing its marker (CI caught it once): the folder is
+    empty and named with the dead writer's pid, so it goes; one with content but no marker is never touched."""
+    from layerforge.io.atomic import MARKER, clean_stale
+
+    dead = _dead_pid()
+    empty = tmp_path / f".run.{dead}-abc.tmp"
+    empty.mkdir()
+    half_marker = tmp_path / f".run.{dead}-def.tmp"
+    half_marker.mkdir()
+    (half_marker / MARKER).write_text("")
+    unmarked = tmp_path / f".run.{dead}-ghi.tmp"
+    unmarked.mkdir()
+    (unmarked / "weights.safetensors").write_bytes(b"x")
+    alive = tmp_path / f".run.{os.getpid()}-jkl.tmp"
+    alive.mkdir()
+    assert sorted(clean_stale(tmp_path)) == sorted([empty, half_marker])
+    assert unmarked.exists() and alive.exists()
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
 def test_sigkill_during_training_leaves_the_last_good_run_loadable(tmp_path):
     import layerforge

@@ -68,7 +68,17 @@ def _dead_owner(folder: Path) -> bool:
         host, pid = (folder / MARKER).read_text().split()
         return host == socket.gethostname() and not _alive(int(pid))
     except (OSError, ValueError):
+        pass
+    # Killed between creating the folder and writing its marker: nothing in it but (part of) the marker. The pid
+    # in the name (``.<run>.<pid>-*.tmp``) is the writer's; an empty folder is harmless to remove either way.
+    import re
+
+    m = re.fullmatch(r"\..+\.(\d+)-[^.]+\.tmp", folder.name)
+    try:
+        contents = [p.name for p in folder.iterdir()]
+    except OSError:
         return False
+    return bool(m) and set(contents) <= {MARKER} and not _alive(int(m.group(1)))
 
 
 def clean_stale(parent: str | Path) -> list[Path]:
@@ -121,7 +131,6 @@ def atomic_directory(final: str | Path):
     (tmp / MARKER).write_text(f"{socket.gethostname()} {os.getpid()}\n")
     try:
         yield tmp
-        (tmp / MARKER).unlink()
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -132,5 +141,7 @@ def atomic_directory(final: str | Path):
             shutil.rmtree(old)
         os.replace(final, old)
     os.replace(tmp, final)
+    # the marker goes only once the folder is in place: a save killed before that leaves a marked, cleanable folder
+    (final / MARKER).unlink(missing_ok=True)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
