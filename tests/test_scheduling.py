@@ -117,6 +117,18 @@ layers:
 training: {loss: sparse_categorical_crossentropy, optimizer: {type: adam}, batch_size: 32, epochs: 1}
 """
 
+_CONV_KINDS = """
+name: sched-conv-kinds
+input_shape: [16, 16, 8]
+layers:
+  - {type: Conv2DTranspose, filters: 16, kernel_size: 3, activation: relu}
+  - {type: DepthwiseConv2D, kernel_size: 3, depth_multiplier: 2, activation: tanh}
+  - {type: SeparableConv2D, filters: 8, kernel_size: 3, activation: relu}
+  - {type: Flatten}
+  - {type: Dense, units: 3, activation: softmax}
+training: {loss: sparse_categorical_crossentropy, optimizer: {type: adam}, batch_size: 32, epochs: 1}
+"""
+
 _LSTM = """
 name: sched-lstm
 input_shape: [30, 16]
@@ -128,7 +140,7 @@ training: {loss: sparse_categorical_crossentropy, optimizer: {type: adam}, batch
 """
 
 
-@pytest.mark.parametrize("text", [_CONV, _LSTM], ids=["conv", "lstm"])
+@pytest.mark.parametrize("text", [_CONV, _CONV_KINDS, _LSTM], ids=["conv", "conv-kinds", "lstm"])
 def test_training_and_predict_are_bit_identical_at_any_thread_count(text, tmp_path, monkeypatch, restore_threads):
     from layerforge.api import Model
     from layerforge.config import load_config

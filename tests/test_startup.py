@@ -139,3 +139,25 @@ def test_predict_and_evaluate_of_a_loaded_run_build_no_trainer(tmp_path):
     assert again.evaluate(x, y) == model.evaluate(x, y)
     assert again._trainer is None  # no optimizer, fit loop or callbacks were built to run inference
     assert again.trainer.epoch == 1 and again.trainer.optimizer.state_dict()  # the saved state, once asked for
+
+
+_TIMEOUTS = ("import ctypes\nfrom threadpoolctl import ThreadpoolController\n"
+             "libs = ThreadpoolController().select(internal_api='openblas').lib_controllers\n"
+             "print(sorted({ctypes.CDLL(lib.filepath).openblas_thread_timeout() for lib in libs}))\n")
+
+
+def test_numpy_imported_first_still_gets_the_short_openblas_timeout():
+    # OpenBLAS read its environment before layerforge set the variable; the first model makes it read it again
+    from threadpoolctl import ThreadpoolController
+
+    if not ThreadpoolController().select(internal_api="openblas").lib_controllers:
+        pytest.skip("numpy's BLAS here is not OpenBLAS")
+    gemm = "a = np.ones((200, 300), np.float32); assert (a @ a.T == 300).all()\n"  # multi-threaded BLAS still works
+    numpy_first = "import numpy as np\n" + gemm + "import layerforge\n" + _TIMEOUTS
+    model = "layerforge.Model.from_yaml({'input_shape': [3], 'layers': [{'type': 'Dense', 'units': 2}]})\n"
+    assert _child(numpy_first) == "[0]"  # too late for the variable alone
+    assert _child(numpy_first + model + gemm + _TIMEOUTS).splitlines()[-1] == "[4]"
+    assert _child("import layerforge\nimport numpy as np\n" + model + _TIMEOUTS) == "[4]"
+    # a value the user set is left alone, and so is everything when the user opts out
+    assert _child(numpy_first + model + _TIMEOUTS, OPENBLAS_THREAD_TIMEOUT="10").splitlines()[-1] == "[10]"
+    assert _child(numpy_first + model + _TIMEOUTS, LAYERFORGE_NO_STARTUP="1").splitlines()[-1] == "[0]"

@@ -11,7 +11,7 @@ Geometry (per spatial axis, always 3-tuples ``(d, h, w)``): kernel size ``k``, s
 ``row = ((b*od + z)*oh + y)*ow + x`` and ``c`` the channel inside group ``g``, so the Keras kernel
 ``(kd, kh, kw, C/groups, f)`` reshaped to 2D is exactly the right-hand side of the GEMM.
 
-Parallelism: the batch is split into one contiguous block of samples per thread (``split_batch``) and each
+Parallelism: the batch is split into contiguous blocks of samples sized by the work (``split_batch``) and each
 thread runs the whole pipeline of its block -- im2col, GEMM, bias + activation, col2im -- with Numba kernels
 compiled ``nogil`` and BLAS held to one thread meanwhile, so a layer's pass synchronises its threads once.
 (Measured on the 2-core target: OpenBLAS's own threads gave no speed-up on these GEMM shapes, and handing work
@@ -629,7 +629,7 @@ def transpose_forward(x2d, w2d, bias, geo, out_shape5, activation: str, pool: Bu
         if fused:
             _bias_act_block(y2d[s0 * rows_out:s1 * rows_out], bias, activation)
 
-    split_batch(B, work)
+    split_batch(B, work, x2d.size * w2d.shape[0])  # x @ W^T: (B*rows_in, C_in) x (C_in, taps*f)
     return _finish_activation(y2d, bias, activation)
 
 
@@ -654,7 +654,7 @@ def transpose_backward(dz2d, x2d, w2d, geo, pool: BufferPool, need_dx: bool, bat
             pool.give(cols)
         return dw
 
-    return _sum(split_batch(batch, work)), dx2d
+    return _sum(split_batch(batch, work, x2d.size * kc * (2 if need_dx else 1))), dx2d
 
 
 def depthwise_conv(x5, w5, pw2d, bias, geo, activation: str):
@@ -676,7 +676,8 @@ def depthwise_conv(x5, w5, pw2d, bias, geo, activation: str):
         if fused:
             _bias_act_block(z2d[r0:r1], bias, activation)
 
-    split_batch(B, work)
+    taps = geo.k[0] * geo.k[1] * geo.k[2]
+    split_batch(B, work, mid.size * (taps + (pw2d.shape[1] if pw2d is not None else 0)))
     y2d, z_keep = _finish_activation(z2d, bias, activation)
     return y2d, z_keep, (mid if pw2d is not None else None)
 
@@ -702,6 +703,9 @@ def depthwise_conv_backward(dz2d, x5, w5, pw2d, mid, geo, need_dx: bool):
                            dx5[s0:s1] if need_dx else dx5, dwk, need_dx, geo.out, geo.k, geo.s, geo.d, geo.pad)
         return dwk, dpw
 
-    parts = split_batch(B, work)
+    taps = geo.k[0] * geo.k[1] * geo.k[2]
+    mids = dz2d.shape[0] * C * dm  # the depthwise output's size
+    pointwise = 2 * pw2d.shape[1] if pw2d is not None else 0  # dW pointwise and dmid, per depthwise output
+    parts = split_batch(B, work, mids * (taps * (2 if need_dx else 1) + pointwise))
     dpw = _sum([p[1] for p in parts]) if pw2d is not None else None
     return _sum([p[0] for p in parts]), dpw, (dx5 if need_dx else None)
